@@ -1,0 +1,33 @@
+"""Error kinds the pipeline tells apart.
+
+A stage that raises ``BadInputError`` (or any non-I/O exception) for an image gets a
+failure record and is not retried; ``TransientError`` and plain ``OSError`` are
+treated as passing trouble (disk, network filesystem) and retried by the orchestrator.
+"""
+
+from __future__ import annotations
+
+
+class WsssError(Exception):
+    """Base class of the errors wsss raises on purpose."""
+
+
+class BadInputError(WsssError, ValueError):
+    """An input file is unusable. The message names the file and the problem."""
+
+    def __init__(self, path: object, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DatasetError(WsssError):
+    """The dataset as a whole is unusable (empty, missing split list, wrong layout)."""
+
+
+class WorkspaceError(WsssError):
+    """The workspace cannot be used for this request (made by another dataset, missing stage)."""
+
+
+class TransientError(WsssError, OSError):
+    """Passing trouble worth retrying."""
