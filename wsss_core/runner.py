@@ -1,0 +1,101 @@
+"""The per-image loop every batched stage shares (orchestrator-free).
+
+For each image of a batch: skip it when its marker for the stage's key exists, else
+run the step (which writes the image's arrays), then write the marker. A step that
+raises is recorded as a failure of that image only; its neighbours go on. I/O errors
+(OSError that is not a bad input) are collected as transient: the caller may retry
+the batch, and the retry redoes only those images.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from wsss_core.errors import BadInputError
+from wsss_core.store import Workspace
+
+logger = logging.getLogger(__name__)
+
+# A step computes and writes one image's outputs; it may return warnings to record.
+Step = Callable[[str], "list[str] | None"]
+
+
+@dataclass
+class BatchReport:
+    stage: str
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    transient: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: BatchReport) -> BatchReport:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.transient.update(other.transient)
+        return self
+
+
+class TransientBatchError(OSError):
+    """Some images of a batch hit passing I/O trouble; retrying the batch is worth it."""
+
+    def __init__(self, report: BatchReport):
+        self.report = report
+        ids = ", ".join(sorted(report.transient)[:5])
+        super().__init__(f"{len(report.transient)} image(s) of stage {report.stage} hit I/O errors: {ids}")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Passing I/O trouble, as opposed to a bad input that would fail again."""
+    return isinstance(error, OSError) and not isinstance(
+        error, (BadInputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    )
+
+
+def run_batch(
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: Sequence[str],
+    step: Step,
+    *,
+    final_attempt: bool = True,
+) -> BatchReport:
+    """Run `step` on each image not yet done. See the module docstring.
+
+    With final_attempt=False, transient errors are left unrecorded for a retry;
+    on the final attempt they become failure records like any other error.
+    """
+    report = BatchReport(stage)
+    for image_id in image_ids:
+        if workspace.is_done(stage, image_id, key):
+            report.skipped.append(image_id)
+            continue
+        try:
+            warnings = step(image_id)
+        except Exception as error:  # noqa: BLE001 - one image's failure must not stop the batch
+            message = str(error) or type(error).__name__
+            if is_transient(error) and not final_attempt:
+                report.transient[image_id] = message
+                continue
+            kind = "transient" if is_transient(error) else type(error).__name__
+            logger.warning("%s: %s failed: %s", stage, image_id, message)
+            logger.debug("%s", traceback.format_exc())
+            workspace.record_failure(stage, image_id, kind, message, key)
+            report.failed[image_id] = message
+            continue
+        if warnings:
+            workspace.record_warnings(stage, image_id, warnings, key)
+        workspace.mark_done(stage, image_id, key)
+        workspace.clear_failure(stage, image_id)
+        report.done.append(image_id)
+    return report
+
+
+def split_batches(image_ids: Sequence[str], batch_size: int) -> list[list[str]]:
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    return [list(image_ids[i : i + batch_size]) for i in range(0, len(image_ids), batch_size)]
