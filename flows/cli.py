@@ -1,0 +1,231 @@
+"""The `wsss` command line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flows.common import DEFAULT_BATCH_SIZE, EngineConfig, StageSummary, console, make_task_runner
+from wsss_core.errors import WsssError
+
+app = typer.Typer(
+    name="wsss",
+    help="Weakly-supervised semantic segmentation at dataset scale: weak labels in, dense pseudo masks out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory (holds store.zarr).")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Images per task.", min=1)]
+EngineOpt = Annotated[str, typer.Option(help="Where batch tasks run: threads, processes or dask.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)]
+DaskAddressOpt = Annotated[
+    Optional[str], typer.Option(help="Address of a running Dask scheduler (with --engine dask).")
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _engine(engine: str, workers: int | None, dask_address: str | None) -> EngineConfig:
+    if engine not in ("threads", "processes", "dask"):
+        raise typer.BadParameter(f"{engine!r}: choose threads, processes or dask", param_hint="--engine")
+    return EngineConfig(engine=engine, workers=workers, dask_address=dask_address)  # type: ignore[arg-type]
+
+
+def _run_flow(flow, engine: EngineConfig, **parameters) -> StageSummary:
+    """Run a flow with the chosen task runner; turn our errors into a message and exit 2."""
+    try:
+        return flow.with_options(task_runner=make_task_runner(engine))(**parameters)
+    except WsssError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _finish(summaries: list[StageSummary], started: float) -> None:
+    """Print what each stage did; exit 1 when any image failed."""
+    for summary in summaries:
+        console.print(summary.line())
+        for image_id, message in list(summary.failed.items())[:10]:
+            console.print(f"  [red]failed[/red] {image_id}: {message}")
+        if len(summary.failed) > 10:
+            console.print(f"  ... and {len(summary.failed) - 10} more (see `wsss status`)")
+    console.print(f"finished in {time.perf_counter() - started:.1f} s")
+    if any(not s.ok for s in summaries):
+        raise typer.Exit(1)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset to (VOC layout).")] = Path("data/synthetic"),
+    images: Annotated[int, typer.Option(help="Number of images.", min=1)] = 200,
+    width: Annotated[int, typer.Option(min=32)] = 256,
+    height: Annotated[int, typer.Option(min=32)] = 192,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 0,
+    variant: Annotated[str, typer.Option(help="standard, or holdout (same classes, other shapes/backgrounds).")] = "standard",
+) -> None:
+    """Write the built-in synthetic dataset (VOC layout with classes.txt, masks, boxes, scribbles)."""
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    started = time.perf_counter()
+    config = SyntheticConfig(n_images=images, width=width, height=height, seed=seed, variant=variant)
+    root = generate_dataset(out, config)
+    console.print(f"wrote {images} images to {root} in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def ingest(
+    root: Annotated[Path, typer.Option(help="Dataset root (VOC layout), or the instances JSON with --format coco.")],
+    workspace: WorkspaceOpt,
+    format: Annotated[str, typer.Option("--format", help="voc or coco.")] = "voc",
+    split: Annotated[str, typer.Option(help="Split list under ImageSets/Segmentation (VOC).")] = "train",
+    scribbles: Annotated[Optional[Path], typer.Option(help="Scribble folder (default: ROOT/scribbles).")] = None,
+    image_dir: Annotated[Optional[Path], typer.Option(help="Image folder (COCO).")] = None,
+    max_side: Annotated[int, typer.Option(help="Reject images whose longer side exceeds this.", min=1)] = 4096,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    engine: EngineOpt = "threads",
+    workers: WorkersOpt = None,
+    dask_address: DaskAddressOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Read a dataset into a workspace. Images already ingested are skipped."""
+    from flows.ingest import ingest_flow
+    from wsss_core.data.image_io import ReadOptions
+
+    started = time.perf_counter()
+    summary = _run_flow(
+        ingest_flow,
+        _engine(engine, workers, dask_address),
+        root=str(root),
+        workspace=str(workspace),
+        format=format,
+        split=split,
+        scribbles_dir=str(scribbles) if scribbles else None,
+        image_dir=str(image_dir) if image_dir else None,
+        options=ReadOptions(max_side=max_side),
+        batch_size=batch_size,
+        progress=progress,
+    )
+    _finish([summary], started)
+
+
+@app.command()
+def superpixels(
+    workspace: WorkspaceOpt,
+    method: Annotated[str, typer.Option(help="slic or felzenszwalb.")] = "slic",
+    segments_per_100k: Annotated[float, typer.Option(help="SLIC segments per 100k pixels.", min=1)] = 500.0,
+    compactness: Annotated[float, typer.Option(help="SLIC compactness.")] = 10.0,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    engine: EngineOpt = "threads",
+    workers: WorkersOpt = None,
+    dask_address: DaskAddressOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Compute superpixels (int32 label maps) for every ingested image."""
+    from flows.superpixels import superpixels_flow
+    from wsss_core.superpixels import SuperpixelConfig
+
+    started = time.perf_counter()
+    config = SuperpixelConfig(method=method, segments_per_100k_pixels=segments_per_100k, compactness=compactness)  # type: ignore[arg-type]
+    summary = _run_flow(
+        superpixels_flow,
+        _engine(engine, workers, dask_address),
+        workspace=str(workspace),
+        config=config,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    _finish([summary], started)
+
+
+@app.command()
+def status(
+    workspace: WorkspaceOpt,
+    all_failures: Annotated[bool, typer.Option("--all", help="List every failed image, not the first 20.")] = False,
+) -> None:
+    """Per-stage counts of done / failed / pending images, and the failed images with their errors."""
+    from wsss_core.store import Workspace
+
+    ws = Workspace(workspace)
+    if not ws.exists():
+        console.print(f"[red]error:[/red] {workspace}: no workspace here (run `wsss ingest` first)")
+        raise typer.Exit(2)
+    dataset = ws.dataset
+    console.print(
+        f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
+        f"splits {', '.join(dataset.get('splits', [])) or '-'}), {len(ws.image_ids())} images"
+    )
+    table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
+    for stage in ws.stages():
+        st = ws.status(stage)
+        note = "stale: an input stage has since changed config" if st.stale else ""
+        table.add_row(stage, st.key or "-", str(st.done), str(st.failed), str(st.pending), str(len(ws.warnings(stage))), note)
+    console.print(table)
+    limit = None if all_failures else 20
+    for stage in ws.stages():
+        failures = ws.failures(stage)
+        if failures:
+            console.print(f"[red]{stage}: {len(failures)} failed[/red]")
+            for record in failures[:limit]:
+                console.print(f"  {record.image_id} [{record.kind}] {record.message}")
+            if limit is not None and len(failures) > limit:
+                console.print(f"  ... {len(failures) - limit} more (--all lists them)")
+
+
+@app.command()
+def export(
+    workspace: WorkspaceOpt,
+    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, or pseudo/<method>.")],
+    out: Annotated[Path, typer.Option(help="Folder for <image id>.png files.")],
+) -> None:
+    """Write a stage's masks as palette PNGs (pixel value = class index, 255 = void), one per image."""
+    from rich.progress import Progress
+
+    from wsss_core.export import export_masks, exportable_ids
+    from wsss_core.store import Workspace
+
+    ws = Workspace(workspace)
+    try:
+        total = len(exportable_ids(ws.require(), stage))
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"export {stage}", total=total)
+            written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task))
+    except WsssError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {len(written)} masks of {stage} to {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
+    images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,
+    engine: EngineOpt = "threads",
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Run the pipeline on the built-in dataset: generate, ingest, superpixels, then print the status."""
+    from flows.ingest import ingest_flow
+    from flows.superpixels import superpixels_flow
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    started = time.perf_counter()
+    engine_config = _engine(engine, workers, None)
+    root = out / "dataset"
+    workspace = out / "workspace"
+    if not (root / "classes.txt").exists():
+        generate_dataset(root, SyntheticConfig(n_images=images))
+        console.print(f"generated {images} images in {root}")
+    summaries = [
+        _run_flow(ingest_flow, engine_config, root=str(root), workspace=str(workspace), progress=progress),
+        _run_flow(superpixels_flow, engine_config, workspace=str(workspace), progress=progress),
+    ]
+    status(workspace=workspace, all_failures=False)
+    _finish(summaries, started)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,118 @@
+"""Fan a stage out over batches of images, with a progress display, and gather the outcome."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect import Task
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from wsss_core.runner import BatchReport, split_batches
+from wsss_core.store import Workspace
+
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
+
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where batch tasks run: threads or processes on this machine, or a Dask cluster."""
+
+    engine: Literal["threads", "processes", "dask"] = "threads"
+    workers: int | None = None  # default: the number of CPU cores
+    dask_address: str | None = None  # an existing scheduler; None starts a LocalCluster
+
+
+def make_task_runner(engine: EngineConfig) -> TaskRunner:
+    workers = engine.workers or os.cpu_count() or 1
+    if engine.engine == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if engine.engine == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    if engine.engine == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if engine.dask_address:
+            return DaskTaskRunner(address=engine.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
+    raise ValueError(f"unknown engine {engine.engine!r} (threads, processes or dask)")
+
+
+@dataclass
+class StageSummary:
+    """What one run of a stage did; flows return it and the CLI prints it."""
+
+    stage: str
+    key: str
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return (
+            f"{self.stage}: {self.total} images, {self.done} computed, {self.skipped} already done, "
+            f"{len(self.failed)} failed"
+        )
+
+
+def run_stage_batches(
+    task: Task,
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    **task_kwargs: Any,
+) -> StageSummary:
+    """Submit one task per batch of not-yet-done images and wait for all of them.
+
+    A batch whose task fails outright (after its retries) gets a failure record for
+    each of its images that is not done, so nothing is silently lost.
+    """
+    pending = [i for i in image_ids if not workspace.is_done(stage, i, key)]
+    summary = StageSummary(stage, key, total=len(image_ids), skipped=len(image_ids) - len(pending))
+    batches = split_batches(pending, batch_size) if pending else []
+    futures = {
+        task.submit(workspace=workspace, key=key, image_ids=batch, **task_kwargs): batch for batch in batches
+    }
+    report = BatchReport(stage)
+    with Progress(
+        TextColumn(f"[bold]{stage}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        progress_task = bar.add_task(stage, total=len(pending))
+        for future in as_completed(list(futures)):
+            batch = futures[future]
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, BatchReport):
+                report.merge(result)
+            else:
+                message = f"batch task failed: {result!r}"
+                for image_id in batch:
+                    if not workspace.is_done(stage, image_id, key):
+                        workspace.record_failure(stage, image_id, "batch-failed", message, key)
+                        report.failed[image_id] = message
+            bar.advance(progress_task, len(batch))
+    summary.done = len(report.done)
+    summary.skipped += len(report.skipped)
+    summary.failed = report.failed
+    return summary

@@ -1,0 +1,27 @@
+"""Flow: superpixels for every ingested image."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import DEFAULT_BATCH_SIZE, StageSummary, run_stage_batches
+from tasks.superpixels import STAGE, superpixels_batch
+from wsss_core.config import config_hash, config_to_dict
+from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.superpixels import SuperpixelConfig
+
+
+@flow(name="superpixels")
+def superpixels_flow(
+    workspace: str,
+    config: SuperpixelConfig = SuperpixelConfig(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> StageSummary:
+    ws = Workspace(workspace).require()
+    upstream = {INGEST_STAGE: ws.stage_key(INGEST_STAGE)}
+    key = config_hash(config, *upstream.values())
+    ws.begin_stage(STAGE, key, config_to_dict(config), upstream)
+    return run_stage_batches(
+        superpixels_batch, ws, STAGE, key, ws.image_ids(), batch_size=batch_size, progress=progress, config=config
+    )

@@ -1,0 +1,24 @@
+"""Shared fixtures: Prefect's test harness and small generated datasets."""
+
+from __future__ import annotations
+
+import flows  # noqa: F401  (sets Prefect's defaults before Prefect loads its settings)
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API (SQLite) for the whole session, as Prefect's docs advise."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small built-in dataset (VOC layout), generated once per session."""
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return generate_dataset(root, SyntheticConfig(n_images=12, width=96, height=72, seed=3))

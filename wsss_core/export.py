@@ -1,0 +1,62 @@
+"""Export a stage's class masks as palette PNGs named <image id>.png."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from wsss_core.data.image_io import save_palette_png
+from wsss_core.errors import WorkspaceError
+from wsss_core.store import INGEST_STAGE, Workspace
+
+# Arrays written by ingest rather than by a stage of their own.
+INGESTED_MASKS = ("gt", "scribbles")
+
+
+def exportable_ids(workspace: Workspace, stage: str) -> list[str]:
+    """Images whose mask for `stage` is complete."""
+    if stage in INGESTED_MASKS:
+        return [i for i in workspace.image_ids() if workspace.has_array(stage, i)]
+    if stage == INGEST_STAGE or workspace.stage_meta(stage) is None:
+        known = ", ".join(s for s in workspace.stages() if s != INGEST_STAGE)
+        raise WorkspaceError(
+            f"{workspace.path}: no mask stage {stage!r} (exportable: {', '.join(INGESTED_MASKS)}"
+            + (f", {known})" if known else ")")
+        )
+    return sorted(workspace.done_ids(stage))
+
+
+def check_class_mask(stage: str, image_id: str, mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise WorkspaceError(f"{stage}/{image_id}: not a class mask (shape {mask.shape}, {mask.dtype})")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise WorkspaceError(
+            f"{stage}/{image_id}: values {mask.min()}..{mask.max()} are not class indices "
+            "(a class mask holds 0..254 and 255 for void)"
+        )
+    if mask.shape != tuple(image_shape[:2]):
+        raise WorkspaceError(f"{stage}/{image_id}: mask is {mask.shape} but the image is {image_shape[:2]}")
+    return mask.astype(np.uint8)
+
+
+def export_masks(
+    workspace: Workspace,
+    stage: str,
+    out_dir: str | Path,
+    on_image: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Write one PNG per complete image of the stage; returns the files written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for image_id in exportable_ids(workspace.require(), stage):
+        image_shape = workspace.array_shape("images", image_id)
+        mask = check_class_mask(stage, image_id, workspace.read_array(stage, image_id), image_shape)
+        path = out_dir / f"{image_id}.png"
+        save_palette_png(path, mask)
+        written.append(path)
+        if on_image:
+            on_image(image_id)
+    return written
