@@ -1,0 +1,105 @@
+"""Confusion-matrix segmentation metrics: per-class IoU, mIoU, pixel accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from wsss_core.data.sample import IGNORE_INDEX
+
+
+class ConfusionMatrix:
+    """Counts pixels: matrix[gt, pred]. gt 255 is ignored.
+
+    A prediction outside 0..C-1 (e.g. 255, "no label" in a pseudo mask) counts as a miss
+    of the gt class (in `unpredicted`) and as a hit for no class.
+    """
+
+    def __init__(self, num_classes: int):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes = num_classes
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.unpredicted = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> ConfusionMatrix:
+        """Add one image's counts; returns self."""
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
+        gt = gt.astype(np.int64).ravel()
+        pred = pred.astype(np.int64).ravel()
+        valid = gt != IGNORE_INDEX
+        gt, pred = gt[valid], pred[valid]
+        if gt.size and (gt.min() < 0 or gt.max() >= self.num_classes):
+            raise ValueError(f"ground truth has classes outside 0..{self.num_classes - 1} and 255")
+        predicted = (pred >= 0) & (pred < self.num_classes)
+        c = self.num_classes
+        self.matrix += np.bincount(gt[predicted] * c + pred[predicted], minlength=c * c).reshape(c, c)
+        self.unpredicted += np.bincount(gt[~predicted], minlength=c)
+        return self
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """A new matrix holding the counts of both."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge {self.num_classes} classes with {other.num_classes}")
+        merged = ConfusionMatrix(self.num_classes)
+        merged.matrix = self.matrix + other.matrix
+        merged.unpredicted = self.unpredicted + other.unpredicted
+        return merged
+
+    def iou(self) -> np.ndarray:
+        """(C,) float64 IoU per class; nan where the class is in neither gt nor prediction."""
+        hits = np.diag(self.matrix).astype(np.float64)
+        gt_total = self.matrix.sum(axis=1) + self.unpredicted
+        pred_total = self.matrix.sum(axis=0)
+        union = (gt_total + pred_total - hits).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, hits / union, np.nan)
+
+    def miou(self) -> float:
+        """Mean IoU over the classes present (nan if none)."""
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        """Share of non-ignored pixels labelled right (nan if none counted)."""
+        total = self.matrix.sum() + self.unpredicted.sum()
+        return float(np.trace(self.matrix) / total) if total else float("nan")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able summary (nan becomes None)."""
+        return {
+            "num_classes": self.num_classes,
+            "matrix": self.matrix.tolist(),
+            "unpredicted": self.unpredicted.tolist(),
+            "iou": [_none_if_nan(v) for v in self.iou()],
+            "miou": _none_if_nan(self.miou()),
+            "pixel_accuracy": _none_if_nan(self.pixel_accuracy()),
+        }
+
+
+def format_iou_table(results: Mapping[str, ConfusionMatrix], class_names: Sequence[str]) -> str:
+    """Plain-text table: one row per method, IoU per class and mIoU in percent ("-" = absent)."""
+    header = ["method", *class_names, "mIoU"]
+    rows = [header]
+    for method, confusion in results.items():
+        if confusion.num_classes != len(class_names):
+            raise ValueError(f"{method}: {confusion.num_classes} classes but {len(class_names)} names")
+        values = [*confusion.iou(), confusion.miou()]
+        rows.append([method, *(_percent(v) for v in values)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "-" if np.isnan(value) else f"{100 * value:.1f}"
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)

@@ -1,0 +1,224 @@
+"""Seed labels of superpixel nodes from scribbles or boxes (GraphNet).
+
+Scribbles: a node touched by a scribble takes its majority class. Boxes: pixels outside
+every box are background; inside a box, the box-crop CAM of its class thresholded at
+0.75 plus a centre prior covering 10% of the box seed that class; nodes vote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsss_core.data.sample import IGNORE_INDEX
+from wsss_core.errors import BadInputError
+
+UNLABELLED = -1
+BACKGROUND = 0
+
+
+@dataclass(frozen=True)
+class NodeSeeds:
+    """labels: (n,) int64, -1 = unlabelled. candidates: (n, C) bool, classes a node may take."""
+
+    labels: np.ndarray
+    candidates: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.labels.ndim != 1 or self.candidates.ndim != 2:
+            raise ValueError("labels must be (n,) and candidates (n, C)")
+        if self.candidates.shape[0] != self.labels.shape[0]:
+            raise ValueError(
+                f"{self.labels.shape[0]} labels but {self.candidates.shape[0]} candidate rows"
+            )
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.candidates.shape[1])
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Boolean (n,) mask of seeded nodes."""
+        return self.labels >= 0
+
+
+@dataclass(frozen=True)
+class BoxSeedConfig:
+    """Box seeding (GraphNet): CAM threshold 0.75 and a centre prior on 10% of the box area.
+
+    background_outside_fraction: a node votes background only when at least this share
+    of its pixels lies outside every box, so superpixels straddling a box edge stay open.
+    """
+
+    cam_threshold: float = 0.75
+    centre_fraction: float = 0.1
+    background_outside_fraction: float = 0.95
+
+
+def scribble_seeds(
+    superpixels: np.ndarray, scribble: np.ndarray, num_classes: int, n_nodes: int | None = None
+) -> NodeSeeds:
+    """A node takes the majority class of the scribble pixels in it (255 ignored; ties -> smaller class)."""
+    labels_map = _check_superpixels(superpixels)
+    scribble = np.asarray(scribble)
+    if scribble.shape != labels_map.shape:
+        raise BadInputError("scribble", f"shape {scribble.shape} != superpixels {labels_map.shape}")
+    n_nodes = _count_nodes(labels_map, n_nodes)
+    drawn = scribble != IGNORE_INDEX
+    classes = scribble[drawn].astype(np.int64)
+    if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+        raise BadInputError("scribble", f"class values outside 0..{num_classes - 1} (and 255)")
+    counts = _class_counts(labels_map[drawn], classes, n_nodes, num_classes)
+    return NodeSeeds(
+        labels=_majority(counts), candidates=np.ones((n_nodes, num_classes), dtype=bool)
+    )
+
+
+def box_owner_map(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW int64: index of the box a pixel belongs to, -1 outside every box.
+
+    Where boxes overlap the smaller box wins (equal areas: the later box).
+    """
+    boxes = _clip_boxes(boxes, shape)
+    owner = np.full(shape, -1, dtype=np.int64)
+    areas = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2])
+    for index in np.argsort(-areas, kind="stable"):  # largest first, smaller painted on top
+        _, x0, y0, x1, y1 = boxes[index]
+        owner[y0:y1, x0:x1] = index
+    return owner
+
+
+def box_pixel_seeds(
+    boxes: np.ndarray,
+    shape: tuple[int, int],
+    num_classes: int,
+    cam: np.ndarray | None = None,
+    config: BoxSeedConfig = BoxSeedConfig(),
+) -> np.ndarray:
+    """HxW int64 pixel seeds from boxes: class index, or -1 = unlabelled (inside a box, unsure).
+
+    cam: (C, H, W) with channel c = class c (channel 0 unused). Each box uses its class's
+    CAM cropped to the box and divided by the crop's maximum, so the threshold is relative
+    to the box as in the paper's box-crop CAM.
+    """
+    boxes = _clip_boxes(boxes, shape)
+    _check_box_classes(boxes, num_classes)
+    if cam is not None:
+        cam = np.asarray(cam, dtype=np.float64)
+        if cam.shape != (num_classes, *shape):
+            raise BadInputError("cam", f"expected shape {(num_classes, *shape)}, got {cam.shape}")
+    owner = box_owner_map(boxes, shape)
+    seeds = np.where(owner < 0, BACKGROUND, UNLABELLED).astype(np.int64)
+    for index, (class_index, x0, y0, x1, y1) in enumerate(boxes):
+        owned = owner[y0:y1, x0:x1] == index
+        seeded = _centre_prior(y1 - y0, x1 - x0, config.centre_fraction)
+        if cam is not None:
+            crop = cam[class_index, y0:y1, x0:x1]
+            peak = crop.max()
+            if peak > 0:
+                seeded |= crop / peak >= config.cam_threshold
+        seeds[y0:y1, x0:x1][owned & seeded] = class_index
+    return seeds
+
+
+def box_seeds(
+    superpixels: np.ndarray,
+    boxes: np.ndarray,
+    num_classes: int,
+    cam: np.ndarray | None = None,
+    config: BoxSeedConfig = BoxSeedConfig(),
+    n_nodes: int | None = None,
+) -> NodeSeeds:
+    """Node seeds from boxes (n, 5) int32 [class, x0, y0, x1, y1], x1/y1 exclusive.
+
+    Label = majority of the node's seeded pixels, background counting only for nodes
+    (almost) entirely outside every box. Candidates = background plus the classes of the
+    boxes the node's pixels touch.
+    """
+    labels_map = _check_superpixels(superpixels)
+    n_nodes = _count_nodes(labels_map, n_nodes)
+    boxes = _clip_boxes(boxes, labels_map.shape)
+    pixel_seeds = box_pixel_seeds(boxes, labels_map.shape, num_classes, cam, config)
+
+    seeded = pixel_seeds >= 0
+    counts = _class_counts(labels_map[seeded], pixel_seeds[seeded], n_nodes, num_classes)
+    outside_every_box = (box_owner_map(boxes, labels_map.shape) < 0).ravel()
+    outside = np.bincount(labels_map.ravel(), weights=outside_every_box, minlength=n_nodes)
+    size = np.bincount(labels_map.ravel(), minlength=n_nodes)
+    mostly_inside = outside < config.background_outside_fraction * np.maximum(size, 1)
+    counts[mostly_inside, BACKGROUND] = 0
+
+    candidates = np.zeros((n_nodes, num_classes), dtype=bool)
+    candidates[:, BACKGROUND] = True
+    for class_index, x0, y0, x1, y1 in boxes:
+        candidates[np.unique(labels_map[y0:y1, x0:x1]), class_index] = True
+    return NodeSeeds(labels=_majority(counts), candidates=candidates)
+
+
+def _centre_prior(height: int, width: int, fraction: float) -> np.ndarray:
+    """Boolean (height, width) mask: a centred rectangle of `fraction` of the box area (same aspect)."""
+    mask = np.zeros((height, width), dtype=bool)
+    if fraction <= 0:
+        return mask
+    scale = np.sqrt(fraction)
+    prior_h = min(height, max(1, round(height * scale)))
+    prior_w = min(width, max(1, round(width * scale)))
+    top, left = (height - prior_h) // 2, (width - prior_w) // 2
+    mask[top : top + prior_h, left : left + prior_w] = True
+    return mask
+
+
+def _class_counts(nodes: np.ndarray, classes: np.ndarray, n_nodes: int, num_classes: int) -> np.ndarray:
+    """(n, C) int64 pixel counts of each class per node."""
+    flat = nodes.astype(np.int64) * num_classes + classes.astype(np.int64)
+    return np.bincount(flat, minlength=n_nodes * num_classes).reshape(n_nodes, num_classes)
+
+
+def _majority(counts: np.ndarray) -> np.ndarray:
+    """Argmax class per node (ties -> smaller index), -1 where the node has no votes."""
+    return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), UNLABELLED).astype(np.int64)
+
+
+def _clip_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(n, 5) int64 boxes clipped to the image; an empty box is bad input."""
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 5:
+        raise BadInputError("boxes", f"expected (n, 5) [class, x0, y0, x1, y1], got shape {boxes.shape}")
+    boxes = boxes.astype(np.int64)
+    height, width = shape
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, width)
+    boxes[:, [2, 4]] = boxes[:, [2, 4]].clip(0, height)
+    empty = (boxes[:, 3] <= boxes[:, 1]) | (boxes[:, 4] <= boxes[:, 2])
+    if empty.any():
+        first = int(np.argmax(empty))
+        raise BadInputError("boxes", f"box {first} is empty inside the {height}x{width} image")
+    return boxes
+
+
+def _check_box_classes(boxes: np.ndarray, num_classes: int) -> None:
+    classes = boxes[:, 0]
+    if classes.size and (classes.min() < 1 or classes.max() >= num_classes):
+        raise BadInputError("boxes", f"box classes must be foreground 1..{num_classes - 1}")
+
+
+def _check_superpixels(superpixels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(superpixels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise BadInputError("superpixels", f"expected an HxW integer map, got {labels.dtype} {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise BadInputError("superpixels", "negative label")
+    return labels
+
+
+def _count_nodes(labels_map: np.ndarray, n_nodes: int | None) -> int:
+    present = int(labels_map.max()) + 1 if labels_map.size else 0
+    if n_nodes is None:
+        return present
+    if n_nodes < present:
+        raise BadInputError("superpixels", f"label {present - 1} but n_nodes={n_nodes}")
+    return n_nodes
