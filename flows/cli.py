@@ -200,6 +200,23 @@ def export(
 
 
 @app.command()
+def evaluate(
+    workspace: WorkspaceOpt,
+    stage: Annotated[list[str], typer.Option(help="Mask stage to score (repeat the option for several).")],
+    run_name: Annotated[str, typer.Option(help="Name of the MLflow run and of reports/evaluation-<name>.json.")] = "evaluate",
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the numbers to MLflow.")] = True,
+) -> None:
+    """mIoU and per-class IoU of mask stages against the GT masks (255 ignored), as a table."""
+    from flows.evaluate import evaluate_flow
+
+    started = time.perf_counter()
+    _run_flow(
+        evaluate_flow, EngineConfig(), workspace=str(workspace), stages=stage, run_name=run_name, log_to_mlflow=mlflow
+    )
+    console.print(f"finished in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
     images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,

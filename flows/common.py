@@ -12,6 +12,8 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from wsss_core.config import config_hash, config_to_dict
+from wsss_core.errors import WorkspaceError
 from wsss_core.runner import BatchReport, split_batches
 from wsss_core.store import Workspace
 
@@ -42,6 +44,22 @@ def make_task_runner(engine: EngineConfig) -> TaskRunner:
             return DaskTaskRunner(address=engine.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
     raise ValueError(f"unknown engine {engine.engine!r} (threads, processes or dask)")
+
+
+def prepare_stage(workspace: Workspace, stage: str, config: Any, upstream: list[str]) -> str:
+    """Record a stage's config and return its key: the config's hash chained with its inputs' keys.
+
+    A stage whose input stage never ran is refused with a message saying what to run first.
+    """
+    upstream_keys = {}
+    for name in upstream:
+        key = workspace.stage_key(name)
+        if key is None:
+            raise WorkspaceError(f"{workspace.path}: stage {stage!r} needs {name!r}, which has not run yet")
+        upstream_keys[name] = key
+    key = config_hash(config, *upstream_keys.values())
+    workspace.begin_stage(stage, key, config_to_dict(config), upstream_keys)
+    return key
 
 
 @dataclass

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, run_stage_batches
+from flows.common import DEFAULT_BATCH_SIZE, StageSummary, prepare_stage, run_stage_batches
 from tasks.superpixels import STAGE, superpixels_batch
-from wsss_core.config import config_hash, config_to_dict
 from wsss_core.store import INGEST_STAGE, Workspace
 from wsss_core.superpixels import SuperpixelConfig
 
@@ -19,9 +18,7 @@ def superpixels_flow(
     progress: bool = True,
 ) -> StageSummary:
     ws = Workspace(workspace).require()
-    upstream = {INGEST_STAGE: ws.stage_key(INGEST_STAGE)}
-    key = config_hash(config, *upstream.values())
-    ws.begin_stage(STAGE, key, config_to_dict(config), upstream)
+    key = prepare_stage(ws, STAGE, config, [INGEST_STAGE])
     return run_stage_batches(
         superpixels_batch, ws, STAGE, key, ws.image_ids(), batch_size=batch_size, progress=progress, config=config
     )
