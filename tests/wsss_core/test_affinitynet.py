@@ -22,15 +22,6 @@ from wsss_core.cam import CamNet, save_checkpoint
 from wsss_core.errors import BadInputError
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread is faster than two (and than fighting other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def labelled_images(n: int, size: int = 32, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images with a coloured square (class 1) on noise (background 0), a neutral ring in between."""
     rng = np.random.default_rng(seed)

@@ -18,15 +18,6 @@ from wsss_core.backbones import (
 from wsss_core.errors import BadInputError
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread is faster than two (and than fighting other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EXPECTED_CHANNELS = {
     "vgg16": (256, 512, 512),
     "resnet18": (128, 256, 512),

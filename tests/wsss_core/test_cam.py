@@ -24,15 +24,6 @@ from wsss_core.cam import (
 from wsss_core.errors import BadInputError, DatasetError
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread is faster than two (and than fighting other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 NUM_CLASSES = 3
 
 

@@ -17,15 +17,6 @@ from wsss_core.features import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread is faster than two (and than fighting other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def irregular_superpixels(height: int, width: int, seed: int) -> tuple[np.ndarray, int]:
     """Voronoi cells of random centres: irregular, connected-ish regions labelled 0..n-1."""
     rng = np.random.default_rng(seed)
