@@ -11,6 +11,7 @@ from rich.table import Table
 
 from flows.common import DEFAULT_BATCH_SIZE, EngineConfig, StageSummary, console, make_task_runner
 from wsss_core.errors import WsssError
+from wsss_core.store import Workspace
 
 app = typer.Typer(
     name="wsss",
@@ -39,6 +40,8 @@ def _engine(engine: str, workers: int | None, dask_address: str | None) -> Engin
 def _run_flow(flow, engine: EngineConfig, **parameters) -> StageSummary:
     """Run a flow with the chosen task runner; turn our errors into a message and exit 2."""
     try:
+        if "workspace" in parameters and flow.name != "ingest":
+            Workspace(parameters["workspace"]).require()  # a plain message, not a flow-run traceback
         return flow.with_options(task_runner=make_task_runner(engine))(**parameters)
     except WsssError as error:
         console.print(f"[red]error:[/red] {error}")
@@ -147,7 +150,6 @@ def status(
     all_failures: Annotated[bool, typer.Option("--all", help="List every failed image, not the first 20.")] = False,
 ) -> None:
     """Per-stage counts of done / failed / pending images, and the failed images with their errors."""
-    from wsss_core.store import Workspace
 
     ws = Workspace(workspace)
     if not ws.exists():
@@ -185,7 +187,6 @@ def export(
     from rich.progress import Progress
 
     from wsss_core.export import export_masks, exportable_ids
-    from wsss_core.store import Workspace
 
     ws = Workspace(workspace)
     try:
@@ -214,6 +215,72 @@ def evaluate(
         evaluate_flow, EngineConfig(), workspace=str(workspace), stages=stage, run_name=run_name, log_to_mlflow=mlflow
     )
     console.print(f"finished in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def graphnet(
+    workspace: WorkspaceOpt,
+    supervision: Annotated[str, typer.Option(help="scribbles or boxes.")] = "scribbles",
+    preset: Annotated[
+        str, typer.Option(help="paper (CNN node features, binary graph, Kipf's GCN) or offline (tuned, no pretrained weights).")
+    ] = "paper",
+    backbone: Annotated[str, typer.Option(help="CNN for node features: vgg16, resnet18/34/50/101.")] = "vgg16",
+    weights: Annotated[
+        str, typer.Option(help="torchvision weights name, checkpoint path, or none (offline fallback: the CAM classifier).")
+    ] = "DEFAULT",
+    propagation: Annotated[str, typer.Option(help="gcn or label-propagation.")] = "gcn",
+    crf: Annotated[bool, typer.Option("--crf/--no-crf", help="Also write <method>-crf masks (dense CRF).")] = False,
+    until: Annotated[
+        Optional[str],
+        typer.Option(help="Stop after this step: superpixels, features, graphs, seeds, propagation, masks, baselines."),
+    ] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda for the CNN and the GCN (default: cuda if any).")] = None,
+    gcn_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's GCN epochs.", min=1)] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")] = True,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the evaluation to MLflow.")] = True,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    engine: EngineOpt = "threads",
+    workers: WorkersOpt = None,
+    dask_address: DaskAddressOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """GraphNet pseudo masks from scribbles or boxes: superpixels -> features -> graphs -> seeds -> GCN -> masks."""
+    from dataclasses import replace
+
+    from flows.graphnet import STEPS, graphnet_flow
+    from wsss_core.graphnet import PRESETS, PROPAGATIONS, SUPERVISIONS
+
+    for value, choices, hint in (
+        (supervision, SUPERVISIONS, "--supervision"),
+        (propagation, PROPAGATIONS, "--propagation"),
+        (preset, tuple(PRESETS), "--preset"),
+    ):
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r}: choose {', '.join(choices)}", param_hint=hint)
+    if until is not None and until not in STEPS:
+        raise typer.BadParameter(f"{until!r}: choose {', '.join(STEPS)}", param_hint="--until")
+    config = PRESETS[preset]()
+    if gcn_epochs is not None:
+        config = replace(config, gcn=replace(config.gcn, epochs=gcn_epochs))
+    started = time.perf_counter()
+    run = _run_flow(
+        graphnet_flow,
+        _engine(engine, workers, dask_address),
+        workspace=str(workspace),
+        supervision=supervision,
+        backbone=backbone,
+        weights=weights,
+        propagation=propagation,
+        crf=crf,
+        config=config,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        until=until,
+        evaluate=evaluate,
+        log_to_mlflow=mlflow,
+    )
+    _finish(run.summaries, started)
 
 
 @app.command()

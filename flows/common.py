@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.errors import WorkspaceError
 from wsss_core.runner import BatchReport, split_batches
-from wsss_core.store import Workspace
+from wsss_core.store import INGEST_STAGE, Workspace
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
@@ -134,3 +134,26 @@ def run_stage_batches(
     summary.skipped += len(report.skipped)
     summary.failed = report.failed
     return summary
+
+
+def eligible_ids(ws: Workspace, upstream: list[str]) -> list[str]:
+    """Ingested images that every input stage has finished under its current key."""
+    done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
+    return [i for i in ws.image_ids() if all(i in d for d in done)]
+
+
+def run_stage(
+    ws: Workspace,
+    task: Task,
+    stage: str,
+    key_config: Any,
+    upstream: list[str],
+    *,
+    batch_size: int,
+    progress: bool,
+    **task_kwargs: Any,
+) -> StageSummary:
+    """Record the stage's config (key chained with upstream keys) and run its batches."""
+    key = prepare_stage(ws, stage, key_config, upstream)
+    ids = eligible_ids(ws, upstream)
+    return run_stage_batches(task, ws, stage, key, ids, batch_size=batch_size, progress=progress, **task_kwargs)

@@ -1,0 +1,297 @@
+"""The GraphNet path's per-image glue: stage configs, weights fallback, array (de)serialisation.
+
+The algorithms live in superpixels / features / graph / seeds / gcn / label_propagation /
+baselines / crf; this module holds what the batched stages need around them: which
+weights the feature stage really uses, how a graph, seeds and node probabilities are
+stored as plain arrays, and how node probabilities become a (CRF-refined) class mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from wsss_core.crf import CRFConfig, crf_inference
+from wsss_core.errors import BadInputError
+from wsss_core.features import FeatureConfig
+from wsss_core.gcn import GCNConfig
+from wsss_core.graph import Graph, GraphConfig
+from wsss_core.label_propagation import LabelPropagationConfig
+from wsss_core.seeds import BoxSeedConfig, NodeSeeds
+from wsss_core.superpixels import SuperpixelConfig
+
+logger = logging.getLogger(__name__)
+
+Supervision = Literal["scribbles", "boxes"]
+Propagation = Literal["gcn", "label-propagation"]
+SUPERVISIONS: tuple[str, ...] = ("scribbles", "boxes")
+PROPAGATIONS: tuple[str, ...] = ("gcn", "label-propagation")
+CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"  # the AffinityNet path's classifier, inside a workspace
+NO_WEIGHTS = ("none", "")
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class NodeFeatureConfig:
+    """What describes a superpixel node. Paper: pooled CNN features alone.
+
+    cnn: pooled CNN feature maps (the `features` stage); colour: mean and std of Lab
+    colour; position: centroid y/H, x/W. At least one must be on.
+    """
+
+    cnn: bool = True
+    pooling: Literal["mean", "max"] = "mean"
+    colour: bool = False
+    position: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.cnn or self.colour or self.position):
+            raise ValueError("node features need at least one of cnn, colour, position")
+
+    def feature_config(self) -> FeatureConfig:
+        """The wsss_core.features config that node_features() reads (pooling, colour, position)."""
+        return FeatureConfig(pooling=self.pooling, add_colour=self.colour, add_position=self.position)
+
+
+@dataclass(frozen=True)
+class GraphStageConfig:
+    """The `graphs` stage: node features and the graph built on them."""
+
+    nodes: NodeFeatureConfig = NodeFeatureConfig()
+    graph: GraphConfig = GraphConfig()
+
+
+@dataclass(frozen=True)
+class GraphNetConfig:
+    """Every stage config of the GraphNet path. The defaults are the paper's (`paper()`).
+
+    `offline()` is the configuration tuned on the built-in dataset (variant "standard")
+    for a machine without pretrained weights; see `offline()`'s docstring.
+    """
+
+    superpixels: SuperpixelConfig = SuperpixelConfig()
+    graphs: GraphStageConfig = GraphStageConfig()
+    box_seeds: BoxSeedConfig = BoxSeedConfig()
+    gcn: GCNConfig = GCNConfig()
+    label_propagation: LabelPropagationConfig = LabelPropagationConfig()
+    crf: CRFConfig = CRFConfig()
+
+    @classmethod
+    def paper(cls) -> GraphNetConfig:
+        """Pu et al.: CNN node features, binary pruned spatial graph, Kipf's 2-layer GCN."""
+        return cls()
+
+    @classmethod
+    def offline(cls) -> GraphNetConfig:
+        """Tuned on `wsss generate` (variant "standard") with no pretrained weights.
+
+        Randomly initialised CNN features (VGG-16 or ResNet, even the pipeline's own
+        weakly trained CAM classifier) describe these images worse than colour does, so
+        nodes are Lab colour mean + std only (position made the GCN worse: it learns
+        "where the seeds are"). Edges: the spatial graph, pruned, similarity-weighted
+        with a bandwidth fitted to colour distances (~0.1 in Lab/100 units, where the
+        paper's h = feature dimension would weigh every edge ~1), plus 10 semantic edges
+        per node; GCN with 32 hidden units and neither dropout nor weight decay.
+        """
+        return cls(
+            graphs=GraphStageConfig(
+                nodes=NodeFeatureConfig(cnn=False, colour=True),
+                graph=GraphConfig(adjacency="weighted", bandwidth=0.01, semantic_k=10),
+            ),
+            gcn=GCNConfig(hidden=32, dropout=0.0, weight_decay=0.0),
+        )
+
+
+PRESETS = {"paper": GraphNetConfig.paper, "offline": GraphNetConfig.offline}
+
+
+def method_name(supervision: str, propagation: str) -> str:
+    """Pseudo-mask method names: gcn-scribbles, labelprop-scribbles, gcn-boxes, labelprop-boxes."""
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"unknown supervision {supervision!r} (scribbles or boxes)")
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"unknown propagation {propagation!r} (gcn or label-propagation)")
+    prefix = "gcn" if propagation == "gcn" else "labelprop"
+    return f"{prefix}-{supervision}"
+
+
+def baseline_name(supervision: str) -> str:
+    """The non-learned baseline of a supervision: nearest-scribbles or box-rectangles."""
+    return {"scribbles": "nearest-scribbles", "boxes": "box-rectangles"}[supervision]
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """What the `features` stage runs: a backbone and the argument for build_backbone's weights.
+
+    weights: "none", a torchvision weights name, or a checkpoint path. requested_* and
+    note record what was asked for and why this was used; the note is stable text (the
+    stage key hashes it), the fetch error itself is logged.
+    """
+
+    backbone: str
+    weights: str
+    requested_backbone: str
+    requested_weights: str | None
+    note: str
+    fallback: bool = False
+
+
+def resolve_feature_source(
+    backbone: str, weights: str | None, cam_checkpoint: str | Path | None = None
+) -> FeatureSource:
+    """Decide which weights the feature stage uses; fall back loudly when they cannot be had.
+
+    None / "none": random init, as asked. A torchvision weights name that cannot be
+    loaded (no network): the pipeline's own CAM classifier when `cam_checkpoint` exists
+    (its backbone replaces the requested one when they differ), else random init; both
+    with a warning. A checkpoint path that cannot be read is an error, not a fallback.
+    """
+    from wsss_core.backbones import resolve_weights
+
+    requested = None if weights is None else str(weights)
+    if requested is None or requested.strip().lower() in NO_WEIGHTS:
+        return FeatureSource(backbone, "none", backbone, requested, "random init requested")
+    state_dict, record = resolve_weights(backbone, requested)
+    if state_dict is not None:
+        note = f"{record.used}: {record.reason}"
+        return FeatureSource(backbone, requested, backbone, requested, note)
+    checkpoint = Path(cam_checkpoint) if cam_checkpoint is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        cam_backbone = checkpoint_backbone(checkpoint)
+        note = (
+            f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?); "
+            f"using the pipeline's CAM classifier {checkpoint} ({cam_backbone}, sha256 {file_sha256(checkpoint)[:16]})"
+        )
+        source = FeatureSource(cam_backbone, str(checkpoint), backbone, requested, note, fallback=True)
+    else:
+        note = (
+            f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?) and no CAM "
+            f"classifier was found at {checkpoint}; RANDOM INIT: CNN node features will be weak"
+        )
+        source = FeatureSource(backbone, "none", backbone, requested, note, fallback=True)
+    logger.warning(note)
+    warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return source
+
+
+def checkpoint_backbone(path: Path) -> str:
+    """The backbone name a wsss training checkpoint (CamNet) was built with."""
+    from wsss_core.cam import read_checkpoint
+
+    meta = read_checkpoint(path).get("meta", {})
+    name = meta.get("backbone")
+    if not name:
+        raise BadInputError(path, "checkpoint names no backbone in its meta data")
+    return str(name)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+GRAPH_ARRAYS = ("node_features", "edges", "weights")
+SEED_ARRAYS = ("labels", "candidates")
+
+
+def graph_to_arrays(node_features: np.ndarray, graph: Graph) -> dict[str, np.ndarray]:
+    """A graph and its node features as named plain arrays (for the workspace)."""
+    return {
+        "node_features": np.asarray(node_features, dtype=np.float32),
+        "edges": np.asarray(graph.edges, dtype=np.int64).reshape(-1, 2),
+        "weights": np.asarray(graph.weights, dtype=np.float32),
+    }
+
+
+def graph_from_arrays(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, Graph]:
+    """Inverse of graph_to_arrays: (node features (n, D), Graph)."""
+    features = np.asarray(arrays["node_features"], dtype=np.float32)
+    edges = np.asarray(arrays["edges"], dtype=np.int64).reshape(-1, 2)
+    weights = np.asarray(arrays["weights"], dtype=np.float32)
+    if len(edges) != len(weights):
+        raise BadInputError("graph", f"{len(edges)} edges but {len(weights)} weights")
+    if edges.size and (edges.min() < 0 or edges.max() >= features.shape[0]):
+        raise BadInputError("graph", f"edge endpoints outside 0..{features.shape[0] - 1}")
+    return features, Graph(n_nodes=features.shape[0], edges=edges, weights=weights)
+
+
+def seeds_to_arrays(seeds: NodeSeeds) -> dict[str, np.ndarray]:
+    return {"labels": seeds.labels.astype(np.int64), "candidates": seeds.candidates.astype(bool)}
+
+
+def seeds_from_arrays(arrays: dict[str, np.ndarray]) -> NodeSeeds:
+    return NodeSeeds(labels=np.asarray(arrays["labels"], dtype=np.int64), candidates=np.asarray(arrays["candidates"], dtype=bool))
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def node_mask(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """HxW uint8: each superpixel painted with its node's most probable class."""
+    probabilities = _check_node_probabilities(superpixels, probabilities)
+    return np.argmax(probabilities, axis=1).astype(np.uint8)[superpixels]
+
+
+def pixel_probabilities(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """(C, H, W) float32: each pixel takes its superpixel's class probabilities."""
+    probabilities = _check_node_probabilities(superpixels, probabilities)
+    return np.ascontiguousarray(np.moveaxis(probabilities[superpixels], -1, 0), dtype=np.float32)
+
+
+def crf_node_mask(
+    image: np.ndarray, superpixels: np.ndarray, probabilities: np.ndarray, config: CRFConfig = CRFConfig()
+) -> np.ndarray:
+    """HxW uint8: node probabilities painted to pixels, refined by the dense CRF, argmax."""
+    if image.shape[:2] != superpixels.shape:
+        raise BadInputError("superpixels", f"shape {superpixels.shape} != image {image.shape[:2]}")
+    refined = crf_inference(image, pixel_probabilities(superpixels, probabilities), config)
+    return np.argmax(refined, axis=0).astype(np.uint8)
+
+
+def _check_node_probabilities(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2:
+        raise BadInputError("node probabilities", f"expected (n_nodes, C), got shape {probabilities.shape}")
+    if superpixels.size and int(superpixels.max()) >= probabilities.shape[0]:
+        raise BadInputError(
+            "superpixels", f"label {int(superpixels.max())} but only {probabilities.shape[0]} nodes"
+        )
+    return probabilities
+
+
+__all__ = [
+    "CAM_CHECKPOINT",
+    "FeatureSource",
+    "GraphNetConfig",
+    "GraphStageConfig",
+    "NodeFeatureConfig",
+    "PRESETS",
+    "baseline_name",
+    "crf_node_mask",
+    "graph_from_arrays",
+    "graph_to_arrays",
+    "method_name",
+    "node_mask",
+    "pixel_probabilities",
+    "resolve_feature_source",
+    "seeds_from_arrays",
+    "seeds_to_arrays",
+]
