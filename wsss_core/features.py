@@ -15,7 +15,9 @@ import numpy as np
 import scipy.sparse
 import torch
 import torch.nn.functional as F
-from skimage.color import rgb2lab
+from scipy import ndimage
+from skimage.color import rgb2lab, rgb2gray
+from skimage.feature import local_binary_pattern
 
 from wsss_core.backbones import Backbone, normalise_images
 
@@ -31,6 +33,7 @@ class FeatureConfig:
     pooling: Literal["mean", "max"] = "mean"
     add_colour: bool = False  # mean and std of Lab colour (6 values)
     add_position: bool = False  # centroid y/H, x/W (2 values)
+    add_texture: bool = False  # gradient / LoG statistics and LBP histogram (22 values)
     batch_size: int = 8
 
 
@@ -154,6 +157,42 @@ def colour_position_features(image: np.ndarray, superpixels: np.ndarray, n_nodes
     return np.concatenate([mean, std, centroid_y[:, None], centroid_x[:, None]], axis=1).astype(np.float32)
 
 
+TEXTURE_SIGMAS = (1.0, 2.0, 4.0)
+LBP_POINTS, LBP_RADIUS = 8, 1
+N_TEXTURE_FEATURES = 2 * 2 * len(TEXTURE_SIGMAS) + LBP_POINTS + 2
+
+
+def texture_features(image: np.ndarray, superpixels: np.ndarray, n_nodes: int) -> np.ndarray:
+    """(n_nodes, 22) float32 hand-made texture statistics per superpixel (no network needed).
+
+    Per superpixel: mean and std of the gradient magnitude and of |Laplacian of Gaussian|
+    of the grey image at sigmas 1, 2, 4 px (12 values), and the histogram of uniform
+    local binary patterns (8 neighbours, radius 1: 10 bins). These separate the classes
+    that colour alone confuses when no pretrained CNN is available.
+    """
+    _check_superpixels(superpixels, n_nodes)
+    if image.shape[:2] != superpixels.shape:
+        raise ValueError(f"image {image.shape[:2]} and superpixels {superpixels.shape} differ in size")
+    grey = rgb2gray(image).astype(np.float64)
+    labels = superpixels.ravel()
+    safe = np.maximum(np.bincount(labels, minlength=n_nodes), 1).astype(np.float64)
+    columns = []
+    for sigma in TEXTURE_SIGMAS:
+        for response in (
+            ndimage.gaussian_gradient_magnitude(grey, sigma),
+            np.abs(ndimage.gaussian_laplace(grey, sigma)) * sigma,
+        ):
+            values = response.ravel()
+            mean = np.bincount(labels, values, n_nodes) / safe
+            square = np.bincount(labels, values**2, n_nodes) / safe
+            columns += [mean, np.sqrt(np.maximum(square - mean**2, 0.0))]
+    codes = local_binary_pattern((grey * 255).astype(np.uint8), LBP_POINTS, LBP_RADIUS, method="uniform")
+    n_bins = LBP_POINTS + 2
+    histogram = np.bincount(labels * n_bins + codes.ravel().astype(np.int64), minlength=n_nodes * n_bins)
+    columns += list((histogram.reshape(n_nodes, n_bins) / safe[:, None]).T)
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
 def node_features(
     feature_map: np.ndarray | None,
     image: np.ndarray,
@@ -171,8 +210,10 @@ def node_features(
             parts.append(extra[:, :6])
         if config.add_position:
             parts.append(extra[:, 6:])
+    if config.add_texture:
+        parts.append(texture_features(image, superpixels, n_nodes))
     if not parts:
-        raise ValueError("no features: give a feature map or enable colour / position")
+        raise ValueError("no features: give a feature map or enable colour / position / texture")
     return np.concatenate(parts, axis=1)
 
 

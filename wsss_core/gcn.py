@@ -4,6 +4,11 @@ Z = softmax(Â ReLU(Â X W0) W1), Â = D^-1/2 (A + I) D^-1/2, cross-entropy on t
 nodes only. Every image gets its own model; a batch of images trains at once as one
 block-diagonal graph with one weight slice per image, so an image's result does not
 depend on the batch it is in.
+
+Optionally (``pretrain_epochs > 0``) the per-image models all start from one GCN fitted
+first on the seeds of every image of the dataset (shared weights): a few seed nodes per
+image are too little to learn what the classes look like from weak, hand-made node
+features, and this dataset-level start plays the part of the paper's ImageNet features.
 """
 
 from __future__ import annotations
@@ -34,6 +39,35 @@ class GCNConfig:
     weight_decay: float = 5e-4
     dropout: float = 0.5
     seed: int = 0
+    hops: int = 1  # Â applied this many times per layer: 1 = Kipf; more reaches nodes far from the seeds
+    pretrain_epochs: int = 0  # > 0: first fit one shared GCN on every image's seeds (see module doc)
+    pretrain_lr: float = 0.01
+    pretrain_images_per_step: int = 64  # images per block-diagonal graph of one pretraining step
+
+    def __post_init__(self) -> None:
+        if self.hops < 1:
+            raise ValueError(f"hops must be >= 1, got {self.hops}")
+        if self.epochs < 0 or self.pretrain_epochs < 0 or self.pretrain_images_per_step < 1:
+            raise ValueError("epochs and pretrain_epochs must be >= 0, pretrain_images_per_step >= 1")
+
+
+@dataclass(frozen=True)
+class GCNWeights:
+    """The two weight matrices of one GCN: (D, hidden) and (hidden, C), float32."""
+
+    weight0: np.ndarray
+    weight1: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"weight0": self.weight0, "weight1": self.weight1}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> GCNWeights:
+        weight0 = np.asarray(arrays["weight0"], dtype=np.float32)
+        weight1 = np.asarray(arrays["weight1"], dtype=np.float32)
+        if weight0.ndim != 2 or weight1.ndim != 2 or weight0.shape[1] != weight1.shape[0]:
+            raise BadInputError("gcn weights", f"shapes {weight0.shape} and {weight1.shape} do not chain")
+        return cls(weight0, weight1)
 
 
 @dataclass(frozen=True)
@@ -118,6 +152,14 @@ class GCN(nn.Module):
         self.weight0 = nn.Parameter(weight0.expand(n_graphs, -1, -1).clone())
         self.weight1 = nn.Parameter(weight1.expand(n_graphs, -1, -1).clone())
 
+    def load_shared(self, weights: GCNWeights) -> None:
+        """Every graph's weights := the given (shared) weights."""
+        for parameter, value in ((self.weight0, weights.weight0), (self.weight1, weights.weight1)):
+            if tuple(parameter.shape[1:]) != value.shape:
+                raise BadInputError("gcn weights", f"shape {value.shape}, model needs {tuple(parameter.shape[1:])}")
+            with torch.no_grad():
+                parameter.copy_(torch.from_numpy(value).to(parameter.device).expand_as(parameter))
+
     def forward(
         self,
         padded_features: torch.Tensor,
@@ -125,8 +167,9 @@ class GCN(nn.Module):
         layout: BatchLayout,
         input_mask: torch.Tensor | None = None,
         hidden_mask: torch.Tensor | None = None,
+        hops: int = 1,
     ) -> torch.Tensor:
-        """Logits (N, C) = Â ReLU(Â X W0) W1.
+        """Logits (N, C) = Â^k ReLU(Â^k X W0) W1 with k = hops (Kipf: 1).
 
         padded_features: (B, max_nodes, D), graph b's nodes in rows [:n_b] (layout.pad), so
         the wide first layer is one batched matmul. Masks are scaled dropout keep-masks
@@ -134,63 +177,150 @@ class GCN(nn.Module):
         """
         x = padded_features if input_mask is None else padded_features * input_mask
         projected = torch.bmm(x, self.weight0)[layout.graph_of_node, layout.slot_of_node]
-        hidden = torch.relu(torch.sparse.mm(adjacency, projected))
+        hidden = torch.relu(_propagate(adjacency, projected, hops))
         if hidden_mask is not None:
             hidden = hidden * hidden_mask
         projected = torch.bmm(layout.pad(hidden), self.weight1)[layout.graph_of_node, layout.slot_of_node]
-        return torch.sparse.mm(adjacency, projected)
+        return _propagate(adjacency, projected, hops)
+
+
+def _propagate(adjacency: torch.Tensor, rows: torch.Tensor, hops: int) -> torch.Tensor:
+    for _ in range(hops):
+        rows = torch.sparse.mm(adjacency, rows)
+    return rows
 
 
 def propagate_gcn(
-    batch: Sequence[GraphInput], config: GCNConfig = GCNConfig(), device: str | torch.device = "cpu"
+    batch: Sequence[GraphInput],
+    config: GCNConfig = GCNConfig(),
+    device: str | torch.device = "cpu",
+    init: GCNWeights | None = None,
 ) -> list[np.ndarray]:
     """Train one GCN per image (all of the batch at once) and return (n_i, C) float32 probabilities.
 
-    device: where to train; results are reproducible per device, not across devices
-    (CPU and CUDA random streams differ).
+    init: start every image's GCN from these weights (pretrain_gcn) instead of the
+    seeded Glorot draw. device: where to train; results are reproducible per device, not
+    across devices (CPU and CUDA random streams differ).
     """
     if not batch:
         return []
-    dim, num_classes = _check_batch(batch)
-    layout = BatchLayout.from_sizes([item.graph.n_nodes for item in batch], device)
-    node_features = np.concatenate([standardise_features(item.node_features) for item in batch])
-    features = layout.pad(torch.from_numpy(node_features.astype(np.float32)).to(device))
-    adjacency = _block_diagonal(
-        [normalised_adjacency(item.graph.n_nodes, item.graph.edges, item.graph.weights) for item in batch]
-    ).to(device)
-    labels = torch.from_numpy(np.concatenate([item.seeds.labels for item in batch]).astype(np.int64))
-    labels = labels.to(device)
-    allowed = torch.from_numpy(np.concatenate([item.seeds.candidates for item in batch])).to(device)
-    labelled = labels >= 0
-    seed_weight = _per_image_mean_weights(labels, layout)[labelled]
-    seed_labels = labels[labelled]
+    problem = _Problem.build(batch, device, config.seed + 1)
+    model = GCN(problem.dim, config.hidden, problem.num_classes, n_graphs=len(batch), seed=config.seed)
+    if init is not None:
+        model.load_shared(init)
+    model = model.to(device)
+    _fit(model, problem, config, config.epochs, config.lr)
+    with torch.no_grad():
+        logits = model(problem.features, problem.adjacency, problem.layout, hops=config.hops)
+        probabilities = torch.softmax(problem.masked(logits), dim=1)
+    return [part.cpu().numpy().astype(np.float32) for part in torch.split(probabilities, list(problem.layout.sizes))]
 
-    model = GCN(dim, config.hidden, num_classes, n_graphs=len(batch), seed=config.seed).to(device)
-    optimiser = torch.optim.Adam(
+
+def pretrain_gcn(
+    items: Sequence[GraphInput], config: GCNConfig = GCNConfig(), device: str | torch.device = "cpu"
+) -> GCNWeights:
+    """One GCN with shared weights fitted on the seeds of all items (config.pretrain_*).
+
+    Each step trains on one block-diagonal graph of pretrain_images_per_step images, in
+    a fixed order; the loss of a step is the mean cross-entropy over its seed nodes.
+    """
+    if not items:
+        raise ValueError("pretrain_gcn needs at least one image")
+    _check_batch(items)
+    step = config.pretrain_images_per_step
+    problems = [_Problem.build([_merge(items[i : i + step])], device, config.seed + 1) for i in range(0, len(items), step)]
+    model = GCN(problems[0].dim, config.hidden, problems[0].num_classes, n_graphs=1, seed=config.seed).to(device)
+    optimiser = _optimiser(model, config, config.pretrain_lr)
+    for _ in range(config.pretrain_epochs):
+        for problem in problems:
+            _step(model, optimiser, problem, config)
+    return GCNWeights(
+        model.weight0[0].detach().cpu().numpy().copy(), model.weight1[0].detach().cpu().numpy().copy()
+    )
+
+
+@dataclass
+class _Problem:
+    """A batch of graphs as tensors: padded features, block-diagonal Â, seeds, allowed classes."""
+
+    layout: BatchLayout
+    features: torch.Tensor
+    adjacency: torch.Tensor
+    allowed: torch.Tensor
+    labelled: torch.Tensor
+    seed_labels: torch.Tensor
+    seed_weight: torch.Tensor
+    dim: int
+    num_classes: int
+    generators: list[torch.Generator]
+
+    @classmethod
+    def build(cls, batch: Sequence[GraphInput], device: str | torch.device, dropout_seed: int) -> _Problem:
+        dim, num_classes = _check_batch(batch)
+        layout = BatchLayout.from_sizes([item.graph.n_nodes for item in batch], device)
+        node_features = np.concatenate([standardise_features(item.node_features) for item in batch])
+        features = layout.pad(torch.from_numpy(node_features.astype(np.float32)).to(device))
+        adjacency = _block_diagonal(
+            [normalised_adjacency(item.graph.n_nodes, item.graph.edges, item.graph.weights) for item in batch]
+        ).to(device)
+        labels = torch.from_numpy(np.concatenate([item.seeds.labels for item in batch]).astype(np.int64)).to(device)
+        allowed = torch.from_numpy(np.concatenate([item.seeds.candidates for item in batch])).to(device)
+        labelled = labels >= 0
+        return cls(
+            layout, features, adjacency, allowed, labelled, labels[labelled],
+            _per_image_mean_weights(labels, layout)[labelled], dim, num_classes,
+            [torch.Generator(device).manual_seed(dropout_seed) for _ in batch],
+        )
+
+    def masked(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(~self.allowed, float("-inf"))
+
+
+def _optimiser(model: GCN, config: GCNConfig, lr: float) -> torch.optim.Adam:
+    return torch.optim.Adam(
         [
             {"params": [model.weight0], "weight_decay": config.weight_decay},  # Kipf: first layer only
             {"params": [model.weight1], "weight_decay": 0.0},
         ],
-        lr=config.lr,
+        lr=lr,
     )
-    dropout_generators = [torch.Generator(device).manual_seed(config.seed + 1) for _ in batch]
-    for _ in range(config.epochs):
-        optimiser.zero_grad()
-        input_mask = _dropout_mask(dropout_generators, layout, dim, config.dropout)
-        hidden_mask = _dropout_mask(dropout_generators, layout, config.hidden, config.dropout)
-        if hidden_mask is not None:
-            hidden_mask = hidden_mask[layout.graph_of_node, layout.slot_of_node]
-        logits = model(features, adjacency, layout, input_mask, hidden_mask)
-        log_probs = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=1)
-        # sum over images of each image's mean cross-entropy on its seed nodes
-        loss = -(log_probs[labelled, seed_labels] * seed_weight).sum()
-        loss.backward()
-        optimiser.step()
 
-    with torch.no_grad():
-        logits = model(features, adjacency, layout)
-        probabilities = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=1).cpu()
-    return [part.numpy().astype(np.float32) for part in torch.split(probabilities, list(layout.sizes))]
+
+def _fit(model: GCN, problem: _Problem, config: GCNConfig, epochs: int, lr: float) -> None:
+    optimiser = _optimiser(model, config, lr)
+    for _ in range(epochs):
+        _step(model, optimiser, problem, config)
+
+
+def _step(model: GCN, optimiser: torch.optim.Optimizer, problem: _Problem, config: GCNConfig) -> None:
+    """One Adam step on the sum over images of each image's mean seed cross-entropy."""
+    layout = problem.layout
+    optimiser.zero_grad()
+    input_mask = _dropout_mask(problem.generators, layout, problem.dim, config.dropout)
+    hidden_mask = _dropout_mask(problem.generators, layout, config.hidden, config.dropout)
+    if hidden_mask is not None:
+        hidden_mask = hidden_mask[layout.graph_of_node, layout.slot_of_node]
+    logits = model(problem.features, problem.adjacency, layout, input_mask, hidden_mask, config.hops)
+    log_probs = torch.log_softmax(problem.masked(logits), dim=1)
+    loss = -(log_probs[problem.labelled, problem.seed_labels] * problem.seed_weight).sum()
+    loss.backward()
+    optimiser.step()
+
+
+def _merge(items: Sequence[GraphInput]) -> GraphInput:
+    """Several graphs as one (disconnected) graph; features standardised per image first."""
+    offsets = np.cumsum([0] + [item.graph.n_nodes for item in items])
+    edges = np.concatenate([item.graph.edges + offset for item, offset in zip(items, offsets)])
+    graph = Graph(
+        n_nodes=int(offsets[-1]),
+        edges=edges.astype(np.int64).reshape(-1, 2),
+        weights=np.concatenate([item.graph.weights for item in items]).astype(np.float32),
+    )
+    seeds = NodeSeeds(
+        np.concatenate([item.seeds.labels for item in items]), np.concatenate([item.seeds.candidates for item in items])
+    )
+    features = np.concatenate([standardise_features(item.node_features) for item in items])
+    return GraphInput(features.astype(np.float32), graph, seeds)
 
 
 def standardise_features(node_features: np.ndarray) -> np.ndarray:

@@ -79,6 +79,13 @@ def scribble_seeds(
     )
 
 
+def drawn_classes_only(seeds: NodeSeeds) -> NodeSeeds:
+    """Candidates limited to the classes some seed node carries (the image's scribbled classes)."""
+    drawn = np.zeros(seeds.num_classes, dtype=bool)
+    drawn[np.unique(seeds.labels[seeds.labelled])] = True
+    return NodeSeeds(labels=seeds.labels, candidates=seeds.candidates & drawn[None, :])
+
+
 def box_owner_map(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """HxW int64: index of the box a pixel belongs to, -1 outside every box.
 

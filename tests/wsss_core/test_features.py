@@ -13,7 +13,9 @@ from wsss_core.features import (
     colour_position_features,
     extract_feature_maps,
     node_features,
+    N_TEXTURE_FEATURES,
     pool_per_superpixel,
+    texture_features,
 )
 
 
@@ -129,3 +131,19 @@ def test_node_features_follow_the_config():
     np.testing.assert_allclose(both[:, 11:], position)
     with pytest.raises(ValueError, match="no features"):
         node_features(None, image, superpixels, n_nodes, FeatureConfig())
+
+
+def test_texture_features_tell_a_flat_half_from_a_striped_half():
+    image = np.full((32, 32, 3), 128, dtype=np.uint8)
+    image[:, 16:][:, np.arange(16) % 8 < 4] = 30  # vertical stripes, 4 px wide, on the right
+    superpixels = np.zeros((32, 32), dtype=np.int32)
+    superpixels[:, 16:] = 1
+    features = texture_features(image, superpixels, 2)
+    assert features.shape == (2, N_TEXTURE_FEATURES) and features.dtype == np.float32
+    gradients = features[0, 0], features[1, 0]  # mean gradient magnitude at sigma 1
+    assert gradients[1] > 4 * gradients[0]  # the flat half only sees the edge between the halves
+    lbp = features[:, -(8 + 2):]
+    np.testing.assert_allclose(lbp.sum(axis=1), 1.0, rtol=1e-5)  # a histogram per node
+    assert not np.allclose(lbp[0], lbp[1])
+    with_texture = node_features(None, image, superpixels, 2, FeatureConfig(add_colour=True, add_texture=True))
+    assert with_texture.shape == (2, 6 + N_TEXTURE_FEATURES)

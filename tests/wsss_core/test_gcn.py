@@ -3,7 +3,16 @@ import pytest
 import torch
 
 from wsss_core.errors import BadInputError
-from wsss_core.gcn import GCN, BatchLayout, GCNConfig, GraphInput, normalised_adjacency, propagate_gcn
+from wsss_core.gcn import (
+    GCN,
+    BatchLayout,
+    GCNConfig,
+    GCNWeights,
+    GraphInput,
+    normalised_adjacency,
+    pretrain_gcn,
+    propagate_gcn,
+)
 from wsss_core.graph import Graph, GraphConfig, build_graph
 from wsss_core.seeds import NodeSeeds
 
@@ -138,3 +147,44 @@ def test_rejects_unusable_inputs():
     with pytest.raises(BadInputError, match="node count"):
         propagate_gcn([GraphInput(problem.node_features[:10], problem.graph, problem.seeds)])
     assert propagate_gcn([]) == []
+
+
+def unseeded(problem: GraphInput) -> GraphInput:
+    """The problem with a single seed node left (class 0), too little to learn class 1 from."""
+    labels = np.full(problem.graph.n_nodes, -1)
+    labels[0] = 0
+    return GraphInput(problem.node_features, problem.graph, NodeSeeds(labels, problem.seeds.candidates))
+
+
+def test_pretrained_shared_gcn_labels_an_image_with_one_seed():
+    """The dataset-level GCN learns the classes from other images' seeds (offline preset)."""
+    train = [two_cluster_problem(side=8, seed=s)[0] for s in range(4)]
+    target, truth = two_cluster_problem(side=8, seed=9)
+    config = GCNConfig(hidden=16, dropout=0.0, weight_decay=0.0, epochs=0, pretrain_epochs=100, pretrain_images_per_step=2)
+    weights = pretrain_gcn(train, config)
+    assert weights.weight0.shape == (5, 16) and weights.weight1.shape == (16, 2)
+    predicted = propagate_gcn([unseeded(target)], config, init=weights)[0].argmax(axis=1)
+    assert (predicted == truth).mean() >= 0.95
+    # per-image training from one seed cannot know what class 1 looks like
+    cold = propagate_gcn([unseeded(target)], GCNConfig(epochs=100))[0].argmax(axis=1)
+    assert (cold == truth).mean() < 0.95
+
+
+def test_gcn_weights_round_trip_and_refuse_mismatched_shapes():
+    weights = GCNWeights(np.ones((5, 3), np.float32), np.ones((3, 2), np.float32))
+    again = GCNWeights.from_arrays(weights.to_arrays())
+    np.testing.assert_array_equal(again.weight0, weights.weight0)
+    with pytest.raises(BadInputError, match="do not chain"):
+        GCNWeights.from_arrays({"weight0": np.ones((5, 3)), "weight1": np.ones((4, 2))})
+    problem, _ = two_cluster_problem(side=4, seed=0)
+    with pytest.raises(BadInputError, match="model needs"):
+        propagate_gcn([problem], GCNConfig(hidden=3), init=GCNWeights(np.ones((7, 3), np.float32), np.ones((3, 2), np.float32)))
+
+
+def test_more_hops_reach_further_and_bad_configs_are_refused():
+    problem, truth = two_cluster_problem(side=8, seed=0)
+    probabilities = propagate_gcn([problem], GCNConfig(epochs=100, hops=3))[0]
+    assert (probabilities.argmax(axis=1) == truth).mean() >= 0.95
+    for bad in (dict(hops=0), dict(epochs=-1), dict(pretrain_images_per_step=0)):
+        with pytest.raises(ValueError):
+            GCNConfig(**bad)

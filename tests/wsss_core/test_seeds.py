@@ -3,6 +3,7 @@ import pytest
 
 from wsss_core.errors import BadInputError
 from wsss_core.seeds import (
+    drawn_classes_only,
     BoxSeedConfig,
     NodeSeeds,
     box_owner_map,
@@ -159,3 +160,11 @@ def test_box_seeds_reject_bad_boxes(boxes):
 def test_box_seeds_rejects_cam_of_wrong_shape():
     with pytest.raises(BadInputError):
         box_seeds(np.zeros((4, 4), dtype=np.int32), np.array([[1, 0, 0, 2, 2]]), 3, cam=np.zeros((2, 4, 4)))
+
+
+def test_drawn_classes_only_keeps_the_scribbled_classes():
+    superpixels = np.array([[0, 1, 2, 3]], dtype=np.int32)
+    scribble = np.array([[0, 255, 3, 255]], dtype=np.uint8)
+    seeds = drawn_classes_only(scribble_seeds(superpixels, scribble, num_classes=5))
+    assert seeds.labels.tolist() == [0, -1, 3, -1]
+    assert seeds.candidates.tolist() == [[True, False, False, True, False]] * 4
