@@ -222,8 +222,12 @@ def graphnet(
     workspace: WorkspaceOpt,
     supervision: Annotated[str, typer.Option(help="scribbles or boxes.")] = "scribbles",
     preset: Annotated[
-        str, typer.Option(help="paper (CNN node features, binary graph, Kipf's GCN) or offline (tuned, no pretrained weights).")
-    ] = "paper",
+        str,
+        typer.Option(
+            help="paper (CNN node features, binary graph, per-image Kipf GCN), offline (colour + texture nodes, "
+            "dataset-level GCN; no pretrained weights needed) or auto (paper when the pretrained weights load, else offline)."
+        ),
+    ] = "auto",
     backbone: Annotated[str, typer.Option(help="CNN for node features: vgg16, resnet18/34/50/101.")] = "vgg16",
     weights: Annotated[
         str, typer.Option(help="torchvision weights name, checkpoint path, or none (offline fallback: the CAM classifier).")
@@ -248,17 +252,20 @@ def graphnet(
     from dataclasses import replace
 
     from flows.graphnet import STEPS, graphnet_flow
-    from wsss_core.graphnet import PRESETS, PROPAGATIONS, SUPERVISIONS
+    from wsss_core.graphnet import PRESETS, PROPAGATIONS, SUPERVISIONS, choose_preset
 
     for value, choices, hint in (
         (supervision, SUPERVISIONS, "--supervision"),
         (propagation, PROPAGATIONS, "--propagation"),
-        (preset, tuple(PRESETS), "--preset"),
+        (preset, (*PRESETS, "auto"), "--preset"),
     ):
         if value not in choices:
             raise typer.BadParameter(f"{value!r}: choose {', '.join(choices)}", param_hint=hint)
     if until is not None and until not in STEPS:
         raise typer.BadParameter(f"{until!r}: choose {', '.join(STEPS)}", param_hint="--until")
+    if preset == "auto":
+        preset = choose_preset(backbone, weights)
+        console.print(f"preset: {preset}")
     config = PRESETS[preset]()
     if gcn_epochs is not None:
         config = replace(config, gcn=replace(config.gcn, epochs=gcn_epochs))

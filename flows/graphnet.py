@@ -12,9 +12,10 @@ input stages finished; the others wait (their failures are recorded upstream).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from prefect import flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, console, run_stage
+from flows.common import DEFAULT_BATCH_SIZE, StageSummary, console, eligible_ids, prepare_stage, run_stage
 from flows.evaluate import evaluate_flow
 from tasks import graphnet as t
 from tasks.superpixels import STAGE as SUPERPIXELS
@@ -97,7 +98,7 @@ def graphnet_flow(
         return run
 
     graph_inputs = [INGEST_STAGE, SUPERPIXELS]
-    if config.graphs.nodes.cnn:
+    if config.graphs.needs_cnn:
         source = resolve_feature_source(backbone, weights, ws.path / CAM_CHECKPOINT)
         if source.fallback:
             console.print(f"[bold red]WARNING:[/bold red] {source.note}")
@@ -108,7 +109,7 @@ def graphnet_flow(
         )
         graph_inputs.append(t.FEATURES)
     else:
-        console.print("features: not computed (node features without CNN: config.graphs.nodes.cnn is off)")
+        console.print("features: not computed (this config uses no CNN features)")
     if reached("features"):
         return run
 
@@ -117,11 +118,11 @@ def graphnet_flow(
         return run
 
     seeds = t.seeds_stage(supervision)
-    seed_key = config.box_seeds if supervision == "boxes" else {"scribbles": "majority class of a node's scribble pixels"}
+    seed_key = config.box_seeds if supervision == "boxes" else config.scribble_seeds
     run.summaries.append(
         run_stage(
             ws, t.seeds_batch, seeds, seed_key, [INGEST_STAGE, SUPERPIXELS],
-            supervision=supervision, config=config.box_seeds, **options,
+            supervision=supervision, config=config.box_seeds, scribble_config=config.scribble_seeds, **options,
         )
     )
     if reached("seeds"):
@@ -130,10 +131,15 @@ def graphnet_flow(
     method = method_name(supervision, propagation)
     nodes = t.nodes_stage(method)
     if propagation == "gcn":
+        init_path = None
+        if config.gcn.pretrain_epochs > 0:
+            init_path = pretrain(ws, method, supervision, config, device, seeds)
         run.summaries.append(
             run_stage(
-                ws, t.gcn_batch, nodes, config.gcn, [t.GRAPHS, seeds],
-                method=method, supervision=supervision, config=config.gcn, device=device, **options,
+                ws, t.gcn_batch, nodes, {"gcn": config_to_dict(config.gcn), "init": Path(init_path).name if init_path else None},
+                [t.GRAPHS, seeds],
+                method=method, supervision=supervision, config=config.gcn, device=device, init_path=init_path,
+                **options,
             )
         )
     else:
@@ -177,6 +183,15 @@ def graphnet_flow(
         str(ws.path), stages, run_name=run_name or f"graphnet-{supervision}", log_to_mlflow=log_to_mlflow
     )
     return run
+
+
+def pretrain(ws: Workspace, method: str, supervision: str, config: GraphNetConfig, device: str | None, seeds: str) -> str:
+    """Fit the shared GCN on every image with a graph and seeds; the file name carries its key."""
+    stage = f"gcn-weights/{method}"
+    key = prepare_stage(ws, stage, config.gcn, [t.GRAPHS, seeds])
+    ids = eligible_ids(ws, [t.GRAPHS, seeds])
+    console.print(f"gcn: fitting one shared GCN on the seeds of {len(ids)} images ({config.gcn.pretrain_epochs} epochs)")
+    return t.gcn_pretrain(ws, method, supervision, config.gcn, key, ids, device=device)
 
 
 def evaluation_stages(ws: Workspace, supervision: str) -> list[str]:

@@ -15,12 +15,14 @@ it fails, recorded on its own through run_batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
-from prefect import task
+from prefect import get_run_logger, task
 
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, run_block_in_task, single_torch_thread
 from wsss_core.backbones import Backbone, build_backbone
@@ -28,13 +30,15 @@ from wsss_core.baselines import box_rectangles, nearest_scribble_fill
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
 from wsss_core.features import extract_feature_maps, node_features
-from wsss_core.gcn import GCNConfig, GraphInput, propagate_gcn
+from wsss_core.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
 from wsss_core.graph import build_graph
 from wsss_core.graphnet import (
     GRAPH_ARRAYS,
     SEED_ARRAYS,
     FeatureSource,
     GraphStageConfig,
+    NodeFeatureConfig,
+    ScribbleSeedConfig,
     crf_node_mask,
     graph_from_arrays,
     graph_to_arrays,
@@ -44,7 +48,7 @@ from wsss_core.graphnet import (
 )
 from wsss_core.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.runner import BatchReport
-from wsss_core.seeds import BoxSeedConfig, box_seeds, scribble_seeds
+from wsss_core.seeds import BoxSeedConfig, box_seeds, drawn_classes_only, scribble_seeds
 from wsss_core.store import Workspace
 
 FEATURES = "features"
@@ -112,11 +116,15 @@ def graphs_batch(workspace: Workspace, config: GraphStageConfig, key: str, image
 
     def step(image_id: str) -> None:
         superpixels = workspace.read_array("superpixels", image_id)
-        feature_map = workspace.read_array(FEATURES, image_id) if config.nodes.cnn else None
+        feature_map = workspace.read_array(FEATURES, image_id) if config.needs_cnn else None
         image = workspace.read_array("images", image_id)
         n_nodes = int(superpixels.max()) + 1
-        features = node_features(feature_map, image, superpixels, n_nodes, config.nodes.feature_config())
-        graph = build_graph(superpixels, features, config.graph)
+
+        def describe(nodes: NodeFeatureConfig) -> np.ndarray:
+            return node_features(feature_map if nodes.cnn else None, image, superpixels, n_nodes, nodes.feature_config())
+
+        features = describe(config.nodes)
+        graph = build_graph(superpixels, features if config.edges is None else describe(config.edges), config.graph)
         for name, array in graph_to_arrays(features, graph).items():
             workspace.write_array(GRAPHS, image_id, array, name=name)
 
@@ -128,7 +136,12 @@ def graphs_batch(workspace: Workspace, config: GraphStageConfig, key: str, image
 
 @task(name="seeds-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
 def seeds_batch(
-    workspace: Workspace, supervision: str, config: BoxSeedConfig, key: str, image_ids: list[str]
+    workspace: Workspace,
+    supervision: str,
+    config: BoxSeedConfig,
+    key: str,
+    image_ids: list[str],
+    scribble_config: ScribbleSeedConfig = ScribbleSeedConfig(),
 ) -> BatchReport:
     """Seed labels and candidate classes of every node, from scribbles or from boxes."""
     stage = seeds_stage(supervision)
@@ -142,6 +155,8 @@ def seeds_batch(
                 raise BadInputError(image_id, "no scribbles for this image")
             scribble = workspace.read_array("scribbles", image_id)
             seeds = scribble_seeds(superpixels, scribble, classes, n_nodes)
+            if scribble_config.drawn_classes_only:
+                seeds = drawn_classes_only(seeds)
         else:
             seeds = box_seeds(superpixels, workspace.read_array("boxes", image_id), classes, None, config, n_nodes)
         if not seeds.labelled.any():
@@ -172,13 +187,18 @@ def gcn_batch(
     key: str,
     image_ids: list[str],
     device: str | None = None,
+    init_path: str | None = None,
 ) -> BatchReport:
-    """One GCN per image, the whole batch trained at once as a block-diagonal graph."""
+    """One GCN per image, the whole batch trained at once as a block-diagonal graph.
+
+    init_path: the shared weights of gcn_pretrain (.npz) every image's GCN starts from.
+    """
     stage = nodes_stage(method)
     target = resolve_device(device)
+    init = load_gcn_weights(init_path) if init_path else None
 
     def compute(batch: list[GraphInput]) -> list[np.ndarray]:
-        return propagate_gcn(batch, config, target)
+        return propagate_gcn(batch, config, target, init=init)
 
     def write(image_id: str, probabilities: np.ndarray) -> None:
         workspace.write_array(stage, image_id, probabilities.astype(np.float32))
@@ -187,6 +207,46 @@ def gcn_batch(
         return run_block_in_task(
             workspace, stage, key, image_ids, lambda i: load_graph_input(workspace, supervision, i), compute, write
         )
+
+
+def gcn_weights_path(workspace: Workspace, method: str, key: str) -> Path:
+    return workspace.path / "models" / "gcn" / f"{method}-{key}.npz"
+
+
+def load_gcn_weights(path: str | Path) -> GCNWeights:
+    with np.load(path) as arrays:
+        return GCNWeights.from_arrays(dict(arrays))
+
+
+@task(name="gcn-pretrain", tags=["gpu"], persist_result=False)
+def gcn_pretrain(
+    workspace: Workspace, method: str, supervision: str, config: GCNConfig, key: str, image_ids: list[str],
+    device: str | None = None,
+) -> str:
+    """One shared GCN fitted on the seeds of all the given images; returns its .npz path.
+
+    Reuses the file when one of the same key exists; written atomically, so a crash
+    leaves either no file or a whole one.
+    """
+    path = gcn_weights_path(workspace, method, key)
+    if path.is_file():
+        return str(path)
+    target = resolve_device(device)
+    items = []
+    for image_id in image_ids:
+        try:
+            items.append(load_graph_input(workspace, supervision, image_id))
+        except Exception as error:  # noqa: BLE001 - a bad image is left out, recorded by its own stage
+            get_run_logger().warning("gcn-pretrain: leaving out %s: %s", image_id, error)
+    if not items:
+        raise BadInputError(workspace.path, "no image with a graph and seeds to pretrain the GCN on")
+    with single_torch_thread(target):
+        weights = pretrain_gcn(items, config, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, **weights.to_arrays())
+    os.replace(partial, path)
+    return str(path)
 
 
 @task(name="label-propagation-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from wsss_core.errors import BadInputError
+from wsss_core.graph import GraphConfig, build_graph
+from wsss_core.graphnet import (
+    GraphNetConfig,
+    NodeFeatureConfig,
+    baseline_name,
+    choose_preset,
+    graph_from_arrays,
+    graph_to_arrays,
+    method_name,
+    node_mask,
+    resolve_feature_source,
+    seeds_from_arrays,
+    seeds_to_arrays,
+)
+from wsss_core.seeds import NodeSeeds
+
+
+def test_method_and_baseline_names():
+    assert method_name("scribbles", "gcn") == "gcn-scribbles"
+    assert method_name("boxes", "label-propagation") == "labelprop-boxes"
+    assert baseline_name("scribbles") == "nearest-scribbles" and baseline_name("boxes") == "box-rectangles"
+    with pytest.raises(ValueError, match="supervision"):
+        method_name("tags", "gcn")
+
+
+def test_graph_and_seed_arrays_round_trip_and_bad_graphs_are_refused():
+    superpixels = np.array([[0, 0, 1], [2, 2, 1]], dtype=np.int32)
+    features = np.array([[0.0], [1.0], [0.1]], dtype=np.float32)
+    graph = build_graph(superpixels, features, GraphConfig(adjacency="weighted", prune=False))
+    arrays = graph_to_arrays(features, graph)
+    again_features, again = graph_from_arrays(arrays)
+    np.testing.assert_array_equal(again.edges, graph.edges)
+    np.testing.assert_array_equal(again.weights, graph.weights)
+    np.testing.assert_array_equal(again_features, features)
+    with pytest.raises(BadInputError, match="outside"):
+        graph_from_arrays({**arrays, "edges": np.array([[0, 7]])[: len(arrays["edges"])].repeat(len(arrays["edges"]), 0)})
+    seeds = NodeSeeds(np.array([0, -1, 2]), np.ones((3, 3), dtype=bool))
+    back = seeds_from_arrays(seeds_to_arrays(seeds))
+    assert back.labels.tolist() == [0, -1, 2] and back.candidates.all()
+
+
+def test_node_mask_paints_each_superpixel_with_its_most_probable_class():
+    superpixels = np.array([[0, 1], [1, 2]], dtype=np.int32)
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+    assert node_mask(superpixels, probabilities).tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(BadInputError, match="only 2 nodes"):
+        node_mask(superpixels, probabilities[:2])
+
+
+def test_presets_and_the_offline_fallback(tmp_path):
+    paper = GraphNetConfig.paper()
+    assert paper.graphs.nodes.cnn and paper.graphs.graph.adjacency == "binary" and paper.gcn.hidden == 16
+    offline = GraphNetConfig.offline()
+    assert not offline.graphs.needs_cnn and offline.gcn.pretrain_epochs > 0
+    with pytest.raises(ValueError, match="at least one"):
+        NodeFeatureConfig(cnn=False)
+    # no network here: asking for ImageNet weights falls back loudly
+    with pytest.warns(RuntimeWarning, match="offline preset"):
+        assert choose_preset("resnet18", "DEFAULT") == "offline"
+    with pytest.warns(RuntimeWarning, match="RANDOM INIT"):
+        source = resolve_feature_source("resnet18", "DEFAULT", tmp_path / "missing.pt")
+    assert source.fallback and source.weights == "none" and source.requested_weights == "DEFAULT"
+    assert resolve_feature_source("resnet18", "none").weights == "none"
