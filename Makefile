@@ -22,6 +22,7 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/random_walk.py
+	$(BIN)/python benchmarks/graphnet.py
 
 clean:
 	rm -rf demo .pytest_cache
