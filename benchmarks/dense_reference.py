@@ -33,14 +33,29 @@ def dense_affinity_matrix(aff: np.ndarray, beta: float, radius: int = 5, dtype: 
     return weights
 
 
-def dense_random_walk(cams_with_bg: np.ndarray, weights: np.ndarray, log_t: int) -> np.ndarray:
-    """PSA: trans = W / W.sum(0); trans = trans @ trans (log_t times); cams (C, N) @ trans -> (C, h, w)."""
+def dense_random_walk(
+    cams_with_bg: np.ndarray, weights: np.ndarray, log_t: int, flush_below: float = 0.0
+) -> np.ndarray:
+    """PSA: trans = W / W.sum(0); trans = trans @ trans (log_t times); cams (C, N) @ trans -> (C, h, w).
+
+    flush_below > 0 zeroes smaller entries after each squaring: in float32 the squarings
+    otherwise fill with denormal numbers, which make CPU matrix products many times slower.
+    """
     channels = cams_with_bg.shape[0]
     transition = weights / weights.sum(axis=0, keepdims=True)
     for _ in range(log_t):
         transition = transition @ transition
+        if flush_below > 0:
+            flush_small_entries(transition, flush_below)
     walked = cams_with_bg.reshape(channels, -1).astype(weights.dtype) @ transition
     return walked.reshape(cams_with_bg.shape)
+
+
+def flush_small_entries(matrix: np.ndarray, threshold: float, rows_per_chunk: int = 512) -> None:
+    """In place: entries with |x| < threshold become 0 (in row chunks, to add little memory)."""
+    for start in range(0, matrix.shape[0], rows_per_chunk):
+        chunk = matrix[start : start + rows_per_chunk]
+        chunk[np.abs(chunk) < threshold] = 0
 
 
 def psa_dense_propagate_scores(

@@ -37,6 +37,7 @@ class RandomWalkConfig:
 
 
 def check_affinities(aff: np.ndarray, radius: int) -> None:
+    """Raise BadInputError unless aff is (P, h, w), finite and >= 0, with P offsets of the radius."""
     n_offsets = len(neighbour_offsets(radius))
     if aff.ndim != 3 or aff.shape[0] != n_offsets:
         raise BadInputError("aff", f"expected ({n_offsets}, h, w) for radius {radius}, got shape {aff.shape}")
