@@ -291,6 +291,82 @@ def graphnet(
 
 
 @app.command()
+def affinitynet(
+    workspace: WorkspaceOpt,
+    preset: Annotated[
+        str,
+        typer.Option(help="auto (small below 1000 images or without a GPU, else paper), paper (PSA's schedule) or small."),
+    ] = "auto",
+    backbone: Annotated[
+        Optional[str], typer.Option(help="Backbone of both networks: resnet18/34/50/101, vgg16 (default: the preset's).")
+    ] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(help="torchvision weights name, checkpoint path, or none (default: the preset's; falls back to random init, loudly)."),
+    ] = None,
+    stride: Annotated[int, typer.Option(help="Random-walk grid stride: 8 (PSA) or 4.")] = 8,
+    crf: Annotated[bool, typer.Option("--crf/--no-crf", help="Also write pseudo/rw-crf (dense CRF on the walk).")] = True,
+    until: Annotated[
+        Optional[str],
+        typer.Option(help="Stop after this step: train-cam, cams, affinity-labels, train-affinitynet, random-walk, masks."),
+    ] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda for the networks (default: cuda if any).")] = None,
+    cam_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's CAM classifier epochs.", min=1)] = None,
+    affinity_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's AffinityNet epochs.", min=1)] = None,
+    train_threads: Annotated[
+        Optional[int], typer.Option(help="Torch threads of a CPU training (default: one per core).", min=1)
+    ] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")] = True,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log trainings and evaluation to MLflow.")] = True,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    engine: EngineOpt = "threads",
+    workers: WorkersOpt = None,
+    dask_address: DaskAddressOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """AffinityNet (PSA) pseudo masks from image tags: CAMs -> affinity labels -> AffinityNet -> random walk."""
+    from dataclasses import replace
+
+    from flows.affinitynet import STEPS, affinitynet_flow, default_train_threads, has_gpu
+    from wsss_core.psa import PRESETS, choose_preset
+
+    if preset not in ("auto", *PRESETS):
+        raise typer.BadParameter(f"{preset!r}: choose auto, {', '.join(PRESETS)}", param_hint="--preset")
+    if stride not in (4, 8):
+        raise typer.BadParameter(f"{stride}: choose 8 or 4", param_hint="--stride")
+    if until is not None and until not in STEPS:
+        raise typer.BadParameter(f"{until!r}: choose {', '.join(STEPS)}", param_hint="--until")
+    ws = Workspace(workspace)
+    if not ws.exists():
+        console.print(f"[red]error:[/red] {workspace}: no workspace here (run `wsss ingest` first)")
+        raise typer.Exit(2)
+    gpu = has_gpu() if device is None else device.startswith("cuda")
+    chosen, why = choose_preset(preset, len(ws.image_ids()), gpu)
+    console.print(f"affinitynet: preset {chosen} ({why})")
+    config = PRESETS[chosen]().with_backbone(backbone, weights).with_stride(stride)
+    if cam_epochs is not None:
+        config = replace(config, cam_train=replace(config.cam_train, epochs=cam_epochs))
+    if affinity_epochs is not None:
+        config = replace(config, affinity_train=replace(config.affinity_train, epochs=affinity_epochs))
+    started = time.perf_counter()
+    run = _run_flow(
+        affinitynet_flow,
+        _engine(engine, workers, dask_address),
+        workspace=str(workspace),
+        config=config,
+        crf=crf,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        until=until,
+        evaluate=evaluate,
+        log_to_mlflow=mlflow,
+        train_threads=train_threads or default_train_threads(),
+    )
+    _finish(run.summaries, started)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
     images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,

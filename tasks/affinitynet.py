@@ -1,0 +1,468 @@
+"""Tasks of the AffinityNet (PSA) path: two training tasks and the batched per-image stages.
+
+    train-cam            ONE task: CAM classifier on every image with tags -> models/cam/model.pt
+    cams/<id>            {scores: float16 (K, H, W), classes: int32 (K,)} multi-scale + flip CAMs
+    pseudo/cam/<id>      uint8 HxW (fixed background score)
+    affinity-labels/<id> uint8 HxW confident labels (0 bg, class, 255 neutral)
+    train-affinitynet    ONE task: AffinityNet on the confident labels -> models/affinitynet/model.pt
+    rw/<id>              {scores: float32 (K+1, h, w) walked on the stride grid, classes: int32 (K,)}
+    pseudo/rw/<id>, pseudo/rw-crf/<id>   uint8 HxW
+
+Training tasks carry the "gpu" tag, log params, per-epoch metrics and the checkpoint to
+MLflow, checkpoint every epoch, resume after a crash and skip when the checkpoint was
+finished under the same stage key. DataLoader workers stay 0: forked loader processes
+die with the threads of Prefect's server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from prefect import task
+from rich.console import Console
+
+from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread
+from wsss_core.affinity import AffinityConfig, confident_label_map
+from wsss_core.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
+from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, read_checkpoint, train_cam_classifier
+from wsss_core.config import config_to_dict
+from wsss_core.crf import CRFConfig
+from wsss_core.errors import BadInputError
+from wsss_core.psa import (
+    AFFINITYNET_CHECKPOINT,
+    CAM_CHECKPOINT,
+    CamInferenceConfig,
+    CamMaskConfig,
+    cam_mask,
+    check_tags,
+    crf_score_mask,
+    score_mask,
+)
+from wsss_core.random_walk import RandomWalkConfig, cams_on_grid, random_walk, transition_matrix
+from wsss_core.runner import BatchReport
+from wsss_core.store import Workspace
+from wsss_core.tracking import tracked_run
+
+TRAIN_CAM = "train-cam"
+CAMS = "cams"
+PSEUDO_CAM = "pseudo/cam"
+AFFINITY_LABELS = "affinity-labels"
+TRAIN_AFFINITYNET = "train-affinitynet"
+RW = "rw"
+PSEUDO_RW = "pseudo/rw"
+PSEUDO_RW_CRF = "pseudo/rw-crf"
+TRAINING_STAGES = (TRAIN_CAM, TRAIN_AFFINITYNET)
+
+console = Console(stderr=True, soft_wrap=True)  # one line per training epoch
+
+
+def foreground_classes(workspace: Workspace) -> int:
+    return len(workspace.classes) - 1
+
+
+def read_tags(workspace: Workspace, image_id: str) -> np.ndarray:
+    if not workspace.has_array("tags", image_id):
+        raise BadInputError(image_id, "no image tags in the workspace (ingest writes tags/<id>)")
+    return check_tags(workspace.read_array("tags", image_id), foreground_classes(workspace), image_id)
+
+
+def read_image(workspace: Workspace, image_id: str) -> np.ndarray:
+    image = workspace.read_array("images", image_id)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError(image_id, f"image is {image.shape} {image.dtype}, not HxWx3 uint8")
+    return image
+
+
+def read_scores(workspace: Workspace, stage: str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32, classes int64) of a cams/ or rw/ array pair."""
+    scores = workspace.read_array(stage, image_id, "scores").astype(np.float32)
+    classes = workspace.read_array(stage, image_id, "classes").astype(np.int64)
+    return scores, classes
+
+
+# ----------------------------------------------------------------------------- training plumbing
+
+
+@dataclass
+class TrainingReport:
+    """What a training task did; the flow turns it into a StageSummary."""
+
+    stage: str
+    checkpoint: str
+    images: list[str] = field(default_factory=list)  # the images it trained on
+    failed: dict[str, str] = field(default_factory=dict)  # images left out, with the reason
+    trained: bool = False  # False: a finished checkpoint of the same key was there
+    resumed_from_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+def checkpoint_status(path: Path, key: str) -> str:
+    """'finished', 'resume' or 'fresh' for the checkpoint at ``path`` and the stage key.
+
+    A sidecar ``<path>.json`` holds the key the checkpoint was trained under. A checkpoint
+    of another key (config, inputs or training images changed) is moved to
+    ``<name>.previous.pt`` and training starts afresh.
+    """
+    sidecar = path.with_name(path.name + ".json")
+    if not path.exists():
+        sidecar.unlink(missing_ok=True)
+        return "fresh"
+    state = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    if state.get("key") != key:
+        os.replace(path, path.with_name(path.stem + ".previous" + path.suffix))
+        sidecar.unlink(missing_ok=True)
+        return "fresh"
+    return "finished" if state.get("finished") else "resume"
+
+
+def write_checkpoint_status(path: Path, key: str, finished: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = path.with_name(path.name + ".json")
+    temporary = sidecar.with_name(sidecar.name + ".tmp")
+    temporary.write_text(json.dumps({"key": key, "finished": finished}))
+    os.replace(temporary, sidecar)
+
+
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """torch.set_num_threads(threads) for a CPU training task (None: leave torch's setting)."""
+    if device.type != "cpu" or not threads:
+        yield
+        return
+    with _threads_lock:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            torch.set_num_threads(before)
+
+
+def run_training(
+    workspace: Workspace,
+    report: TrainingReport,
+    key: str,
+    params: dict[str, Any],
+    log_to_mlflow: bool,
+    train: Callable[[Callable[[int, dict[str, float]], None]], None],
+) -> TrainingReport:
+    """Skip / resume / start a training, inside an MLflow run; mark the training images done."""
+    import mlflow
+
+    checkpoint = Path(report.checkpoint)
+    status = checkpoint_status(checkpoint, key)
+    if status == "finished":
+        report.history = list(read_checkpoint(checkpoint).get("history", []))
+        return report
+    if status == "resume":
+        state = read_checkpoint(checkpoint)
+        report.resumed_from_epoch = int(state.get("epoch", 0))
+        report.history = list(state.get("history", []))
+    write_checkpoint_status(checkpoint, key, finished=False)
+    tags = {"kind": "training", "stage": report.stage, "stage_key": key}
+    run_context = tracked_run(workspace.path, report.stage, params, tags=tags) if log_to_mlflow else nullcontext()
+    with run_context as run:
+        if run is not None:
+            report.mlflow_run_id = run.info.run_id
+            mlflow.set_tag("resumed_from_epoch", str(report.resumed_from_epoch))
+            for epoch, metrics in enumerate(report.history):  # epochs of the interrupted run(s)
+                mlflow.log_metrics(metrics, step=epoch + 1)
+
+        started = time.perf_counter()
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal started
+            report.history.append(metrics)
+            seconds, started = time.perf_counter() - started, time.perf_counter()
+            shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+            console.print(f"{report.stage} epoch {epoch + 1}: {shown} ({seconds:.0f} s)")
+            if run is not None:
+                mlflow.log_metrics(metrics, step=epoch + 1)
+
+        train(on_epoch_end)
+        if run is not None:
+            mlflow.log_artifact(str(checkpoint), artifact_path="model")
+    write_checkpoint_status(checkpoint, key, finished=True)
+    report.trained = True
+    for image_id in report.images:
+        workspace.mark_done(report.stage, image_id, key)
+        workspace.clear_failure(report.stage, image_id)
+    return report
+
+
+class WorkspaceItems(torch.utils.data.Dataset):
+    """(image, target) pairs read from the workspace on demand: ``load(image_id)``."""
+
+    def __init__(self, image_ids: list[str], load: Callable[[str], tuple[np.ndarray, Any]]):
+        self.image_ids, self.load = list(image_ids), load
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        return self.load(self.image_ids[index])
+
+
+def usable_images(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], check: Callable[[str], Any]
+) -> tuple[list[str], dict[str, str]]:
+    """Images whose ``check`` passes; the others get a failure record of ``stage``."""
+    usable, failed = [], {}
+    for image_id in image_ids:
+        try:
+            check(image_id)
+        except Exception as error:  # noqa: BLE001 - recorded, the image is left out
+            message = str(error) or type(error).__name__
+            workspace.record_failure(stage, image_id, type(error).__name__, message, key)
+            failed[image_id] = message
+            continue
+        usable.append(image_id)
+    return usable, failed
+
+
+def check_image_shape(workspace: Workspace, image_id: str) -> tuple[int, ...]:
+    shape = workspace.array_shape("images", image_id)
+    if len(shape) != 3 or shape[2] != 3:
+        raise BadInputError(image_id, f"image is {shape}, not HxWx3")
+    return shape
+
+
+# ----------------------------------------------------------------------------- train-cam
+
+
+@task(name="train-cam", tags=["gpu"], persist_result=False)
+def train_cam_task(
+    workspace: Workspace,
+    config: CamTrainConfig,
+    key: str,
+    image_ids: list[str],
+    params: dict[str, Any],
+    device: str | None = None,
+    threads: int | None = None,
+    log_to_mlflow: bool = True,
+) -> TrainingReport:
+    """Train the CAM classifier on the images (with at least one tag) -> <workspace>/models/cam/model.pt."""
+    target = resolve_device(device)
+    report = TrainingReport(TRAIN_CAM, str(workspace.path / CAM_CHECKPOINT))
+
+    def check(image_id: str) -> None:
+        check_image_shape(workspace, image_id)
+        if len(read_tags(workspace, image_id)) == 0:
+            raise BadInputError(image_id, "no image tags: nothing to train the classifier on")
+
+    report.images, report.failed = usable_images(workspace, TRAIN_CAM, key, image_ids, check)
+    items = WorkspaceItems(report.images, lambda i: (read_image(workspace, i), read_tags(workspace, i).tolist()))
+    params = {**params, "n_images": len(report.images), "config": config_to_dict(config)}
+
+    def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
+        with torch_threads(threads, target):
+            train_cam_classifier(
+                items, foreground_classes(workspace), config,
+                device=target, checkpoint_path=report.checkpoint, on_epoch_end=on_epoch_end,
+            )
+
+    return run_training(workspace, report, key, params, log_to_mlflow, train)
+
+
+@lru_cache(maxsize=2)
+def cached_camnet(checkpoint: str, model_key: str, device: str) -> CamNet:
+    """One CamNet per (checkpoint, training key, device) and process."""
+    return load_camnet(checkpoint, device)
+
+
+# ----------------------------------------------------------------------------- cams and pseudo/cam
+
+
+@task(name="cams-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+def cams_batch(
+    workspace: Workspace,
+    config: CamInferenceConfig,
+    model_key: str,
+    key: str,
+    image_ids: list[str],
+    device: str | None = None,
+) -> BatchReport:
+    """Multi-scale + flip CAMs of each image's tag classes, max-normalised, float16."""
+    target = resolve_device(device)
+    model = cached_camnet(str(workspace.path / CAM_CHECKPOINT), model_key, str(target))
+
+    def step(image_id: str) -> None:
+        image = read_image(workspace, image_id)
+        tags = read_tags(workspace, image_id)
+        cams = infer_cams(model, image, tags.tolist(), config.scales, config.flip, target)
+        workspace.write_array(CAMS, image_id, cams.astype(np.float16), name="scores")
+        workspace.write_array(CAMS, image_id, tags.astype(np.int32), name="classes")
+
+    with single_torch_thread(target):
+        return run_batch_in_task(workspace, CAMS, key, image_ids, step)
+
+
+@task(name="cam-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+def cam_masks_batch(workspace: Workspace, config: CamMaskConfig, key: str, image_ids: list[str]) -> BatchReport:
+    """pseudo/cam: argmax of [fixed background score, CAMs]."""
+
+    def step(image_id: str) -> None:
+        cams, classes = read_scores(workspace, CAMS, image_id)
+        workspace.write_array(PSEUDO_CAM, image_id, cam_mask(cams, classes, config))
+
+    return run_batch_in_task(workspace, PSEUDO_CAM, key, image_ids, step)
+
+
+# ----------------------------------------------------------------------------- affinity labels
+
+
+@task(name="affinity-labels-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+def affinity_labels_batch(workspace: Workspace, config: AffinityConfig, key: str, image_ids: list[str]) -> BatchReport:
+    """Confident labels at image resolution: alpha 4 (foreground) / alpha 32 (background), each dCRF'd.
+
+    Kept at image resolution so that training crops image and labels together; the
+    training turns each crop's labels into stride-8 pair labels (block majority).
+    """
+
+    def step(image_id: str) -> None:
+        image = read_image(workspace, image_id)
+        cams, classes = read_scores(workspace, CAMS, image_id)
+        cams = np.clip(cams, 0.0, 1.0)  # float16 rounding may touch 1.0 + eps
+        if len(classes) == 0:
+            labels = np.zeros(image.shape[:2], dtype=np.uint8)
+        else:
+            labels = confident_label_map(image, cams, classes, config)
+        workspace.write_array(AFFINITY_LABELS, image_id, labels)
+
+    return run_batch_in_task(workspace, AFFINITY_LABELS, key, image_ids, step)
+
+
+# ----------------------------------------------------------------------------- train-affinitynet
+
+
+@task(name="train-affinitynet", tags=["gpu"], persist_result=False)
+def train_affinitynet_task(
+    workspace: Workspace,
+    config: AffinityTrainConfig,
+    key: str,
+    image_ids: list[str],
+    params: dict[str, Any],
+    init_from_cam: bool = False,
+    device: str | None = None,
+    threads: int | None = None,
+    log_to_mlflow: bool = True,
+) -> TrainingReport:
+    """Train AffinityNet on the confident labels -> <workspace>/models/affinitynet/model.pt."""
+    target = resolve_device(device)
+    report = TrainingReport(TRAIN_AFFINITYNET, str(workspace.path / AFFINITYNET_CHECKPOINT))
+
+    def check(image_id: str) -> None:
+        shape = check_image_shape(workspace, image_id)
+        if workspace.array_shape(AFFINITY_LABELS, image_id) != shape[:2]:
+            raise BadInputError(image_id, "affinity labels and image differ in size")
+
+    report.images, report.failed = usable_images(workspace, TRAIN_AFFINITYNET, key, image_ids, check)
+    items = WorkspaceItems(
+        report.images, lambda i: (read_image(workspace, i), workspace.read_array(AFFINITY_LABELS, i))
+    )
+    init_from = str(workspace.path / CAM_CHECKPOINT) if init_from_cam else None
+    params = {**params, "n_images": len(report.images), "init_from": init_from, "config": config_to_dict(config)}
+
+    def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
+        with torch_threads(threads, target):
+            train_affinitynet(
+                items, config, device=target, checkpoint_path=report.checkpoint,
+                on_epoch_end=on_epoch_end, init_from=init_from,
+            )
+
+    return run_training(workspace, report, key, params, log_to_mlflow, train)
+
+
+@lru_cache(maxsize=2)
+def cached_affinitynet(checkpoint: str, model_key: str, device: str) -> AffinityNet:
+    return load_affinitynet(checkpoint, device)
+
+
+# ----------------------------------------------------------------------------- random walk
+
+
+def walk_scores(
+    model: AffinityNet, image: np.ndarray, cams: np.ndarray, config: RandomWalkConfig, device: torch.device
+) -> np.ndarray:
+    """(K+1, h, w) float32: CAMs + background pooled to the stride grid and walked on the affinities."""
+    aff = predict_affinities(model, image, device, stride=config.stride)  # type: ignore[arg-type]
+    small = cams_on_grid(cams, tuple(aff.shape[1:]), image.shape[:2], config)
+    return random_walk(small, transition_matrix(aff, config.beta, config.radius), config.steps)
+
+
+def upsample_scores(walked: np.ndarray, stride: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """Grid scores -> (C, H, W): bilinear to the padded size, cropped (PSA)."""
+    grid = walked.shape[1:]
+    upsampled = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(walked, dtype=np.float32))[None],
+        size=(grid[0] * stride, grid[1] * stride),
+        mode="bilinear",
+        align_corners=False,
+    )[0]
+    return upsampled[:, : image_shape[0], : image_shape[1]].numpy()
+
+
+@task(name="random-walk-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+def random_walk_batch(
+    workspace: Workspace,
+    config: RandomWalkConfig,
+    model_key: str,
+    key: str,
+    image_ids: list[str],
+    device: str | None = None,
+) -> BatchReport:
+    """AffinityNet affinities at the stride, T = D^-1 W^beta, CAMs walked t steps (sparse)."""
+    target = resolve_device(device)
+    model = cached_affinitynet(str(workspace.path / AFFINITYNET_CHECKPOINT), model_key, str(target))
+
+    def step(image_id: str) -> None:
+        image = read_image(workspace, image_id)
+        cams, classes = read_scores(workspace, CAMS, image_id)
+        cams = np.clip(cams, 0.0, 1.0)
+        if len(classes) == 0:
+            grid = (-(-image.shape[0] // config.stride), -(-image.shape[1] // config.stride))
+            walked = np.ones((1, *grid), dtype=np.float32)
+        else:
+            walked = walk_scores(model, image, cams, config, target)
+        workspace.write_array(RW, image_id, walked.astype(np.float32), name="scores")
+        workspace.write_array(RW, image_id, classes.astype(np.int32), name="classes")
+
+    with single_torch_thread(target):
+        return run_batch_in_task(workspace, RW, key, image_ids, step)
+
+
+@task(name="rw-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+def rw_masks_batch(
+    workspace: Workspace, stride: int, crf: CRFConfig | None, key: str, image_ids: list[str]
+) -> BatchReport:
+    """pseudo/rw (argmax of the upsampled walked scores) or pseudo/rw-crf (dense CRF first)."""
+    stage = PSEUDO_RW if crf is None else PSEUDO_RW_CRF
+
+    def step(image_id: str) -> None:
+        walked, classes = read_scores(workspace, RW, image_id)
+        image_shape = workspace.array_shape("images", image_id)[:2]
+        scores = upsample_scores(walked, stride, image_shape)
+        if crf is None:
+            mask = score_mask(scores, classes)
+        else:
+            mask = crf_score_mask(read_image(workspace, image_id), scores, classes, crf)
+        workspace.write_array(stage, image_id, mask)
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)

@@ -1,0 +1,185 @@
+"""The AffinityNet (PSA) path end to end through its Prefect flow, on tiny images."""
+
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import tasks.affinitynet as t
+from flows.affinitynet import affinitynet_flow, resolve_path_weights
+from flows.cli import app
+from flows.ingest import ingest_flow
+from wsss_core.affinity import AffinityConfig
+from wsss_core.affinitynet import AffinityTrainConfig
+from wsss_core.backbones import WeightsRecord
+from wsss_core.cam import CamTrainConfig, read_checkpoint
+from wsss_core.crf import CRFConfig
+from wsss_core.psa import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, AffinityNetPathConfig, CamInferenceConfig
+from wsss_core.random_walk import RandomWalkConfig
+from wsss_core.store import Workspace
+from wsss_core.tracking import tracking_uri
+
+QUICK_CRF = CRFConfig(iterations=3)
+
+
+def tiny_config(cam_epochs: int = 1) -> AffinityNetPathConfig:
+    """ResNet-18 from scratch, one epoch each, crops of 64, one CAM scale, short CRFs."""
+    return AffinityNetPathConfig(
+        cam_train=replace(CamTrainConfig.small(), epochs=cam_epochs, batch_size=4, crop_size=64, rescale_long_side=None),
+        cam_inference=CamInferenceConfig(scales=(1.0,), flip=True),
+        affinity_labels=AffinityConfig(crf=QUICK_CRF),
+        affinity_train=replace(AffinityTrainConfig.small(), epochs=1, batch_size=4, crop_size=64),
+        affinity_init="cam",
+        random_walk=RandomWalkConfig(log_t=5),
+        rw_crf=QUICK_CRF,
+    )
+
+
+def summaries(run) -> dict:
+    return {s.stage: s for s in run.summaries}
+
+
+@pytest.fixture
+def workspace(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "ws"
+    ingest_flow(root=str(synthetic_root), workspace=str(path), progress=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def run_flow(workspace, config, **kwargs):
+    return affinitynet_flow(
+        workspace=str(workspace), config=config, device="cpu", batch_size=4, progress=False, train_threads=1, **kwargs
+    )
+
+
+def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_walk(workspace):
+    ws = Workspace(workspace)
+    ids = ws.image_ids()
+    bad = ids[0]
+    ws.write_array("tags", bad, np.array([99], dtype=np.int32))  # a class the dataset does not have
+    good = [i for i in ids if i != bad]
+
+    first = run_flow(workspace, tiny_config())
+    stages = summaries(first)
+    assert list(stages) == [
+        "train-cam", "cams", "pseudo/cam", "affinity-labels", "train-affinitynet", "rw", "pseudo/rw", "pseudo/rw-crf",
+    ]
+    # the bad image is recorded (in training and in the CAM stage) and the rest goes on
+    assert set(stages["train-cam"].failed) == {bad} and stages["train-cam"].done == len(good)
+    assert set(stages["cams"].failed) == {bad} and stages["cams"].done == len(good)
+    assert {r.image_id for r in ws.failures("cams")} == {bad}
+    assert "99" in ws.failures("train-cam")[0].message
+    for stage in ["pseudo/cam", "affinity-labels", "rw", "pseudo/rw", "pseudo/rw-crf"]:
+        assert stages[stage].ok and stages[stage].done == len(good), stage
+        assert ws.done_ids(stage) == set(good), stage
+    assert not first.ok  # the CLI exits 1
+
+    image_id = good[0]
+    height, width = ws.array_shape("images", image_id)[:2]
+    tags = ws.read_array("tags", image_id)
+    cams = ws.read_array("cams", image_id, "scores")
+    assert cams.dtype == np.float16 and cams.shape == (len(tags), height, width)
+    assert np.array_equal(ws.read_array("cams", image_id, "classes"), tags)
+    assert np.allclose(cams.reshape(len(tags), -1).max(axis=1), 1.0, atol=1e-3)  # per-class max-normalised
+    labels = ws.read_array("affinity-labels", image_id)
+    assert labels.shape == (height, width) and set(np.unique(labels)) <= {0, 255, *tags.tolist()}
+    walked = ws.read_array("rw", image_id, "scores")
+    assert walked.shape == (len(tags) + 1, -(-height // 8), -(-width // 8))
+    for stage in ["pseudo/cam", "pseudo/rw", "pseudo/rw-crf"]:
+        mask = ws.read_array(stage, image_id)
+        assert mask.dtype == np.uint8 and mask.shape == (height, width)
+        assert set(np.unique(mask)) <= {0, *tags.tolist()}, stage
+
+    # checkpoints where the GraphNet path looks for the classifier, finished
+    for path, kind in [(CAM_CHECKPOINT, "CamNet"), (AFFINITYNET_CHECKPOINT, "AffinityNet")]:
+        checkpoint = read_checkpoint(workspace / path)
+        assert checkpoint["meta"]["kind"] == kind and checkpoint["epoch"] == 1
+
+    # MLflow: both trainings with params, per-epoch metrics and the model; the evaluation
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+    cam_run = runs["train-cam"]
+    assert cam_run.data.params["config.backbone"] == "resnet18"
+    assert cam_run.data.params["weights.cam.used"] == "none"
+    assert cam_run.data.params["n_images"] == str(len(good))
+    assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "loss")] == [1]
+    assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "mAP")] == [1]
+    assert [a.path for a in client.list_artifacts(cam_run.info.run_id, "model")] == ["model/model.pt"]
+    assert client.get_metric_history(runs["train-affinitynet"].info.run_id, "loss")
+    assert set(first.evaluation) == {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf"}
+    assert "pseudo.rw.mIoU" in runs["affinitynet"].data.metrics
+
+    # a second run finds everything done and trains nothing
+    second = run_flow(workspace, tiny_config(), evaluate=False)
+    assert all(s.done == 0 for s in second.summaries), [s.line() for s in second.summaries]
+    assert not any(report.trained for report in second.trainings.values())
+    assert summaries(second)["pseudo/rw"].skipped == len(good)
+
+    # another random-walk config recomputes the walk and its masks, nothing before
+    other_walk = replace(tiny_config(), random_walk=RandomWalkConfig(log_t=5, beta=4.0))
+    third = run_flow(workspace, other_walk, evaluate=False)
+    done = {s.stage: s.done for s in third.summaries}
+    assert done == {
+        "train-cam": 0, "cams": 0, "pseudo/cam": 0, "affinity-labels": 0, "train-affinitynet": 0,
+        "rw": len(good), "pseudo/rw": len(good), "pseudo/rw-crf": len(good),
+    }
+
+
+def test_training_resumes_from_its_checkpoint_after_a_crash(workspace, monkeypatch):
+    real_train = t.train_cam_classifier
+
+    def crash_after_first_epoch(*args, on_epoch_end, **kwargs):
+        def callback(epoch, metrics):
+            on_epoch_end(epoch, metrics)
+            raise RuntimeError("simulated crash")
+
+        return real_train(*args, on_epoch_end=callback, **kwargs)
+
+    monkeypatch.setattr(t, "train_cam_classifier", crash_after_first_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_flow(workspace, tiny_config(cam_epochs=2), until="train-cam")
+    assert read_checkpoint(workspace / CAM_CHECKPOINT)["epoch"] == 1
+    monkeypatch.setattr(t, "train_cam_classifier", real_train)
+
+    resumed = run_flow(workspace, tiny_config(cam_epochs=2), until="train-cam")
+    report = resumed.trainings["train-cam"]
+    assert report.trained and report.resumed_from_epoch == 1 and len(report.history) == 2
+    assert read_checkpoint(workspace / CAM_CHECKPOINT)["epoch"] == 2
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    steps = [m.step for m in client.get_metric_history(report.mlflow_run_id, "loss")]
+    assert steps == [1, 2]  # the resumed run carries the whole curve
+
+    # another training config: the old checkpoint is set aside and training starts afresh
+    again = run_flow(workspace, replace(tiny_config(cam_epochs=1)), until="train-cam")
+    assert again.trainings["train-cam"].resumed_from_epoch == 0 and again.trainings["train-cam"].trained
+    assert (workspace / "models/cam/model.previous.pt").exists()
+
+
+def test_weights_that_cannot_be_loaded_fall_back_loudly_and_are_recorded(monkeypatch):
+    failed = WeightsRecord("DEFAULT", "none", "could not load torchvision weights (offline)")
+    monkeypatch.setattr("flows.affinitynet.resolve_weights", lambda backbone, weights: (None, failed))
+    config, record = resolve_path_weights(AffinityNetPathConfig.paper())
+    assert config.cam_train.weights == "none" and config.affinity_train.weights == "none"
+    assert record["cam"]["fallback"] and record["cam"]["requested"] == "DEFAULT"
+    assert "offline" in record["affinitynet"]["note"]
+
+
+def test_cli_help_and_bad_requests():
+    runner = CliRunner()
+    result = runner.invoke(app, ["affinitynet", "--help"])
+    assert result.exit_code == 0 and "--stride" in result.output and "--preset" in result.output
+    result = runner.invoke(app, ["affinitynet", "--workspace", "/nonexistent/ws"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["affinitynet", "--workspace", "/nonexistent/ws", "--stride", "5"])
+    assert result.exit_code == 2

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from wsss_core.crf import CRFConfig
+from wsss_core.errors import BadInputError
+from wsss_core.psa import (
+    AffinityNetPathConfig,
+    CamMaskConfig,
+    cam_mask,
+    check_tags,
+    choose_preset,
+    crf_score_mask,
+    ids_digest,
+    score_mask,
+)
+
+
+def test_cam_mask_is_argmax_over_a_fixed_background_score():
+    cams = np.zeros((2, 2, 3), np.float32)
+    cams[0, 0, 0] = 0.9  # class 4 wins
+    cams[1, 0, 1] = 0.5  # class 7 wins
+    cams[0, 1, 2], cams[1, 1, 2] = 0.3, 0.35  # class 7 just above class 4
+    cams[0, 1, 0] = 0.1  # below the background score
+    mask = cam_mask(cams, np.array([4, 7]), CamMaskConfig(background_score=0.2))
+    assert mask.tolist() == [[4, 7, 0], [0, 0, 7]]
+    assert mask.dtype == np.uint8
+    assert cam_mask(np.zeros((0, 2, 3)), np.array([])).tolist() == [[0, 0, 0]] * 2  # no tags: background
+    with pytest.raises(BadInputError):
+        cam_mask(cams, np.array([4]))
+
+
+def test_score_mask_maps_channels_to_classes():
+    scores = np.zeros((3, 1, 3), np.float32)
+    scores[0, 0, 0] = scores[1, 0, 1] = scores[2, 0, 2] = 1.0
+    assert score_mask(scores, np.array([2, 5])).tolist() == [[0, 2, 5]]
+
+
+def test_crf_score_mask_keeps_a_clear_two_region_split():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, 8:] = 200
+    scores = np.zeros((2, 16, 16), np.float32)
+    scores[0, :, :8], scores[1, :, 8:] = 0.8, 0.8  # unnormalised walked scores
+    scores += 0.01
+    mask = crf_score_mask(image, scores, np.array([3]), CRFConfig(iterations=3))
+    assert (mask[:, :8] == 0).all() and (mask[:, 8:] == 3).all()
+
+
+def test_check_tags_refuses_unknown_and_repeated_classes():
+    assert check_tags(np.array([1, 3], np.int32), 3, "x").tolist() == [1, 3]
+    for tags in ([0], [4], [2, 2]):
+        with pytest.raises(BadInputError, match="x"):
+            check_tags(np.array(tags), 3, "x")
+
+
+def test_presets_and_overrides():
+    paper, small = AffinityNetPathConfig.paper(), AffinityNetPathConfig.small()
+    assert paper.cam_train.backbone == "resnet50" and paper.cam_train.epochs == 15 and paper.cam_train.crop_size == 448
+    assert paper.affinity_train.epochs == 8 and paper.random_walk.beta == 8 and paper.random_walk.steps == 256
+    assert paper.affinity_labels.alpha_fg == 4 and paper.affinity_labels.alpha_bg == 32
+    assert small.cam_train.weights is None and small.affinity_init == "cam"
+    changed = small.with_backbone("resnet34", "none").with_stride(4)
+    assert changed.cam_train.backbone == changed.affinity_train.backbone == "resnet34"
+    assert changed.random_walk.stride == 4
+    with pytest.raises(ValueError):
+        small.with_stride(2)
+
+
+def test_auto_preset_by_dataset_size_and_device():
+    assert choose_preset("auto", 200, has_gpu=True)[0] == "small"
+    assert choose_preset("auto", 10_000, has_gpu=False)[0] == "small"
+    assert choose_preset("auto", 10_000, has_gpu=True)[0] == "paper"
+    assert choose_preset("paper", 10, has_gpu=False)[0] == "paper"
+    with pytest.raises(ValueError):
+        choose_preset("huge", 10, has_gpu=False)
+
+
+def test_ids_digest_ignores_order():
+    assert ids_digest(["b", "a"]) == ids_digest(["a", "b"]) != ids_digest(["a"])

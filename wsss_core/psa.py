@@ -1,0 +1,164 @@
+"""The AffinityNet (PSA) path's configuration and the small per-image steps between its stages.
+
+Stages (one Zarr group each) and what they hold:
+
+    train-cam           models/cam/model.pt (CamNet checkpoint; also the GraphNet path's offline features)
+    cams/<id>/{scores,classes}   float16 (K, H, W) max-normalised CAMs of the K tag classes, int32 (K,)
+    pseudo/cam/<id>     uint8 HxW: argmax of [fixed background score, CAMs]
+    affinity-labels/<id>         uint8 HxW confident labels: 0 bg, c class, 255 neutral (alpha 4 / 32 + dCRF)
+    train-affinitynet   models/affinitynet/model.pt
+    rw/<id>/{scores,classes}     float16 (K+1, H, W) random-walk scores (channel 0 background)
+    pseudo/rw/<id>, pseudo/rw-crf/<id>   uint8 HxW: argmax of the walked scores (after a dense CRF)
+
+Prefect-free: the flow (flows/affinitynet.py) and the tasks (tasks/affinitynet.py) wire these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from wsss_core.affinity import AffinityConfig
+from wsss_core.affinitynet import AffinityTrainConfig
+from wsss_core.cam import CamTrainConfig
+from wsss_core.crf import CRFConfig, crf_inference
+from wsss_core.errors import BadInputError
+from wsss_core.random_walk import RandomWalkConfig
+
+CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"  # inside a workspace (the GraphNet path reads it too)
+AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
+
+PresetName = Literal["auto", "paper", "small"]
+PAPER_MIN_IMAGES = 1000  # "auto" picks the paper's schedule from this many images on, with a GPU
+
+
+@dataclass(frozen=True)
+class CamInferenceConfig:
+    """PSA infer_cls.py: scales 1, 0.5, 1.5, 2 and horizontal flips, summed, per-class max-normalised."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+
+
+@dataclass(frozen=True)
+class CamMaskConfig:
+    """pseudo/cam: a pixel is background unless some tag class's CAM exceeds this fixed score."""
+
+    background_score: float = 0.2
+
+
+@dataclass(frozen=True)
+class AffinityNetPathConfig:
+    """Every stage config of the AffinityNet path. The defaults are PSA's (``paper()``).
+
+    affinity_init: "weights" starts AffinityNet from ``affinity_train.weights`` (PSA:
+    ImageNet); "cam" from the trained CAM classifier's backbone (needs the same backbone).
+    rw_crf: the dense CRF applied to the walked scores (normalised to sum 1 per pixel).
+    """
+
+    cam_train: CamTrainConfig = CamTrainConfig()
+    cam_inference: CamInferenceConfig = CamInferenceConfig()
+    cam_mask: CamMaskConfig = CamMaskConfig()
+    affinity_labels: AffinityConfig = AffinityConfig()
+    affinity_train: AffinityTrainConfig = AffinityTrainConfig()
+    affinity_init: Literal["weights", "cam"] = "weights"
+    random_walk: RandomWalkConfig = RandomWalkConfig()
+    rw_crf: CRFConfig = field(default_factory=CRFConfig)
+
+    @classmethod
+    def paper(cls) -> AffinityNetPathConfig:
+        """PSA's schedule: ResNet-50 from ImageNet weights, crops of 448, 15 + 8 epochs."""
+        return cls()
+
+    @classmethod
+    def small(cls) -> AffinityNetPathConfig:
+        """A few hundred small images (~256x192) on a 2-core CPU, without pretrained weights.
+
+        ResNet-18 from scratch, CamTrainConfig.small() and AffinityTrainConfig.small();
+        AffinityNet starts from the CAM classifier's backbone (no ImageNet weights to
+        start from). Tuned on `wsss generate` (variant "standard") only; see README.
+        """
+        return cls(
+            cam_train=CamTrainConfig.small(),
+            affinity_train=AffinityTrainConfig.small(),
+            affinity_init="cam",
+        )
+
+    def with_backbone(self, backbone: str | None, weights: str | None) -> AffinityNetPathConfig:
+        """Both networks on ``backbone`` (None: keep) with ``weights`` (None: keep)."""
+        cam, aff = self.cam_train, self.affinity_train
+        if backbone is not None:
+            cam, aff = replace(cam, backbone=backbone), replace(aff, backbone=backbone)
+        if weights is not None:
+            cam, aff = replace(cam, weights=weights), replace(aff, weights=weights)
+        return replace(self, cam_train=cam, affinity_train=aff)
+
+    def with_stride(self, stride: int) -> AffinityNetPathConfig:
+        if stride not in (4, 8):
+            raise ValueError(f"random-walk stride must be 4 or 8, got {stride}")
+        return replace(self, random_walk=replace(self.random_walk, stride=stride))
+
+
+PRESETS = {"paper": AffinityNetPathConfig.paper, "small": AffinityNetPathConfig.small}
+
+
+def choose_preset(preset: str, n_images: int, has_gpu: bool) -> tuple[str, str]:
+    """(preset name, why): "auto" is "paper" from PAPER_MIN_IMAGES images with a GPU, else "small"."""
+    if preset in PRESETS:
+        return preset, "asked for"
+    if preset != "auto":
+        raise ValueError(f"unknown preset {preset!r} (auto, {', '.join(PRESETS)})")
+    if n_images >= PAPER_MIN_IMAGES and has_gpu:
+        return "paper", f"auto: {n_images} images and a GPU"
+    reason = f"{n_images} images < {PAPER_MIN_IMAGES}" if n_images < PAPER_MIN_IMAGES else "no GPU"
+    return "small", f"auto: {reason}"
+
+
+def ids_digest(image_ids: list[str]) -> str:
+    """Short hash of a set of image ids (a training set's identity in a stage key)."""
+    return hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:12]
+
+
+def check_tags(tags: np.ndarray, num_classes: int, item: object) -> np.ndarray:
+    """Distinct foreground classes 1..num_classes as int64 (K,); BadInputError otherwise."""
+    tags = np.asarray(tags).astype(np.int64).ravel()
+    if np.any(tags < 1) or np.any(tags > num_classes) or len(np.unique(tags)) != len(tags):
+        raise BadInputError(item, f"tags {tags.tolist()} are not distinct foreground classes 1..{num_classes}")
+    return tags
+
+
+def labels_of_channels(classes: np.ndarray) -> np.ndarray:
+    """Channel k of [background, CAM 1..K] -> class index: (K+1,) uint8."""
+    return np.concatenate([[0], np.asarray(classes, dtype=np.int64)]).astype(np.uint8)
+
+
+def cam_mask(cams: np.ndarray, classes: np.ndarray, config: CamMaskConfig = CamMaskConfig()) -> np.ndarray:
+    """pseudo/cam: argmax over [background_score, cams] -> (H, W) uint8 class indices."""
+    if cams.ndim != 3 or cams.shape[0] != len(classes):
+        raise BadInputError("cams", f"shape {cams.shape} does not fit {len(classes)} classes")
+    if cams.shape[0] == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    background = np.full((1, *cams.shape[1:]), config.background_score, dtype=np.float32)
+    scores = np.concatenate([background, cams.astype(np.float32)], axis=0)
+    return labels_of_channels(classes)[np.argmax(scores, axis=0)]
+
+
+def score_mask(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(K+1, H, W) scores with background first -> (H, W) uint8 class indices."""
+    if scores.ndim != 3 or scores.shape[0] != len(classes) + 1:
+        raise BadInputError("scores", f"shape {scores.shape} does not fit background + {len(classes)} classes")
+    return labels_of_channels(classes)[np.argmax(scores, axis=0)]
+
+
+def crf_score_mask(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, crf: CRFConfig) -> np.ndarray:
+    """Dense CRF on the walked scores, each pixel's scores normalised to sum 1, then argmax."""
+    if scores.shape[0] == 1:
+        return np.zeros(scores.shape[1:], dtype=np.uint8)
+    scores = np.maximum(scores.astype(np.float32), 0.0)
+    total = scores.sum(axis=0, keepdims=True)
+    probabilities = np.where(total > 0, scores / np.maximum(total, 1e-12), 1.0 / scores.shape[0])
+    return score_mask(crf_inference(image, probabilities, crf), classes)
