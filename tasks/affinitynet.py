@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from prefect import task
 from rich.console import Console
 
-from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread
+from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
 from wsss_core.affinity import AffinityConfig, confident_label_map
 from wsss_core.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
 from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, read_checkpoint, train_cam_classifier
@@ -52,7 +51,7 @@ from wsss_core.psa import (
 )
 from wsss_core.random_walk import RandomWalkConfig, cams_on_grid, random_walk, transition_matrix
 from wsss_core.runner import BatchReport
-from wsss_core.store import Workspace
+from wsss_core.store import Workspace, write_json_atomic
 from wsss_core.tracking import tracked_run
 
 TRAIN_CAM = "train-cam"
@@ -129,30 +128,7 @@ def checkpoint_status(path: Path, key: str) -> str:
 
 
 def write_checkpoint_status(path: Path, key: str, finished: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = path.with_name(path.name + ".json")
-    temporary = sidecar.with_name(sidecar.name + ".tmp")
-    temporary.write_text(json.dumps({"key": key, "finished": finished}))
-    os.replace(temporary, sidecar)
-
-
-_threads_lock = threading.Lock()
-
-
-@contextmanager
-def torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
-    """torch.set_num_threads(threads) for a CPU training task (None: leave torch's setting)."""
-    if device.type != "cpu" or not threads:
-        yield
-        return
-    with _threads_lock:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            torch.set_num_threads(before)
+    write_json_atomic(path.with_name(path.name + ".json"), {"key": key, "finished": finished})
 
 
 def run_training(

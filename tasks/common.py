@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,20 +114,20 @@ _threads_before = 0
 
 
 @contextmanager
-def single_torch_thread(device: torch.device) -> Iterator[None]:
-    """torch.set_num_threads(1) while any torch task of this process runs on the CPU.
+def torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """torch.set_num_threads(threads) while any CPU task of this process holds it.
 
-    Measured on the 2-core machine: the small sparse GCN ops run ~10x slower with 2
-    threads. The previous setting comes back when the last such task ends.
+    The setting from before the first holder comes back when the last one ends (torch's
+    thread count is process-wide). None or a GPU device: leave torch's setting alone.
     """
     global _threads_users, _threads_before
-    if device.type != "cpu":
+    if device.type != "cpu" or not threads:
         yield
         return
     with _threads_lock:
         if _threads_users == 0:
             _threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
+        torch.set_num_threads(threads)
         _threads_users += 1
     try:
         yield
@@ -135,6 +136,15 @@ def single_torch_thread(device: torch.device) -> Iterator[None]:
             _threads_users -= 1
             if _threads_users == 0:
                 torch.set_num_threads(_threads_before)
+
+
+def single_torch_thread(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """One torch thread while a batch task runs on the CPU.
+
+    Measured on the 2-core machine: the small sparse GCN ops run ~10x slower with 2
+    threads.
+    """
+    return torch_threads(1, device)
 
 
 def resolve_device(device: str | None) -> torch.device:
