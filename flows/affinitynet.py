@@ -18,7 +18,15 @@ from typing import Any
 import torch
 from prefect import Task, flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, console, eligible_ids, prepare_stage, run_stage_batches
+from flows.common import (
+    DEFAULT_BATCH_SIZE,
+    StageSummary,
+    check_choice,
+    console,
+    eligible_ids,
+    prepare_stage,
+    run_stage_batches,
+)
 from flows.evaluate import evaluate_flow
 from tasks import affinitynet as t
 from wsss_core.backbones import NO_WEIGHTS, resolve_weights
@@ -78,11 +86,6 @@ def resolve_path_weights(config: AffinityNetPathConfig) -> tuple[AffinityNetPath
     return replace(config, cam_train=cam, affinity_train=aff), record
 
 
-def check_until(until: str | None) -> None:
-    if until is not None and until not in STEPS:
-        raise ValueError(f"unknown step {until!r} (choose {', '.join(STEPS)})")
-
-
 def training_summary(report: t.TrainingReport, key: str, candidates: list[str]) -> StageSummary:
     summary = StageSummary(report.stage, key, total=len(candidates), failed=dict(report.failed))
     if report.trained:
@@ -114,7 +117,7 @@ def affinitynet_flow(
     device: where the networks run (default: CUDA when available). train_threads: torch
     threads of a CPU training (default: torch's own setting). until: stop after that step.
     """
-    check_until(until)
+    check_choice(until, STEPS, "step")
     ws = Workspace(workspace).require()
     run = AffinityNetRun()
     options: dict[str, Any] = dict(batch_size=batch_size, progress=progress)

@@ -29,11 +29,26 @@ DaskAddressOpt = Annotated[
     Optional[str], typer.Option(help="Address of a running Dask scheduler (with --engine dask).")
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+EvaluateOpt = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")]
+
+
+def _check_choice(value: object, choices: tuple, hint: str) -> None:
+    """A usage error (exit 2) naming the option and its choices."""
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r}: choose {', '.join(map(str, choices))}", param_hint=hint)
+
+
+def _open_workspace(path: str | Path) -> Workspace:
+    """The workspace at path; a plain message and exit 2 when there is none."""
+    try:
+        return Workspace(path).require()
+    except WsssError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
 
 
 def _engine(engine: str, workers: int | None, dask_address: str | None) -> EngineConfig:
-    if engine not in ("threads", "processes", "dask"):
-        raise typer.BadParameter(f"{engine!r}: choose threads, processes or dask", param_hint="--engine")
+    _check_choice(engine, ("threads", "processes", "dask"), "--engine")
     return EngineConfig(engine=engine, workers=workers, dask_address=dask_address)  # type: ignore[arg-type]
 
 
@@ -41,7 +56,7 @@ def _run_flow(flow, engine: EngineConfig, **parameters) -> StageSummary:
     """Run a flow with the chosen task runner; turn our errors into a message and exit 2."""
     try:
         if "workspace" in parameters and flow.name != "ingest":
-            Workspace(parameters["workspace"]).require()  # a plain message, not a flow-run traceback
+            _open_workspace(parameters["workspace"])  # a plain message, not a flow-run traceback
         return flow.with_options(task_runner=make_task_runner(engine))(**parameters)
     except WsssError as error:
         console.print(f"[red]error:[/red] {error}")
@@ -240,7 +255,7 @@ def graphnet(
     ] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda for the CNN and the GCN (default: cuda if any).")] = None,
     gcn_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's GCN epochs.", min=1)] = None,
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")] = True,
+    evaluate: EvaluateOpt = True,
     mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the evaluation to MLflow.")] = True,
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     engine: EngineOpt = "threads",
@@ -254,15 +269,11 @@ def graphnet(
     from flows.graphnet import STEPS, graphnet_flow
     from wsss_core.graphnet import PRESETS, PROPAGATIONS, SUPERVISIONS, choose_preset
 
-    for value, choices, hint in (
-        (supervision, SUPERVISIONS, "--supervision"),
-        (propagation, PROPAGATIONS, "--propagation"),
-        (preset, (*PRESETS, "auto"), "--preset"),
-    ):
-        if value not in choices:
-            raise typer.BadParameter(f"{value!r}: choose {', '.join(choices)}", param_hint=hint)
-    if until is not None and until not in STEPS:
-        raise typer.BadParameter(f"{until!r}: choose {', '.join(STEPS)}", param_hint="--until")
+    _check_choice(supervision, SUPERVISIONS, "--supervision")
+    _check_choice(propagation, PROPAGATIONS, "--propagation")
+    _check_choice(preset, (*PRESETS, "auto"), "--preset")
+    if until is not None:
+        _check_choice(until, STEPS, "--until")
     if preset == "auto":
         preset = choose_preset(backbone, weights)
         console.print(f"preset: {preset}")
@@ -316,7 +327,7 @@ def affinitynet(
     train_threads: Annotated[
         Optional[int], typer.Option(help="Torch threads of a CPU training (default: one per core).", min=1)
     ] = None,
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")] = True,
+    evaluate: EvaluateOpt = True,
     mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log trainings and evaluation to MLflow.")] = True,
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     engine: EngineOpt = "threads",
@@ -330,16 +341,11 @@ def affinitynet(
     from flows.affinitynet import STEPS, affinitynet_flow, default_train_threads, has_gpu
     from wsss_core.psa import PRESETS, choose_preset
 
-    if preset not in ("auto", *PRESETS):
-        raise typer.BadParameter(f"{preset!r}: choose auto, {', '.join(PRESETS)}", param_hint="--preset")
-    if stride not in (4, 8):
-        raise typer.BadParameter(f"{stride}: choose 8 or 4", param_hint="--stride")
-    if until is not None and until not in STEPS:
-        raise typer.BadParameter(f"{until!r}: choose {', '.join(STEPS)}", param_hint="--until")
-    ws = Workspace(workspace)
-    if not ws.exists():
-        console.print(f"[red]error:[/red] {workspace}: no workspace here (run `wsss ingest` first)")
-        raise typer.Exit(2)
+    _check_choice(preset, ("auto", *PRESETS), "--preset")
+    _check_choice(stride, (8, 4), "--stride")
+    if until is not None:
+        _check_choice(until, STEPS, "--until")
+    ws = _open_workspace(workspace)
     gpu = has_gpu() if device is None else device.startswith("cuda")
     chosen, why = choose_preset(preset, len(ws.image_ids()), gpu)
     console.print(f"affinitynet: preset {chosen} ({why})")

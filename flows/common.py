@@ -157,3 +157,10 @@ def run_stage(
     key = prepare_stage(ws, stage, key_config, upstream)
     ids = eligible_ids(ws, upstream)
     return run_stage_batches(task, ws, stage, key, ids, batch_size=batch_size, progress=progress, **task_kwargs)
+
+
+def check_choice(value: str | None, choices: tuple[str, ...], what: str) -> None:
+    """ValueError unless value is one of choices (None passes: "not given")."""
+    if value is not None and value not in choices:
+        raise ValueError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
+

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from prefect import flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, console, eligible_ids, prepare_stage, run_stage
+from flows.common import (
+    DEFAULT_BATCH_SIZE,
+    StageSummary,
+    check_choice,
+    console,
+    eligible_ids,
+    prepare_stage,
+    run_stage,
+)
 from flows.evaluate import evaluate_flow
 from tasks import graphnet as t
 from tasks.superpixels import STAGE as SUPERPIXELS
@@ -48,15 +56,6 @@ class GraphNetRun:
         return all(summary.ok for summary in self.summaries)
 
 
-def check_choices(supervision: str, propagation: str, until: str | None) -> None:
-    if supervision not in SUPERVISIONS:
-        raise ValueError(f"unknown supervision {supervision!r} (choose {', '.join(SUPERVISIONS)})")
-    if propagation not in PROPAGATIONS:
-        raise ValueError(f"unknown propagation {propagation!r} (choose {', '.join(PROPAGATIONS)})")
-    if until is not None and until not in STEPS:
-        raise ValueError(f"unknown step {until!r} (choose {', '.join(STEPS)})")
-
-
 @flow(name="graphnet")
 def graphnet_flow(
     workspace: str,
@@ -82,7 +81,9 @@ def graphnet_flow(
     with a warning). Not run when config.graphs.nodes.cnn is off. device: where the CNN
     and the GCN run (default: CUDA when available). until: stop after that step.
     """
-    check_choices(supervision, propagation, until)
+    check_choice(supervision, SUPERVISIONS, "supervision")
+    check_choice(propagation, PROPAGATIONS, "propagation")
+    check_choice(until, STEPS, "step")
     ws = Workspace(workspace).require()
     run = GraphNetRun()
     options = dict(batch_size=batch_size, progress=progress)

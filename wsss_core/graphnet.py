@@ -17,12 +17,14 @@ from typing import Literal
 
 import numpy as np
 
+from wsss_core.backbones import NO_WEIGHTS
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.features import FeatureConfig
 from wsss_core.gcn import GCNConfig
 from wsss_core.graph import Graph, GraphConfig
 from wsss_core.label_propagation import LabelPropagationConfig
+from wsss_core.psa import CAM_CHECKPOINT  # the AffinityNet path's classifier, inside a workspace
 from wsss_core.seeds import BoxSeedConfig, NodeSeeds
 from wsss_core.superpixels import SuperpixelConfig
 
@@ -32,8 +34,6 @@ Supervision = Literal["scribbles", "boxes"]
 Propagation = Literal["gcn", "label-propagation"]
 SUPERVISIONS: tuple[str, ...] = ("scribbles", "boxes")
 PROPAGATIONS: tuple[str, ...] = ("gcn", "label-propagation")
-CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"  # the AffinityNet path's classifier, inside a workspace
-NO_WEIGHTS = ("none", "")
 
 
 # ----------------------------------------------------------------------------- configs
