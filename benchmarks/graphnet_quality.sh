@@ -8,7 +8,7 @@ set -euo pipefail
 out=${1:?usage: graphnet_quality.sh OUT_DIR [standard|holdout]}
 variant=${2:-standard}
 seed=0; [ "$variant" = holdout ] && seed=1
-wsss() { "${WSSS:-wsss}" "$@"; }
+wsss() { command "${WSSS:-wsss}" "$@"; }  # `command`: the function must not call itself
 wsss generate --out "$out/data" --images 200 --variant "$variant" --seed "$seed"
 wsss ingest --root "$out/data" --workspace "$out/ws" --no-progress
 wsss graphnet --workspace "$out/ws" --supervision scribbles --propagation label-propagation --no-progress
