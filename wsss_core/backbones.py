@@ -207,7 +207,7 @@ def resolve_weights(
         known = sorted(enum.__members__) if enum is not None else []
         problem = "weights file not found" if not path.exists() else "weights path is not a file"
         raise BadInputError(path, f"{problem} (nor a torchvision weights name of {name}: {known})")
-    record = WeightsRecord(requested, str(path), f"loaded file, sha256 {_sha256(path)[:16]}")
+    record = WeightsRecord(requested, str(path), f"loaded file, sha256 {file_sha256(path)[:16]}")
     return _file_state_dict(path), record
 
 
@@ -263,7 +263,8 @@ def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
     return tensors
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -8,7 +8,6 @@ stored as plain arrays, and how node probabilities become a (CRF-refined) class 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from wsss_core.backbones import NO_WEIGHTS
+from wsss_core.backbones import NO_WEIGHTS, file_sha256
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.features import FeatureConfig
@@ -247,14 +246,6 @@ def checkpoint_backbone(path: Path) -> str:
     if not name:
         raise BadInputError(path, "checkpoint names no backbone in its meta data")
     return str(name)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- arrays
