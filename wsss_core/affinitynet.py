@@ -24,9 +24,9 @@ from wsss_core.backbones import WeightsRecord, build_backbone, default_device, n
 from wsss_core.cam import (
     Augmentation,
     AugmentedItems,
-    BatchNormMode,
     CamNet,
     EpochCallback,
+    TrainConfig,
     augment,
     fit,
     pad_batch,
@@ -106,33 +106,19 @@ def load_affinitynet(path: str | Path, device: torch.device | str = "cpu") -> Af
 
 
 @dataclass(frozen=True)
-class AffinityTrainConfig:
+class AffinityTrainConfig(TrainConfig):
     """PSA's AffinityNet training (train_aff.py): 8 epochs, batch 8, crop 448, poly SGD lr 0.1.
 
-    No rescaling (PSA only crops, flips and jitters here). Optimiser notes as CamTrainConfig.
+    No rescaling (PSA only crops, flips and jitters here). Optimiser notes: TrainConfig.
     head_dims: official code 64/128/256 (448 features); the paper says 128/256/512.
     """
 
-    backbone: str = "resnet50"
-    weights: str | None = "DEFAULT"
+    epochs: int = 8
+    batch_size: int = 8
+    rescale_long_side: tuple[int, int] | None = None
     head_dims: tuple[int, int, int] = (64, 128, 256)
     head_norm: bool = True
     radius: int = 5
-    epochs: int = 8
-    batch_size: int = 8
-    lr: float = 0.1
-    head_lr_multiplier: float = 10.0
-    bias_lr_multiplier: float = 2.0
-    poly_power: float = 0.9
-    momentum: float = 0.0
-    weight_decay: float = 5e-4
-    crop_size: int | None = 448
-    rescale_long_side: tuple[int, int] | None = None
-    flip: bool = True
-    colour_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
-    batchnorm: BatchNormMode = "auto"
-    seed: int = 0
-    num_workers: int = 0  # data-loader processes (augmentation, pair labels); 0 = in the training process
 
     @classmethod
     def small(cls) -> AffinityTrainConfig:

@@ -86,8 +86,8 @@ def load_camnet(path: str | Path, device: torch.device | str = "cpu") -> CamNet:
 
 
 @dataclass(frozen=True)
-class CamTrainConfig:
-    """PSA's classifier training (train_cls.py).
+class TrainConfig:
+    """What both PSA trainings share (``fit``): poly SGD, PSA's augmentation, batch norm, seed.
 
     PSA's PolyOptimizer passes its weight decay into SGD's momentum slot, so PSA trains
     with plain SGD (momentum 5e-4, i.e. none) and per-group weight decay; momentum 0 here.
@@ -109,10 +109,16 @@ class CamTrainConfig:
     rescale_long_side: tuple[int, int] | None = (448, 768)
     flip: bool = True
     colour_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
-    dropout: float = 0.5
     batchnorm: BatchNormMode = "auto"
     seed: int = 0
-    num_workers: int = 0  # data-loader processes (augmentation); 0 = in the training process
+    num_workers: int = 0  # data-loader processes (augmentation, labels); 0 = in the training process
+
+
+@dataclass(frozen=True)
+class CamTrainConfig(TrainConfig):
+    """PSA's classifier training (train_cls.py): 15 epochs, batch 16, rescale 448-768, crop 448."""
+
+    dropout: float = 0.5
 
     @classmethod
     def small(cls) -> CamTrainConfig:
@@ -234,7 +240,7 @@ class Augmentation:
     colour_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
 
     @classmethod
-    def from_config(cls, config: Any) -> Augmentation:
+    def from_config(cls, config: TrainConfig) -> Augmentation:
         return cls(config.crop_size, config.rescale_long_side, config.flip, config.colour_jitter)
 
 
@@ -357,7 +363,7 @@ def resume_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     meta: dict[str, Any],
-    config: Any,
+    config: TrainConfig,
 ) -> tuple[int, list[dict[str, float]]]:
     """Load model + optimiser from ``path`` when it exists: (epochs done, metrics history)."""
     if path is None or not Path(path).exists():
@@ -375,7 +381,7 @@ def resume_state(
 
 
 def checkpoint_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, meta: dict, config: Any, history: list
+    model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, meta: dict, config: TrainConfig, history: list
 ) -> dict[str, Any]:
     return {
         "model": model.state_dict(),
@@ -387,7 +393,7 @@ def checkpoint_state(
     }
 
 
-def make_optimizer(model: nn.Module, head: Iterable[nn.Module], config: Any) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, head: Iterable[nn.Module], config: TrainConfig) -> torch.optim.SGD:
     groups = parameter_groups(
         model, head, config.lr, config.weight_decay, config.head_lr_multiplier, config.bias_lr_multiplier
     )
@@ -398,7 +404,7 @@ def fit(
     model: nn.Module,
     items: AugmentedItems,
     collate: Callable[[list], Any],
-    config: Any,
+    config: TrainConfig,
     batch_loss: Callable[[Any, list[torch.Tensor]], tuple[torch.Tensor, Any]],
     *,
     device: torch.device,
