@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_core.affinity import neighbour_offsets
+from wsss_core.psa.affinity import neighbour_offsets
 
 
 def dense_affinity_matrix(aff: np.ndarray, beta: float, radius: int = 5, dtype: type = np.float64) -> np.ndarray:

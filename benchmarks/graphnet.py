@@ -32,15 +32,15 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from wsss_core.backbones import build_backbone  # noqa: E402
-from wsss_core.baselines import box_rectangles, nearest_scribble_fill  # noqa: E402
+from wsss_core.graphnet.baselines import box_rectangles, nearest_scribble_fill  # noqa: E402
 from wsss_core.data.readers import open_reader  # noqa: E402
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
-from wsss_core.features import extract_feature_maps, node_features, pool_per_superpixel  # noqa: E402
-from wsss_core.gcn import GraphInput, pretrain_gcn, propagate_gcn  # noqa: E402
-from wsss_core.graph import build_graph  # noqa: E402
-from wsss_core.graphnet import GraphNetConfig, crf_node_mask, node_mask  # noqa: E402
-from wsss_core.label_propagation import propagate_labels  # noqa: E402
-from wsss_core.seeds import drawn_classes_only, scribble_seeds  # noqa: E402
+from wsss_core.graphnet.features import extract_feature_maps, node_features, pool_per_superpixel  # noqa: E402
+from wsss_core.graphnet.gcn import GraphInput, pretrain_gcn, propagate_gcn  # noqa: E402
+from wsss_core.graphnet.graph import build_graph  # noqa: E402
+from wsss_core.graphnet.config import GraphNetConfig, crf_node_mask, node_mask  # noqa: E402
+from wsss_core.graphnet.label_propagation import propagate_labels  # noqa: E402
+from wsss_core.graphnet.seeds import drawn_classes_only, scribble_seeds  # noqa: E402
 from wsss_core.superpixels import compute_superpixels  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "graphnet.json"

@@ -1,4 +1,4 @@
-"""Sparse random walk (wsss_core.random_walk) vs PSA's dense N x N walk on a 500x375 image.
+"""Sparse random walk (wsss_core.psa.random_walk) vs PSA's dense N x N walk on a 500x375 image.
 
     .venv/bin/python benchmarks/random_walk.py [--runs 5] [--dense-stride4 estimate|run]
 
@@ -36,8 +36,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.dense_reference import dense_affinity_matrix, dense_random_walk  # noqa: E402
-from wsss_core.affinity import neighbour_offsets, pair_slices  # noqa: E402
-from wsss_core.random_walk import (  # noqa: E402
+from wsss_core.psa.affinity import neighbour_offsets, pair_slices  # noqa: E402
+from wsss_core.psa.random_walk import (  # noqa: E402
     RandomWalkConfig,
     cams_on_grid,
     grid_shape,

@@ -24,9 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from wsss_core.baselines import paint_nodes  # noqa: E402
+from wsss_core.graphnet.baselines import paint_nodes  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
-from wsss_core.seeds import scribble_seeds  # noqa: E402
+from wsss_core.graphnet.seeds import scribble_seeds  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402
 from wsss_core.superpixels import SuperpixelConfig, compute_superpixels  # noqa: E402
 

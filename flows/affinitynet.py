@@ -31,7 +31,7 @@ from flows.evaluate import evaluate_flow
 from tasks import affinitynet as t
 from wsss_core.backbones import NO_WEIGHTS, resolve_weights
 from wsss_core.config import config_to_dict
-from wsss_core.psa import AffinityNetPathConfig, ids_digest
+from wsss_core.psa.config import AffinityNetPathConfig, ids_digest
 from wsss_core.store import INGEST_STAGE, Workspace
 
 STEPS = ("train-cam", "cams", "affinity-labels", "train-affinitynet", "random-walk", "masks", "evaluate")

@@ -267,7 +267,7 @@ def graphnet(
     from dataclasses import replace
 
     from flows.graphnet import STEPS, graphnet_flow
-    from wsss_core.graphnet import PRESETS, PROPAGATIONS, SUPERVISIONS, choose_preset
+    from wsss_core.graphnet.config import PRESETS, PROPAGATIONS, SUPERVISIONS, choose_preset
 
     _check_choice(supervision, SUPERVISIONS, "--supervision")
     _check_choice(propagation, PROPAGATIONS, "--propagation")
@@ -339,7 +339,7 @@ def affinitynet(
     from dataclasses import replace
 
     from flows.affinitynet import STEPS, affinitynet_flow, default_train_threads, has_gpu
-    from wsss_core.psa import PRESETS, choose_preset
+    from wsss_core.psa.config import PRESETS, choose_preset
 
     _check_choice(preset, ("auto", *PRESETS), "--preset")
     _check_choice(stride, (8, 4), "--stride")

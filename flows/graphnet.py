@@ -29,8 +29,7 @@ from tasks import graphnet as t
 from tasks.superpixels import STAGE as SUPERPIXELS
 from tasks.superpixels import superpixels_batch
 from wsss_core.config import config_to_dict
-from wsss_core.graphnet import (
-    CAM_CHECKPOINT,
+from wsss_core.graphnet.config import (
     PROPAGATIONS,
     SUPERVISIONS,
     GraphNetConfig,
@@ -38,7 +37,7 @@ from wsss_core.graphnet import (
     method_name,
     resolve_feature_source,
 )
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
 
 STEPS = ("superpixels", "features", "graphs", "seeds", "propagation", "masks", "baselines", "evaluate")
 

@@ -33,15 +33,14 @@ from prefect import task
 from rich.console import Console
 
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
-from wsss_core.affinity import AffinityConfig, confident_label_map
-from wsss_core.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
-from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, read_checkpoint, train_cam_classifier
+from wsss_core.psa.affinity import AffinityConfig, confident_label_map
+from wsss_core.psa.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
+from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
+from wsss_core.training import read_checkpoint
 from wsss_core.config import config_to_dict
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.psa import (
-    AFFINITYNET_CHECKPOINT,
-    CAM_CHECKPOINT,
+from wsss_core.psa.config import (
     CamInferenceConfig,
     CamMaskConfig,
     cam_mask,
@@ -49,9 +48,9 @@ from wsss_core.psa import (
     crf_score_mask,
     score_mask,
 )
-from wsss_core.random_walk import RandomWalkConfig, cams_on_grid, random_walk, transition_matrix
+from wsss_core.psa.random_walk import RandomWalkConfig, cams_on_grid, random_walk, transition_matrix
 from wsss_core.runner import BatchReport
-from wsss_core.store import Workspace, write_json_atomic
+from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace, write_json_atomic
 from wsss_core.tracking import tracked_run
 
 TRAIN_CAM = "train-cam"

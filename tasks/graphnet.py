@@ -25,13 +25,13 @@ from prefect import get_run_logger, task
 
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, run_block_in_task, single_torch_thread
 from wsss_core.backbones import Backbone, build_backbone
-from wsss_core.baselines import box_rectangles, nearest_scribble_fill
+from wsss_core.graphnet.baselines import box_rectangles, nearest_scribble_fill
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.features import extract_feature_maps, node_features
-from wsss_core.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
-from wsss_core.graph import build_graph
-from wsss_core.graphnet import (
+from wsss_core.graphnet.features import extract_feature_maps, node_features
+from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
+from wsss_core.graphnet.graph import build_graph
+from wsss_core.graphnet.config import (
     GRAPH_ARRAYS,
     SEED_ARRAYS,
     FeatureSource,
@@ -45,9 +45,9 @@ from wsss_core.graphnet import (
     seeds_from_arrays,
     seeds_to_arrays,
 )
-from wsss_core.label_propagation import LabelPropagationConfig, propagate_labels
+from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.runner import BatchReport
-from wsss_core.seeds import BoxSeedConfig, box_seeds, drawn_classes_only, scribble_seeds
+from wsss_core.graphnet.seeds import BoxSeedConfig, box_seeds, drawn_classes_only, scribble_seeds
 from wsss_core.store import Workspace
 
 FEATURES = "features"

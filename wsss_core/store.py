@@ -34,6 +34,9 @@ from wsss_core.errors import BadInputError, WorkspaceError
 
 STORE_NAME = "store.zarr"
 INGEST_STAGE = "ingest"
+# Trained networks, inside a workspace; both paths read the CAM classifier's.
+CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
+AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
 

@@ -12,13 +12,15 @@ import tasks.affinitynet as t
 from flows.affinitynet import affinitynet_flow, resolve_path_weights
 from flows.cli import app
 from flows.ingest import ingest_flow
-from wsss_core.affinity import AffinityConfig
-from wsss_core.affinitynet import AffinityTrainConfig
+from wsss_core.psa.affinity import AffinityConfig
+from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.backbones import WeightsRecord
-from wsss_core.cam import CamTrainConfig, read_checkpoint
+from wsss_core.cam import CamTrainConfig
+from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
-from wsss_core.psa import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, AffinityNetPathConfig, CamInferenceConfig
-from wsss_core.random_walk import RandomWalkConfig
+from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig
+from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
+from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 

@@ -6,7 +6,7 @@ import pytest
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.data.sample import IGNORE_INDEX
-from wsss_core.graphnet import GraphNetConfig
+from wsss_core.graphnet.config import GraphNetConfig
 from wsss_core.store import Workspace
 
 SMALL = GraphNetConfig.offline()

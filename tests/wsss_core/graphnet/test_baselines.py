@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsss_core.baselines import box_rectangles, nearest_scribble_fill, paint_nodes
+from wsss_core.graphnet.baselines import box_rectangles, nearest_scribble_fill, paint_nodes
 from wsss_core.errors import BadInputError
 
 U = 255

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError
-from wsss_core.graph import (
+from wsss_core.graphnet.graph import (
     Graph,
     GraphConfig,
     adjacent_pairs,

@@ -3,7 +3,7 @@ import pytest
 
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.psa import (
+from wsss_core.psa.config import (
     AffinityNetPathConfig,
     CamMaskConfig,
     cam_mask,

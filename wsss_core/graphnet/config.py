@@ -19,12 +19,11 @@ import numpy as np
 from wsss_core.backbones import NO_WEIGHTS, file_sha256
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
-from wsss_core.features import FeatureConfig
-from wsss_core.gcn import GCNConfig
-from wsss_core.graph import Graph, GraphConfig
-from wsss_core.label_propagation import LabelPropagationConfig
-from wsss_core.psa import CAM_CHECKPOINT  # the AffinityNet path's classifier, inside a workspace
-from wsss_core.seeds import BoxSeedConfig, NodeSeeds
+from wsss_core.graphnet.features import FeatureConfig
+from wsss_core.graphnet.gcn import GCNConfig
+from wsss_core.graphnet.graph import Graph, GraphConfig
+from wsss_core.graphnet.label_propagation import LabelPropagationConfig
+from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds
 from wsss_core.superpixels import SuperpixelConfig
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class NodeFeatureConfig:
 
     cnn: pooled CNN feature maps (the `features` stage); colour: mean and std of Lab
     colour; position: centroid y/H, x/W; texture: gradient / LoG statistics and an LBP
-    histogram (wsss_core.features.texture_features). At least one must be on.
+    histogram (wsss_core.graphnet.features.texture_features). At least one must be on.
     """
 
     cnn: bool = True
@@ -58,7 +57,7 @@ class NodeFeatureConfig:
             raise ValueError("node features need at least one of cnn, colour, position, texture")
 
     def feature_config(self) -> FeatureConfig:
-        """The wsss_core.features config that node_features() reads (pooling, colour, position, texture)."""
+        """The wsss_core.graphnet.features config that node_features() reads (pooling, colour, position, texture)."""
         return FeatureConfig(
             pooling=self.pooling, add_colour=self.colour, add_position=self.position, add_texture=self.texture
         )
@@ -239,7 +238,7 @@ def resolve_feature_source(
 
 def checkpoint_backbone(path: Path) -> str:
     """The backbone name a wsss training checkpoint (CamNet) was built with."""
-    from wsss_core.cam import read_checkpoint
+    from wsss_core.training import read_checkpoint
 
     meta = read_checkpoint(path).get("meta", {})
     name = meta.get("backbone")
@@ -321,7 +320,6 @@ def _check_node_probabilities(superpixels: np.ndarray, probabilities: np.ndarray
 
 
 __all__ = [
-    "CAM_CHECKPOINT",
     "FeatureSource",
     "GraphNetConfig",
     "GraphStageConfig",

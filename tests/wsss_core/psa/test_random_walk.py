@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, binary_erosion
 from benchmarks.dense_reference import dense_affinity_matrix, dense_random_walk, psa_dense_propagate_scores
-from wsss_core.affinity import destination_inside_mask, neighbour_offsets
+from wsss_core.psa.affinity import destination_inside_mask, neighbour_offsets
 from wsss_core.errors import BadInputError
-from wsss_core.random_walk import (
+from wsss_core.psa.random_walk import (
     RandomWalkConfig,
     affinity_matrix,
     cams_with_background,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from skimage.color import rgb2lab
 
 from wsss_core.backbones import build_backbone
-from wsss_core.features import (
+from wsss_core.graphnet.features import (
     FeatureConfig,
     bilinear_weights_1d,
     colour_position_features,

@@ -7,7 +7,7 @@ from scipy.ndimage import distance_transform_edt
 
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
-from wsss_core.seeds import box_owner_map
+from wsss_core.graphnet.seeds import box_owner_map
 
 
 def nearest_scribble_fill(scribble: np.ndarray) -> np.ndarray:

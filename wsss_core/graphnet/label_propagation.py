@@ -12,8 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
-from wsss_core.graph import Graph
-from wsss_core.seeds import NodeSeeds
+from wsss_core.graphnet.graph import Graph
+from wsss_core.graphnet.seeds import NodeSeeds
 
 
 @dataclass(frozen=True)

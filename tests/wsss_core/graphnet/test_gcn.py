@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from wsss_core.errors import BadInputError
-from wsss_core.gcn import (
+from wsss_core.graphnet.gcn import (
     GCN,
     BatchLayout,
     GCNConfig,
@@ -13,8 +13,8 @@ from wsss_core.gcn import (
     pretrain_gcn,
     propagate_gcn,
 )
-from wsss_core.graph import Graph, GraphConfig, build_graph
-from wsss_core.seeds import NodeSeeds
+from wsss_core.graphnet.graph import Graph, GraphConfig, build_graph
+from wsss_core.graphnet.seeds import NodeSeeds
 
 FAST = GCNConfig(epochs=100)
 

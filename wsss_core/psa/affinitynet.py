@@ -3,7 +3,7 @@
 The last three backbone stages are each reduced by a 1x1 conv (+ GroupNorm, as PSA's
 VGG-16 head; its ResNet-38 head has none) and ELU, concatenated, and mixed by a 1x1
 conv + ELU into the feature map f; a_ij = exp(-mean_c |f_i - f_j|) for the pairs of
-``wsss_core.affinity.neighbour_offsets``. Labels, pairs and loss live in ``affinity``.
+``wsss_core.psa.affinity.neighbour_offsets``. Labels, pairs and loss live in ``affinity``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_core.affinity import affinities_from_features, affinity_loss, downsample_labels, pair_labels
+from wsss_core.psa.affinity import affinities_from_features, affinity_loss, downsample_labels, pair_labels
 from wsss_core.backbones import WeightsRecord, build_backbone, default_device, normalise_images
-from wsss_core.cam import (
+from wsss_core.cam import CamNet
+from wsss_core.training import (
     Augmentation,
     AugmentedItems,
-    CamNet,
     EpochCallback,
     TrainConfig,
     augment,

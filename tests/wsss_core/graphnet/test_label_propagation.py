@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from wsss_core.graph import Graph
-from wsss_core.label_propagation import LabelPropagationConfig, propagate_labels, symmetric_normalised
-from wsss_core.seeds import NodeSeeds
+from wsss_core.graphnet.graph import Graph
+from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels, symmetric_normalised
+from wsss_core.graphnet.seeds import NodeSeeds
 
 
 def chain(n: int, weights: np.ndarray | None = None) -> Graph:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from wsss_core.affinity import (
+from wsss_core.psa.affinity import (
     AffinityConfig,
     affinities_from_features,
     affinity_loss,

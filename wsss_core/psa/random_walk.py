@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from wsss_core.affinity import check_cams, downsample_scores, neighbour_offsets, pair_slices
+from wsss_core.psa.affinity import check_cams, downsample_scores, neighbour_offsets, pair_slices
 from wsss_core.errors import BadInputError
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_core.affinity import destination_inside_mask, neighbour_offsets
-from wsss_core.affinitynet import (
+from wsss_core.psa.affinity import destination_inside_mask, neighbour_offsets
+from wsss_core.psa.affinitynet import (
     AffinityNet,
     AffinityTrainConfig,
     load_affinitynet,
@@ -18,7 +18,8 @@ from wsss_core.affinitynet import (
     train_affinitynet,
 )
 from wsss_core.backbones import normalise_images
-from wsss_core.cam import CamNet, save_checkpoint
+from wsss_core.cam import CamNet
+from wsss_core.training import save_checkpoint
 from wsss_core.errors import BadInputError
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError
-from wsss_core.seeds import (
+from wsss_core.graphnet.seeds import (
     drawn_classes_only,
     BoxSeedConfig,
     NodeSeeds,

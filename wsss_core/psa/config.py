@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from wsss_core.affinity import AffinityConfig
-from wsss_core.affinitynet import AffinityTrainConfig
+from wsss_core.psa.affinity import AffinityConfig
+from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.cam import CamTrainConfig
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
-from wsss_core.random_walk import RandomWalkConfig
+from wsss_core.psa.random_walk import RandomWalkConfig
 
-CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"  # inside a workspace (the GraphNet path reads it too)
-AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 
 PresetName = Literal["auto", "paper", "small"]
 PAPER_MIN_IMAGES = 1000  # "auto" picks the paper's schedule from this many images on, with a GPU

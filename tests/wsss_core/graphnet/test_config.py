@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError
-from wsss_core.graph import GraphConfig, build_graph
-from wsss_core.graphnet import (
+from wsss_core.graphnet.graph import GraphConfig, build_graph
+from wsss_core.graphnet.config import (
     GraphNetConfig,
     NodeFeatureConfig,
     baseline_name,
@@ -16,7 +16,7 @@ from wsss_core.graphnet import (
     seeds_from_arrays,
     seeds_to_arrays,
 )
-from wsss_core.seeds import NodeSeeds
+from wsss_core.graphnet.seeds import NodeSeeds
 
 
 def test_method_and_baseline_names():

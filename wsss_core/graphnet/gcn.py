@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from wsss_core.errors import BadInputError
-from wsss_core.graph import Graph
-from wsss_core.seeds import NodeSeeds
+from wsss_core.graphnet.graph import Graph
+from wsss_core.graphnet.seeds import NodeSeeds
 
 
 @dataclass(frozen=True)
