@@ -1,17 +1,32 @@
-"""The `wsss` command line."""
+"""The `wsss` command line: parse options, call a flow, print what it did. It decides nothing.
+
+Presets, weights fallbacks and engines are resolved inside the flows, so a Prefect
+deployment or a Dask worker runs exactly what a command runs. Heavy libraries (torch,
+prefect, mlflow) are imported only by the command that needs them: `wsss --help` and
+`wsss status` start fast.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
-from rich.table import Table
 
-from flows.common import DEFAULT_BATCH_SIZE, EngineConfig, StageSummary, console, make_task_runner
 from wsss_core.errors import WsssError
-from wsss_core.store import Workspace
+from wsss_core.registries import (
+    AUTO,
+    BACKBONES,
+    ENGINES,
+    GRAPHNET_PRESETS,
+    PATHS,
+    PROPAGATIONS,
+    PSA_PRESETS,
+    SUPERVISIONS,
+)
 
 app = typer.Typer(
     name="wsss",
@@ -21,59 +36,113 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+def checked(names: tuple[str, ...]) -> Callable[..., Any]:
+    """A typer callback that refuses a value outside names with the list of valid ones (exit 2)."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if item is not None and str(item) not in names:
+                raise typer.BadParameter(f"{item!r}: choose {', '.join(names)}", param=param)
+        return value
+
+    return check
+
+
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory (holds store.zarr).")]
-BatchSizeOpt = Annotated[int, typer.Option(help="Images per task.", min=1)]
-EngineOpt = Annotated[str, typer.Option(help="Where batch tasks run: threads, processes or dask.")]
-WorkersOpt = Annotated[Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)]
-DaskAddressOpt = Annotated[
-    Optional[str], typer.Option(help="Address of a running Dask scheduler (with --engine dask).")
+SplitOpt = Annotated[
+    Optional[list[str]], typer.Option("--split", help="Only images of this split (repeat for several; default: all).")
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu or cuda for the networks (default: cuda if any).")]
 EvaluateOpt = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")]
+MlflowOpt = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log trainings and evaluation to MLflow.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Change any config value by name, e.g. --set gcn.epochs=50 (YAML value; repeatable)."),
+]
+
+# The execution options every command that processes images takes (see with_execution).
+EXECUTION_OPTIONS = {
+    "engine": (str, typer.Option(callback=checked(ENGINES.names()), help=f"Where batches run: {ENGINES.help()}.")),
+    "workers": (Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)),
+    "dask_address": (Optional[str], typer.Option(help="Address of a running Dask scheduler (with --engine dask).")),
+    "batch_size": (int, typer.Option(help="Images per task.", min=1)),
+    "progress": (bool, typer.Option("--progress/--no-progress", help="Show progress bars.")),
+}
+EXECUTION_DEFAULTS = {"engine": "threads", "workers": None, "dask_address": None, "batch_size": 16, "progress": True}
 
 
-def _check_choice(value: object, choices: tuple, hint: str) -> None:
-    """A usage error (exit 2) naming the option and its choices."""
-    if value not in choices:
-        raise typer.BadParameter(f"{value!r}: choose {', '.join(map(str, choices))}", param_hint=hint)
+def with_execution(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the execution options (engine, workers, dask address, batch size, progress) to a
+    command; it receives them as one `execution` dict (the flows' Execution)."""
+    signature = inspect.signature(command)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=EXECUTION_DEFAULTS[name], annotation=Annotated[kind, option])
+        for name, (kind, option) in EXECUTION_OPTIONS.items()
+    ]
+    parameters = [p for p in signature.parameters.values() if p.name != "execution"] + extra
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        execution = {name: kwargs.pop(name) for name in EXECUTION_OPTIONS}
+        return command(execution=execution, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != "execution"},
+        **{p.name: p.annotation for p in extra},
+    }
+    return wrapper
 
 
-def _open_workspace(path: str | Path) -> Workspace:
-    """The workspace at path; a plain message and exit 2 when there is none."""
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def parse_settings(assignments: list[str] | None) -> dict[str, Any]:
+    """--set a.b=1 --set c=[1,2] -> {"a.b": 1, "c": [1, 2]} (values read as YAML)."""
+    import yaml
+
+    settings: dict[str, Any] = {}
+    for assignment in assignments or []:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name.strip():
+            fail(f"--set {assignment!r}: expected NAME=VALUE, e.g. gcn.epochs=50")
+        try:
+            settings[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            settings[name.strip()] = value
+    return settings
+
+
+def call_flow(target: str, **parameters: Any) -> Any:
+    """Import the flow `module:name` and run it; our errors become one line and exit 2."""
+    from wsss_core.registry import resolve_target
+
+    flow = resolve_target(target)
     try:
-        return Workspace(path).require()
+        return flow(**parameters)
     except WsssError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        fail(str(error))
 
 
-def _engine(engine: str, workers: int | None, dask_address: str | None) -> EngineConfig:
-    _check_choice(engine, ("threads", "processes", "dask"), "--engine")
-    return EngineConfig(engine=engine, workers=workers, dask_address=dask_address)  # type: ignore[arg-type]
-
-
-def _run_flow(flow, engine: EngineConfig, **parameters) -> StageSummary:
-    """Run a flow with the chosen task runner; turn our errors into a message and exit 2."""
-    try:
-        if "workspace" in parameters and flow.name != "ingest":
-            _open_workspace(parameters["workspace"])  # a plain message, not a flow-run traceback
-        return flow.with_options(task_runner=make_task_runner(engine))(**parameters)
-    except WsssError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _finish(summaries: list[StageSummary], started: float) -> None:
+def finish(summaries: list, started: float) -> None:
     """Print what each stage did; exit 1 when any image failed."""
     for summary in summaries:
-        console.print(summary.line())
+        typer.echo(summary.line(), err=True)
         for image_id, message in list(summary.failed.items())[:10]:
-            console.print(f"  [red]failed[/red] {image_id}: {message}")
+            typer.echo(f"  failed {image_id}: {message}", err=True)
         if len(summary.failed) > 10:
-            console.print(f"  ... and {len(summary.failed) - 10} more (see `wsss status`)")
-    console.print(f"finished in {time.perf_counter() - started:.1f} s")
+            typer.echo(f"  ... and {len(summary.failed) - 10} more (see `wsss status`)", err=True)
+    typer.echo(f"finished in {time.perf_counter() - started:.1f} s", err=True)
     if any(not s.ok for s in summaries):
         raise typer.Exit(1)
+
+
+def splits_of(split: list[str] | None) -> list[str] | None:
+    return list(split) if split else None
 
 
 @app.command()
@@ -83,80 +152,70 @@ def generate(
     width: Annotated[int, typer.Option(min=32)] = 256,
     height: Annotated[int, typer.Option(min=32)] = 192,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 0,
-    variant: Annotated[str, typer.Option(help="standard, or holdout (same classes, other shapes/backgrounds).")] = "standard",
+    variant: Annotated[
+        str, typer.Option(callback=checked(("standard", "holdout")), help="holdout: same classes, other shapes/backgrounds.")
+    ] = "standard",
 ) -> None:
     """Write the built-in synthetic dataset (VOC layout with classes.txt, masks, boxes, scribbles)."""
     from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 
     started = time.perf_counter()
-    config = SyntheticConfig(n_images=images, width=width, height=height, seed=seed, variant=variant)
-    root = generate_dataset(out, config)
-    console.print(f"wrote {images} images to {root} in {time.perf_counter() - started:.1f} s")
+    root = generate_dataset(out, SyntheticConfig(n_images=images, width=width, height=height, seed=seed, variant=variant))
+    typer.echo(f"wrote {images} images to {root} in {time.perf_counter() - started:.1f} s", err=True)
 
 
 @app.command()
+@with_execution
 def ingest(
     root: Annotated[Path, typer.Option(help="Dataset root (VOC layout), or the instances JSON with --format coco.")],
     workspace: WorkspaceOpt,
-    format: Annotated[str, typer.Option("--format", help="voc or coco.")] = "voc",
-    split: Annotated[str, typer.Option(help="Split list under ImageSets/Segmentation (VOC).")] = "train",
+    format: Annotated[str, typer.Option("--format", callback=checked(("voc", "coco")), help="Dataset layout.")] = "voc",
+    split: Annotated[
+        list[str], typer.Option(help="Split list under ImageSets/Segmentation (VOC); repeat for several.")
+    ] = ["train"],  # noqa: B006 - typer reads the default
     scribbles: Annotated[Optional[Path], typer.Option(help="Scribble folder (default: ROOT/scribbles).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="Image folder (COCO).")] = None,
     max_side: Annotated[int, typer.Option(help="Reject images whose longer side exceeds this.", min=1)] = 4096,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
-    engine: EngineOpt = "threads",
-    workers: WorkersOpt = None,
-    dask_address: DaskAddressOpt = None,
-    progress: ProgressOpt = True,
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """Read a dataset into a workspace. Images already ingested are skipped."""
-    from flows.ingest import ingest_flow
-    from wsss_core.data.image_io import ReadOptions
-
     started = time.perf_counter()
-    summary = _run_flow(
-        ingest_flow,
-        _engine(engine, workers, dask_address),
-        root=str(root),
-        workspace=str(workspace),
-        format=format,
-        split=split,
-        scribbles_dir=str(scribbles) if scribbles else None,
-        image_dir=str(image_dir) if image_dir else None,
-        options=ReadOptions(max_side=max_side),
-        batch_size=batch_size,
-        progress=progress,
-    )
-    _finish([summary], started)
+    summaries = [
+        call_flow(
+            "flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), format=format, split=name,
+            scribbles_dir=str(scribbles) if scribbles else None, image_dir=str(image_dir) if image_dir else None,
+            options={"max_side": max_side}, execution=execution,
+        )
+        for name in split
+    ]
+    finish(summaries, started)
 
 
 @app.command()
+@with_execution
 def superpixels(
     workspace: WorkspaceOpt,
-    method: Annotated[str, typer.Option(help="slic or felzenszwalb.")] = "slic",
-    segments_per_100k: Annotated[float, typer.Option(help="SLIC segments per 100k pixels.", min=1)] = 500.0,
-    compactness: Annotated[float, typer.Option(help="SLIC compactness.")] = 10.0,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
-    engine: EngineOpt = "threads",
-    workers: WorkersOpt = None,
-    dask_address: DaskAddressOpt = None,
-    progress: ProgressOpt = True,
+    preset: Annotated[
+        str, typer.Option(callback=checked((AUTO, *GRAPHNET_PRESETS.names())), help="The GraphNet preset whose SLIC settings to use.")
+    ] = AUTO,
+    method: Annotated[Optional[str], typer.Option(callback=checked(("slic", "felzenszwalb")), help="Override the preset's method.")] = None,
+    segments_per_100k: Annotated[Optional[float], typer.Option(help="Override: SLIC segments per 100k pixels.", min=1)] = None,
+    compactness: Annotated[Optional[float], typer.Option(help="Override: SLIC compactness.")] = None,
+    split: SplitOpt = None,
+    execution: dict[str, Any] | None = None,
 ) -> None:
-    """Compute superpixels (int32 label maps) for every ingested image."""
-    from flows.superpixels import superpixels_flow
-    from wsss_core.superpixels import SuperpixelConfig
-
+    """Superpixels (int32 label maps) for every ingested image, as `wsss graphnet` computes them."""
+    overrides = {
+        name: value
+        for name, value in (("method", method), ("segments_per_100k_pixels", segments_per_100k), ("compactness", compactness))
+        if value is not None
+    }
     started = time.perf_counter()
-    config = SuperpixelConfig(method=method, segments_per_100k_pixels=segments_per_100k, compactness=compactness)  # type: ignore[arg-type]
-    summary = _run_flow(
-        superpixels_flow,
-        _engine(engine, workers, dask_address),
-        workspace=str(workspace),
-        config=config,
-        batch_size=batch_size,
-        progress=progress,
+    run = call_flow(
+        "flows.superpixels:superpixels_flow", workspace=str(workspace), preset=preset, overrides=overrides or None,
+        splits=splits_of(split), execution=execution,
     )
-    _finish([summary], started)
+    finish(run.summaries, started)
 
 
 @app.command()
@@ -165,31 +224,12 @@ def status(
     all_failures: Annotated[bool, typer.Option("--all", help="List every failed image, not the first 20.")] = False,
 ) -> None:
     """Per-stage counts of done / failed / pending images, and the failed images with their errors."""
+    from flows.status import print_status
 
-    ws = Workspace(workspace)
-    if not ws.exists():
-        console.print(f"[red]error:[/red] {workspace}: no workspace here (run `wsss ingest` first)")
-        raise typer.Exit(2)
-    dataset = ws.dataset
-    console.print(
-        f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
-        f"splits {', '.join(dataset.get('splits', [])) or '-'}), {len(ws.image_ids())} images"
-    )
-    table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
-    for stage in ws.stages():
-        st = ws.status(stage)
-        note = "stale: an input stage has since changed config" if st.stale else ""
-        table.add_row(stage, st.key or "-", str(st.done), str(st.failed), str(st.pending), str(len(ws.warnings(stage))), note)
-    console.print(table)
-    limit = None if all_failures else 20
-    for stage in ws.stages():
-        failures = ws.failures(stage)
-        if failures:
-            console.print(f"[red]{stage}: {len(failures)} failed[/red]")
-            for record in failures[:limit]:
-                console.print(f"  {record.image_id} [{record.kind}] {record.message}")
-            if limit is not None and len(failures) > limit:
-                console.print(f"  ... {len(failures) - limit} more (--all lists them)")
+    try:
+        print_status(workspace, all_failures)
+    except WsssError as error:
+        fail(str(error))
 
 
 @app.command()
@@ -199,20 +239,21 @@ def export(
     out: Annotated[Path, typer.Option(help="Folder for <image id>.png files.")],
 ) -> None:
     """Write a stage's masks as palette PNGs (pixel value = class index, 255 = void), one per image."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from wsss_core.export import export_masks, exportable_ids
+    from wsss_core.store import Workspace
 
     ws = Workspace(workspace)
     try:
         total = len(exportable_ids(ws.require(), stage))
-        with Progress(console=console) as bar:
+        with Progress(console=Console(stderr=True)) as bar:
             task = bar.add_task(f"export {stage}", total=total)
             written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task))
     except WsssError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
-    console.print(f"wrote {len(written)} masks of {stage} to {out}")
+        fail(str(error))
+    typer.echo(f"wrote {len(written)} masks of {stage} to {out}", err=True)
 
 
 @app.command()
@@ -220,184 +261,170 @@ def evaluate(
     workspace: WorkspaceOpt,
     stage: Annotated[list[str], typer.Option(help="Mask stage to score (repeat the option for several).")],
     run_name: Annotated[str, typer.Option(help="Name of the MLflow run and of reports/evaluation-<name>.json.")] = "evaluate",
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the numbers to MLflow.")] = True,
+    split: SplitOpt = None,
+    mlflow: MlflowOpt = True,
 ) -> None:
     """mIoU and per-class IoU of mask stages against the GT masks (255 ignored), as a table."""
-    from flows.evaluate import evaluate_flow
-
     started = time.perf_counter()
-    _run_flow(
-        evaluate_flow, EngineConfig(), workspace=str(workspace), stages=stage, run_name=run_name, log_to_mlflow=mlflow
+    call_flow(
+        "flows.evaluate:evaluate_flow", workspace=str(workspace), stages=stage, run_name=run_name,
+        log_to_mlflow=mlflow, splits=splits_of(split),
     )
-    console.print(f"finished in {time.perf_counter() - started:.1f} s")
+    typer.echo(f"finished in {time.perf_counter() - started:.1f} s", err=True)
 
 
 @app.command()
+@with_execution
 def graphnet(
     workspace: WorkspaceOpt,
-    supervision: Annotated[str, typer.Option(help="scribbles or boxes.")] = "scribbles",
+    supervision: Annotated[str, typer.Option(callback=checked(SUPERVISIONS.names()), help="The weak labels to start from.")] = "scribbles",
     preset: Annotated[
         str,
         typer.Option(
-            help="paper (CNN node features, binary graph, per-image Kipf GCN), offline (colour + texture nodes, "
-            "dataset-level GCN; no pretrained weights needed) or auto (paper when the pretrained weights load, else offline)."
+            callback=checked((AUTO, *GRAPHNET_PRESETS.names())),
+            help=f"{GRAPHNET_PRESETS.help()}; auto: paper when the pretrained weights load, else offline.",
         ),
-    ] = "auto",
-    backbone: Annotated[str, typer.Option(help="CNN for node features: vgg16, resnet18/34/50/101.")] = "vgg16",
+    ] = AUTO,
+    backbone: Annotated[Optional[str], typer.Option(callback=checked(BACKBONES.names()), help="CNN for node features (default: the preset's, vgg16).")] = None,
     weights: Annotated[
-        str, typer.Option(help="torchvision weights name, checkpoint path, or none (offline fallback: the CAM classifier).")
-    ] = "DEFAULT",
-    propagation: Annotated[str, typer.Option(help="gcn or label-propagation.")] = "gcn",
+        Optional[str], typer.Option(help="torchvision weights name, checkpoint path, or none (default: DEFAULT; offline fallback: the CAM classifier).")
+    ] = None,
+    propagation: Annotated[str, typer.Option(callback=checked(PROPAGATIONS.names()), help=PROPAGATIONS.help() + ".")] = "gcn",
     crf: Annotated[bool, typer.Option("--crf/--no-crf", help="Also write <method>-crf masks (dense CRF).")] = False,
     until: Annotated[
-        Optional[str],
-        typer.Option(help="Stop after this step: superpixels, features, graphs, seeds, propagation, masks, baselines."),
+        Optional[str], typer.Option(help="Stop after this step: superpixels, features, graphs, seeds, propagation, masks, baselines.")
     ] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda for the CNN and the GCN (default: cuda if any).")] = None,
-    gcn_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's GCN epochs.", min=1)] = None,
+    gcn_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's GCN epochs (same as --set gcn.epochs=N).", min=1)] = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    device: DeviceOpt = None,
     evaluate: EvaluateOpt = True,
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the evaluation to MLflow.")] = True,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
-    engine: EngineOpt = "threads",
-    workers: WorkersOpt = None,
-    dask_address: DaskAddressOpt = None,
-    progress: ProgressOpt = True,
+    mlflow: MlflowOpt = True,
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """GraphNet pseudo masks from scribbles or boxes: superpixels -> features -> graphs -> seeds -> GCN -> masks."""
-    from dataclasses import replace
-
-    from flows.graphnet import STEPS, graphnet_flow
-    from wsss_core.graphnet.config import PRESETS, PROPAGATIONS, SUPERVISIONS, choose_preset
-
-    _check_choice(supervision, SUPERVISIONS, "--supervision")
-    _check_choice(propagation, PROPAGATIONS, "--propagation")
-    _check_choice(preset, (*PRESETS, "auto"), "--preset")
-    if until is not None:
-        _check_choice(until, STEPS, "--until")
-    if preset == "auto":
-        preset = choose_preset(backbone, weights)
-        console.print(f"preset: {preset}")
-    config = PRESETS[preset]()
+    overrides = parse_settings(set_)
     if gcn_epochs is not None:
-        config = replace(config, gcn=replace(config.gcn, epochs=gcn_epochs))
+        overrides["gcn.epochs"] = gcn_epochs
     started = time.perf_counter()
-    run = _run_flow(
-        graphnet_flow,
-        _engine(engine, workers, dask_address),
-        workspace=str(workspace),
-        supervision=supervision,
-        backbone=backbone,
-        weights=weights,
-        propagation=propagation,
-        crf=crf,
-        config=config,
-        device=device,
-        batch_size=batch_size,
-        progress=progress,
-        until=until,
-        evaluate=evaluate,
-        log_to_mlflow=mlflow,
+    run = call_flow(
+        "flows.graphnet:graphnet_flow", workspace=str(workspace), supervision=supervision, preset=preset,
+        propagation=propagation, crf=crf, backbone=backbone, weights=weights, overrides=overrides or None,
+        splits=splits_of(split), until=until, evaluate=evaluate, log_to_mlflow=mlflow, device=device, execution=execution,
     )
-    _finish(run.summaries, started)
+    finish(run.summaries, started)
 
 
 @app.command()
+@with_execution
 def affinitynet(
     workspace: WorkspaceOpt,
     preset: Annotated[
         str,
-        typer.Option(help="auto (small below 1000 images or without a GPU, else paper), paper (PSA's schedule) or small."),
-    ] = "auto",
-    backbone: Annotated[
-        Optional[str], typer.Option(help="Backbone of both networks: resnet18/34/50/101, vgg16 (default: the preset's).")
-    ] = None,
+        typer.Option(
+            callback=checked((AUTO, *PSA_PRESETS.names())),
+            help=f"{PSA_PRESETS.help()}; auto: paper from 1000 images with a GPU, else small.",
+        ),
+    ] = AUTO,
+    backbone: Annotated[Optional[str], typer.Option(callback=checked(BACKBONES.names()), help="Backbone of both networks (default: the preset's).")] = None,
     weights: Annotated[
-        Optional[str],
-        typer.Option(help="torchvision weights name, checkpoint path, or none (default: the preset's; falls back to random init, loudly)."),
+        Optional[str], typer.Option(help="torchvision weights name, checkpoint path, or none (default: the preset's; falls back to random init, loudly).")
     ] = None,
-    stride: Annotated[int, typer.Option(help="Random-walk grid stride: 8 (PSA) or 4.")] = 8,
+    stride: Annotated[Optional[int], typer.Option(callback=checked(("8", "4")), help="Random-walk grid stride: 8 (PSA) or 4.")] = None,
     crf: Annotated[bool, typer.Option("--crf/--no-crf", help="Also write pseudo/rw-crf (dense CRF on the walk).")] = True,
     until: Annotated[
-        Optional[str],
-        typer.Option(help="Stop after this step: train-cam, cams, affinity-labels, train-affinitynet, random-walk, masks."),
+        Optional[str], typer.Option(help="Stop after this step: train-cam, cams, affinity-labels, train-affinitynet, random-walk, masks.")
     ] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda for the networks (default: cuda if any).")] = None,
     cam_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's CAM classifier epochs.", min=1)] = None,
     affinity_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's AffinityNet epochs.", min=1)] = None,
-    train_threads: Annotated[
-        Optional[int], typer.Option(help="Torch threads of a CPU training (default: one per core).", min=1)
-    ] = None,
+    train_threads: Annotated[Optional[int], typer.Option(help="Torch threads of a CPU training (default: one per core).", min=1)] = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    device: DeviceOpt = None,
     evaluate: EvaluateOpt = True,
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log trainings and evaluation to MLflow.")] = True,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
-    engine: EngineOpt = "threads",
-    workers: WorkersOpt = None,
-    dask_address: DaskAddressOpt = None,
-    progress: ProgressOpt = True,
+    mlflow: MlflowOpt = True,
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """AffinityNet (PSA) pseudo masks from image tags: CAMs -> affinity labels -> AffinityNet -> random walk."""
-    from dataclasses import replace
-
-    from flows.affinitynet import STEPS, affinitynet_flow, default_train_threads, has_gpu
-    from wsss_core.psa.config import PRESETS, choose_preset
-
-    _check_choice(preset, ("auto", *PRESETS), "--preset")
-    _check_choice(stride, (8, 4), "--stride")
-    if until is not None:
-        _check_choice(until, STEPS, "--until")
-    ws = _open_workspace(workspace)
-    gpu = has_gpu() if device is None else device.startswith("cuda")
-    chosen, why = choose_preset(preset, len(ws.image_ids()), gpu)
-    console.print(f"affinitynet: preset {chosen} ({why})")
-    config = PRESETS[chosen]().with_backbone(backbone, weights).with_stride(stride)
+    overrides = parse_settings(set_)
     if cam_epochs is not None:
-        config = replace(config, cam_train=replace(config.cam_train, epochs=cam_epochs))
+        overrides["cam_train.epochs"] = cam_epochs
     if affinity_epochs is not None:
-        config = replace(config, affinity_train=replace(config.affinity_train, epochs=affinity_epochs))
+        overrides["affinity_train.epochs"] = affinity_epochs
     started = time.perf_counter()
-    run = _run_flow(
-        affinitynet_flow,
-        _engine(engine, workers, dask_address),
-        workspace=str(workspace),
-        config=config,
-        crf=crf,
-        device=device,
-        batch_size=batch_size,
-        progress=progress,
-        until=until,
-        evaluate=evaluate,
-        log_to_mlflow=mlflow,
-        train_threads=train_threads or default_train_threads(),
+    run = call_flow(
+        "flows.affinitynet:affinitynet_flow", workspace=str(workspace), preset=preset, backbone=backbone,
+        weights=weights, stride=int(stride) if stride else None, crf=crf, overrides=overrides or None,
+        splits=splits_of(split), until=until, evaluate=evaluate, log_to_mlflow=mlflow, device=device,
+        train_threads=train_threads, execution=execution,
     )
-    _finish(run.summaries, started)
+    finish(run.summaries, started)
+
+
+@app.command()
+def run(
+    workspace: WorkspaceOpt,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A YAML run config (see examples/run.yaml).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Ingest this dataset first (VOC layout).")] = None,
+    ingest_split: Annotated[Optional[list[str]], typer.Option(help="Splits to ingest with --root (default: train).")] = None,
+    path: Annotated[
+        Optional[list[str]], typer.Option(callback=checked(PATHS.names()), help="Only this path (repeatable; default: every path the weak labels allow).")
+    ] = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    device: DeviceOpt = None,
+    evaluate: EvaluateOpt = True,
+    mlflow: MlflowOpt = True,
+    engine: Annotated[Optional[str], typer.Option(callback=checked(ENGINES.names()), help="Where batches run (default: the config's, threads).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler.")] = None,
+    run_name: Annotated[str, typer.Option(help="Name of the evaluation report and MLflow run.")] = "run",
+) -> None:
+    """The whole pipeline: (ingest) -> every applicable path (GraphNet scribbles / boxes, AffinityNet) -> one evaluation table.
+
+    Settings come from --config, then --set NAME=VALUE (e.g. --set graphnet.crf=true), then the options here.
+    """
+    settings = parse_settings(set_)
+    for name, value in (
+        ("ingest.root", str(root) if root else None), ("ingest.splits", ingest_split), ("paths", path),
+        ("splits", split), ("device", device), ("execution.engine", engine), ("execution.workers", workers),
+        ("execution.dask_address", dask_address),
+    ):
+        if value:
+            settings[name] = value
+    if not evaluate:
+        settings["evaluate"] = False
+    if not mlflow:
+        settings["mlflow"] = False
+    started = time.perf_counter()
+    whole = call_flow(
+        "flows.run:run_flow", workspace=str(workspace), config_file=str(config) if config else None,
+        settings=settings or None, run_name=run_name,
+    )
+    finish(whole.summaries, started)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
     images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,
-    engine: EngineOpt = "threads",
-    workers: WorkersOpt = None,
-    progress: ProgressOpt = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Run the pipeline on the built-in dataset: generate, ingest, superpixels, then print the status."""
-    from flows.ingest import ingest_flow
-    from flows.superpixels import superpixels_flow
     from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 
     started = time.perf_counter()
-    engine_config = _engine(engine, workers, None)
-    root = out / "dataset"
-    workspace = out / "workspace"
+    root, workspace = out / "dataset", out / "workspace"
     if not (root / "classes.txt").exists():
         generate_dataset(root, SyntheticConfig(n_images=images))
-        console.print(f"generated {images} images in {root}")
+        typer.echo(f"generated {images} images in {root}", err=True)
+    execution = {"progress": progress}
     summaries = [
-        _run_flow(ingest_flow, engine_config, root=str(root), workspace=str(workspace), progress=progress),
-        _run_flow(superpixels_flow, engine_config, workspace=str(workspace), progress=progress),
+        call_flow("flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), execution=execution),
+        *call_flow("flows.superpixels:superpixels_flow", workspace=str(workspace), execution=execution).summaries,
     ]
     status(workspace=workspace, all_failures=False)
-    _finish(summaries, started)
+    finish(summaries, started)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,18 @@
-"""Fan a stage out over batches of images, with a progress display, and gather the outcome."""
+"""What every flow shares: how batches run (engines), stage keys, batch fan-out with progress.
+
+Flow bodies only reference importable functions: prefect-dask pickles the running
+flow (its function by value, with the globals it names) into every task it sends to a
+worker, so an object such as the console must never be named in a flow body.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from prefect import Task
 from prefect.futures import as_completed
@@ -14,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.errors import WorkspaceError
+from wsss_core.registries import ENGINES
 from wsss_core.runner import BatchReport, split_batches
 from wsss_core.store import INGEST_STAGE, Workspace
 
@@ -23,30 +32,64 @@ DEFAULT_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Where batch tasks run: threads or processes on this machine, or a Dask cluster."""
+class Execution:
+    """How a flow runs its batches, never what it computes (not part of any stage key).
 
-    engine: Literal["threads", "processes", "dask"] = "threads"
-    workers: int | None = None  # default: the number of CPU cores
-    dask_address: str | None = None  # an existing scheduler; None starts a LocalCluster
+    engine: threads or processes on this machine, or dask (a LocalCluster, or the
+    scheduler at dask_address). workers: default the number of CPU cores.
+    """
+
+    engine: str = "threads"
+    workers: int | None = None
+    dask_address: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        ENGINES.check(self.engine)
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
 
 
-def make_task_runner(engine: EngineConfig) -> TaskRunner:
-    workers = engine.workers or os.cpu_count() or 1
-    if engine.engine == "threads":
+def local_cluster_kwargs(workers: int) -> dict[str, Any]:
+    """A LocalCluster that listens on 127.0.0.1 only (its dashboard too)."""
+    return {"n_workers": workers, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+
+
+def make_task_runner(execution: Execution) -> TaskRunner:
+    workers = execution.workers or os.cpu_count() or 1
+    if execution.engine == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
-    if engine.engine == "processes":
+    if execution.engine == "processes":
         return ProcessPoolTaskRunner(max_workers=workers)
-    if engine.engine == "dask":
-        from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner
 
-        if engine.dask_address:
-            return DaskTaskRunner(address=engine.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
-    raise ValueError(f"unknown engine {engine.engine!r} (threads, processes or dask)")
+    if execution.dask_address:
+        return DaskTaskRunner(address=execution.dask_address)
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(workers))
 
 
-def prepare_stage(workspace: Workspace, stage: str, config: Any, upstream: list[str]) -> str:
+_session: contextvars.ContextVar[tuple[tuple, TaskRunner] | None] = contextvars.ContextVar("wsss_engine", default=None)
+
+
+@contextmanager
+def engine_session(execution: Execution) -> Iterator[TaskRunner]:
+    """A started task runner for the engine; nested sessions of the same engine share it
+    (so `wsss run`'s paths use one Dask cluster, not one each)."""
+    identity = (execution.engine, execution.workers, execution.dask_address)
+    active = _session.get()
+    if active is not None and active[0] == identity:
+        yield active[1]
+        return
+    with make_task_runner(execution) as runner:
+        token = _session.set((identity, runner))
+        try:
+            yield runner
+        finally:
+            _session.reset(token)
+
+
+def prepare_stage(workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...]) -> str:
     """Record a stage's config and return its key: the config's hash chained with its inputs' keys.
 
     A stage whose input stage never ran is refused with a message saying what to run first.
@@ -72,52 +115,45 @@ class StageSummary:
     done: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def line(self) -> str:
-        return (
+        line = (
             f"{self.stage}: {self.total} images, {self.done} computed, {self.skipped} already done, "
             f"{len(self.failed)} failed"
         )
+        return f"{line} ({self.note})" if self.note else line
 
 
 def run_stage_batches(
+    runner: TaskRunner,
     task: Task,
     workspace: Workspace,
     stage: str,
     key: str,
     image_ids: list[str],
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-    **task_kwargs: Any,
+    parameters: dict[str, Any],
+    execution: Execution,
 ) -> StageSummary:
     """Submit one task per batch of not-yet-done images and wait for all of them.
 
-    A batch whose task fails outright (after its retries) gets a failure record for
-    each of its images that is not done, so nothing is silently lost.
+    The task is called as task(workspace, stage, key, image_ids, **parameters). A batch
+    whose task fails outright (after its retries) gets a failure record for each of its
+    images that is not done, so nothing is silently lost.
     """
     pending = [i for i in image_ids if not workspace.is_done(stage, i, key)]
     summary = StageSummary(stage, key, total=len(image_ids), skipped=len(image_ids) - len(pending))
-    batches = split_batches(pending, batch_size) if pending else []
+    batches = split_batches(pending, execution.batch_size) if pending else []
     futures = {
-        task.submit(workspace=workspace, key=key, image_ids=batch, **task_kwargs): batch for batch in batches
+        runner.submit(task, {"workspace": workspace, "stage": stage, "key": key, "image_ids": batch, **parameters}): batch
+        for batch in batches
     }
     report = BatchReport(stage)
-    with Progress(
-        TextColumn(f"[bold]{stage}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        progress_task = bar.add_task(stage, total=len(pending))
+    with stage_progress(stage, len(pending), execution.progress) as advance:
         for future in as_completed(list(futures)):
             batch = futures[future]
             result = future.result(raise_on_failure=False)
@@ -129,38 +165,37 @@ def run_stage_batches(
                     if not workspace.is_done(stage, image_id, key):
                         workspace.record_failure(stage, image_id, "batch-failed", message, key)
                         report.failed[image_id] = message
-            bar.advance(progress_task, len(batch))
+            advance(len(batch))
     summary.done = len(report.done)
     summary.skipped += len(report.skipped)
     summary.failed = report.failed
     return summary
 
 
-def eligible_ids(ws: Workspace, upstream: list[str]) -> list[str]:
-    """Ingested images that every input stage has finished under its current key."""
+@contextmanager
+def stage_progress(stage: str, total: int, show: bool) -> Iterator[Any]:
+    """A progress bar for one stage; yields advance(n)."""
+    with Progress(
+        TextColumn(f"[bold]{stage}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    ) as bar:
+        progress_task = bar.add_task(stage, total=total)
+        yield lambda n: bar.advance(progress_task, n)
+
+
+def announce(message: str, warning: bool = False) -> None:
+    """One line on the console (flow bodies call this instead of naming the console)."""
+    console.print(f"[bold red]WARNING:[/bold red] {message}" if warning else message)
+
+
+def eligible_ids(ws: Workspace, upstream: list[str] | tuple[str, ...], image_ids: list[str] | None = None) -> list[str]:
+    """The given images (default: every ingested one) that every input stage finished under its current key."""
     done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
-    return [i for i in ws.image_ids() if all(i in d for d in done)]
-
-
-def run_stage(
-    ws: Workspace,
-    task: Task,
-    stage: str,
-    key_config: Any,
-    upstream: list[str],
-    *,
-    batch_size: int,
-    progress: bool,
-    **task_kwargs: Any,
-) -> StageSummary:
-    """Record the stage's config (key chained with upstream keys) and run its batches."""
-    key = prepare_stage(ws, stage, key_config, upstream)
-    ids = eligible_ids(ws, upstream)
-    return run_stage_batches(task, ws, stage, key, ids, batch_size=batch_size, progress=progress, **task_kwargs)
-
-
-def check_choice(value: str | None, choices: tuple[str, ...], what: str) -> None:
-    """ValueError unless value is one of choices (None passes: "not given")."""
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
-
+    ids = ws.image_ids() if image_ids is None else image_ids
+    return [i for i in ids if all(i in d for d in done)]

@@ -1,224 +1,154 @@
-"""Flow: the GraphNet path, superpixels to evaluated pseudo masks, as one Prefect flow.
+"""Flow: the GraphNet path (Pu et al. 2018), weak labels to evaluated pseudo masks, as a table.
 
-    superpixels -> features -> graphs -> seeds/<supervision> -> nodes/<method>
-        -> pseudo/<method> (-> pseudo/<method>-crf) -> pseudo/<baseline> -> evaluate
-
-Each stage records its config and a key chained with the keys of the stages it reads
-(prepare_stage), so repeating the flow skips finished images and changing a stage's
-config recomputes that stage and every stage after it. A stage runs only on images its
-input stages finished; the others wait (their failures are recorded upstream).
+    superpixels -> [features] -> graphs -> seeds/<supervision> -> [gcn-weights/<method>]
+        -> nodes/<method> -> pseudo/<method> [-> pseudo/<method>-crf] -> pseudo/<baseline> -> evaluate
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
+
 from prefect import flow
 
-from flows.common import (
-    DEFAULT_BATCH_SIZE,
-    StageSummary,
-    check_choice,
-    console,
-    eligible_ids,
-    prepare_stage,
-    run_stage,
-)
-from flows.evaluate import evaluate_flow
+from flows.common import Execution, announce
+from flows.evaluate import evaluate_path
+from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import graphnet as t
-from tasks.superpixels import STAGE as SUPERPIXELS
 from tasks.superpixels import superpixels_batch
-from wsss_core.config import config_to_dict
-from wsss_core.graphnet.config import (
-    PROPAGATIONS,
-    SUPERVISIONS,
-    GraphNetConfig,
-    baseline_name,
-    method_name,
-    resolve_feature_source,
-)
+from wsss_core.graphnet.config import GraphNetConfig, resolve_config
+from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
+from wsss_core.weights import WeightsChoice, resolve_pretrained
 
-STEPS = ("superpixels", "features", "graphs", "seeds", "propagation", "masks", "baselines", "evaluate")
+SUPERPIXELS = "superpixels"
 
 
-@dataclass
-class GraphNetRun:
-    """What one run did: a summary per stage run, the pseudo-mask stages, the evaluation (if any)."""
+def propagation_rows(
+    config: GraphNetConfig, propagation: str, method: str, seeds: str, device: str | None
+) -> list[Stage]:
+    """The rows that label every node: the GCN (with its dataset-level fit) or label propagation."""
+    nodes = f"nodes/{method}"
+    inputs = {"graphs": "graphs", "seeds": seeds}
+    if PROPAGATIONS.check(propagation) == "label-propagation":
+        return [Stage(nodes, t.label_propagation_batch, ("graphs", seeds), {**inputs, "config": config.label_propagation}, step="propagation")]
+    rows, init = [], None
+    if config.gcn.pretrain_epochs > 0:
+        init = f"gcn-weights/{method}"
+        rows.append(
+            Stage(init, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn}, {"device": device},
+                  step="propagation", dataset_level=True)
+        )
+    reads = ("graphs", seeds) + ((init,) if init else ())
+    rows.append(Stage(nodes, t.gcn_batch, reads, {**inputs, "config": config.gcn, "init": init}, {"device": device}, step="propagation"))
+    return rows
 
-    summaries: list[StageSummary] = field(default_factory=list)
-    mask_stages: list[str] = field(default_factory=list)
-    evaluation: dict[str, dict] | None = None
 
-    @property
-    def ok(self) -> bool:
-        return all(summary.ok for summary in self.summaries)
+def graphnet_pipeline(
+    config: GraphNetConfig,
+    supervision: str,
+    propagation: str,
+    crf: bool,
+    features: WeightsChoice | None,
+    device: str | None = None,
+) -> Pipeline:
+    """The GraphNet table for one request. features: the CNN weights (None: no CNN stage)."""
+    entry = SUPERVISIONS.get(supervision)
+    method = mask_method_name(supervision, propagation)
+    seeds = f"seeds/{supervision}"
+    nodes = f"nodes/{method}"
+    rows = [Stage(SUPERPIXELS, superpixels_batch, (INGEST_STAGE,), {"config": config.superpixels})]
+    graph_reads: tuple[str, ...] = (INGEST_STAGE, SUPERPIXELS)
+    if features is not None:
+        rows.append(Stage("features", t.features_batch, (INGEST_STAGE,), {"source": features}, {"device": device}))
+        graph_reads += ("features",)
+    rows += [
+        Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
+        Stage(seeds, t.seeds_batch, (INGEST_STAGE, SUPERPIXELS), {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
+        *propagation_rows(config, propagation, method, seeds, device),
+        Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
+    ]
+    if crf:
+        rows.append(
+            Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, INGEST_STAGE),
+                  {"nodes": nodes, "crf": config.crf}, step="masks", masks=True)
+        )
+    rows.append(
+        Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (INGEST_STAGE,), {"supervision": supervision}, step="baselines", masks=True)
+    )
+    return Pipeline(f"graphnet-{supervision}", tuple(rows))
+
+
+def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | None:
+    """The CNN weights of the features stage, load-tested (fallback: the pipeline's CAM classifier)."""
+    if not config.graphs.needs_cnn:
+        announce("features: not computed (this config uses no CNN features)")
+        return None
+    choice = resolve_pretrained("features", config.backbone, config.weights, ws.path / CAM_CHECKPOINT)
+    announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}", warning=choice.fallback)
+    return choice
+
+
+def run_graphnet(
+    workspace: str,
+    supervision: str,
+    preset: str,
+    propagation: str,
+    crf: bool,
+    backbone: str | None,
+    weights: str | None,
+    overrides: dict[str, Any] | None,
+    splits: list[str] | None,
+    until: str | None,
+    evaluate: bool,
+    log_to_mlflow: bool,
+    run_name: str | None,
+    device: str | None,
+    execution: Execution,
+) -> PipelineRun:
+    ws = Workspace(workspace).require()
+    SUPERVISIONS.check(supervision)
+    PROPAGATIONS.check(propagation)
+    resolved = resolve_config(preset, backbone, weights, overrides)
+    announce(f"graphnet: preset {resolved.preset} ({resolved.why})", warning=resolved.preset != "paper" and preset == AUTO)
+    features = feature_weights(ws, resolved.config)
+    pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device)
+    run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
+    if features is not None:
+        run.notes["weights"] = {"features": features.record()}
+    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run)
+    if evaluate and until is None:
+        run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
+    return run
 
 
 @flow(name="graphnet")
 def graphnet_flow(
     workspace: str,
     supervision: str = "scribbles",
-    backbone: str = "vgg16",
-    weights: str | None = "DEFAULT",
+    preset: str = AUTO,
     propagation: str = "gcn",
     crf: bool = False,
-    config: GraphNetConfig = GraphNetConfig(),
-    device: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
+    backbone: str | None = None,
+    weights: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    splits: list[str] | None = None,
     until: str | None = None,
     evaluate: bool = True,
     log_to_mlflow: bool = True,
     run_name: str | None = None,
-) -> GraphNetRun:
-    """Pseudo masks from scribbles or boxes (Pu et al. 2018) for every ingested image.
+    device: str | None = None,
+    execution: Execution = Execution(),
+) -> PipelineRun:
+    """Pseudo masks from scribbles or boxes for every image of the chosen splits (default: all).
 
-    backbone / weights: the CNN of the `features` stage (weights: a torchvision weights
-    name, a checkpoint path, or "none"; when pretrained weights cannot be loaded the
-    pipeline's CAM classifier <workspace>/models/cam/model.pt is used, else random init,
-    with a warning). Not run when config.graphs.nodes.cnn is off. device: where the CNN
-    and the GCN run (default: CUDA when available). until: stop after that step.
+    preset: paper, offline or auto (paper when the pretrained weights load, else offline).
+    backbone / weights: the CNN of the features stage (default: the preset's; weights: a
+    torchvision weights name, a checkpoint path, or "none"; when pretrained weights cannot
+    be loaded the pipeline's CAM classifier is used, else random init, loudly). overrides:
+    any GraphNetConfig value by name, e.g. {"gcn": {"epochs": 50}}. until: stop after that
+    step. execution: the engine (threads, processes, dask), workers, batch size, progress.
     """
-    check_choice(supervision, SUPERVISIONS, "supervision")
-    check_choice(propagation, PROPAGATIONS, "propagation")
-    check_choice(until, STEPS, "step")
-    ws = Workspace(workspace).require()
-    run = GraphNetRun()
-    options = dict(batch_size=batch_size, progress=progress)
-
-    def reached(step: str) -> bool:
-        """True when the flow should stop after `step`."""
-        return until == step
-
-    run.summaries.append(
-        run_stage(ws, superpixels_batch, SUPERPIXELS, config.superpixels, [INGEST_STAGE], config=config.superpixels, **options)
+    return run_graphnet(
+        workspace, supervision, preset, propagation, crf, backbone, weights, overrides, splits, until,
+        evaluate, log_to_mlflow, run_name, device, execution,
     )
-    if reached("superpixels"):
-        return run
-
-    graph_inputs = [INGEST_STAGE, SUPERPIXELS]
-    if config.graphs.needs_cnn:
-        source = resolve_feature_source(backbone, weights, ws.path / CAM_CHECKPOINT)
-        if source.fallback:
-            console.print(f"[bold red]WARNING:[/bold red] {source.note}")
-        else:
-            console.print(f"features: {source.backbone} with {source.note}")
-        run.summaries.append(
-            run_stage(ws, t.features_batch, t.FEATURES, source, [INGEST_STAGE], source=source, device=device, **options)
-        )
-        graph_inputs.append(t.FEATURES)
-    else:
-        console.print("features: not computed (this config uses no CNN features)")
-    if reached("features"):
-        return run
-
-    run.summaries.append(run_stage(ws, t.graphs_batch, t.GRAPHS, config.graphs, graph_inputs, config=config.graphs, **options))
-    if reached("graphs"):
-        return run
-
-    seeds = t.seeds_stage(supervision)
-    seed_key = config.box_seeds if supervision == "boxes" else config.scribble_seeds
-    run.summaries.append(
-        run_stage(
-            ws, t.seeds_batch, seeds, seed_key, [INGEST_STAGE, SUPERPIXELS],
-            supervision=supervision, config=config.box_seeds, scribble_config=config.scribble_seeds, **options,
-        )
-    )
-    if reached("seeds"):
-        return run
-
-    method = method_name(supervision, propagation)
-    nodes = t.nodes_stage(method)
-    if propagation == "gcn":
-        init_path = None
-        if config.gcn.pretrain_epochs > 0:
-            init_path = pretrain(ws, method, supervision, config, device, seeds)
-        run.summaries.append(
-            run_stage(
-                ws, t.gcn_batch, nodes, {"gcn": config_to_dict(config.gcn), "init": Path(init_path).name if init_path else None},
-                [t.GRAPHS, seeds],
-                method=method, supervision=supervision, config=config.gcn, device=device, init_path=init_path,
-                **options,
-            )
-        )
-    else:
-        run.summaries.append(
-            run_stage(
-                ws, t.label_propagation_batch, nodes, config.label_propagation, [t.GRAPHS, seeds],
-                method=method, supervision=supervision, config=config.label_propagation, **options,
-            )
-        )
-    if reached("propagation"):
-        return run
-
-    masks = [(method, None, [nodes, SUPERPIXELS])]
-    if crf:
-        masks.append((f"{method}-crf", config.crf, [nodes, SUPERPIXELS, INGEST_STAGE]))
-    for name, crf_config, upstream in masks:
-        key_config = {"source": nodes, "crf": config_to_dict(crf_config) if crf_config else None}
-        run.summaries.append(
-            run_stage(
-                ws, t.masks_batch, t.pseudo_stage(name), key_config, upstream,
-                method=name, source=method, crf=crf_config, **options,
-            )
-        )
-        run.mask_stages.append(t.pseudo_stage(name))
-    if reached("masks"):
-        return run
-
-    baseline = baseline_name(supervision)
-    run.summaries.append(
-        run_stage(ws, t.baseline_batch, t.pseudo_stage(baseline), {"baseline": baseline}, [INGEST_STAGE], method=baseline, **options)
-    )
-    run.mask_stages.append(t.pseudo_stage(baseline))
-    if reached("baselines") or not evaluate:
-        return run
-
-    stages = evaluation_stages(ws, supervision)
-    if not any(ws.has_array("gt", i) for i in ws.image_ids()):
-        console.print("evaluate: no ground-truth masks in this workspace; nothing to score")
-        return run
-    run.evaluation = evaluate_flow(
-        str(ws.path), stages, run_name=run_name or f"graphnet-{supervision}", log_to_mlflow=log_to_mlflow
-    )
-    return run
-
-
-def pretrain(ws: Workspace, method: str, supervision: str, config: GraphNetConfig, device: str | None, seeds: str) -> str:
-    """Fit the shared GCN on every image with a graph and seeds; the file name carries its key."""
-    stage = f"gcn-weights/{method}"
-    key = prepare_stage(ws, stage, config.gcn, [t.GRAPHS, seeds])
-    ids = eligible_ids(ws, [t.GRAPHS, seeds])
-    console.print(f"gcn: fitting one shared GCN on the seeds of {len(ids)} images ({config.gcn.pretrain_epochs} epochs)")
-    return t.gcn_pretrain(ws, method, supervision, config.gcn, key, ids, device=device)
-
-
-def evaluation_stages(ws: Workspace, supervision: str) -> list[str]:
-    """Every pseudo-mask stage of this supervision that holds finished, not stale masks."""
-    baseline = t.pseudo_stage(baseline_name(supervision))
-    stages = []
-    for stage in ws.stages():
-        if not stage.startswith("pseudo/"):
-            continue
-        method = stage.removeprefix("pseudo/").removesuffix("-crf")
-        if stage != baseline and not method.endswith(f"-{supervision}"):
-            continue
-        if not stale_chain(ws, stage) and ws.done_ids(stage):
-            stages.append(stage)
-    return sorted(stages, key=lambda s: (s != baseline, s))
-
-
-def stale_chain(ws: Workspace, stage: str) -> bool:
-    """True when the stage, or any stage it reads from directly or indirectly, is stale."""
-    seen: set[str] = set()
-    pending = [stage]
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if ws.is_stale(current):
-            return True
-        pending.extend((ws.stage_meta(current) or {}).get("upstream", {}))
-    return False

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, run_stage_batches
+from flows.common import Execution, StageSummary, engine_session, run_stage_batches
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
@@ -14,19 +14,16 @@ from wsss_core.data.readers import open_reader
 from wsss_core.store import INGEST_STAGE, Workspace
 
 
-@flow(name="ingest")
-def ingest_flow(
+def run_ingest(
     root: str,
     workspace: str,
-    format: str = "voc",
-    split: str = "train",
-    scribbles_dir: str | None = None,
-    image_dir: str | None = None,
-    options: ReadOptions = ReadOptions(),
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
+    format: str,
+    split: str,
+    scribbles_dir: str | None,
+    image_dir: str | None,
+    options: ReadOptions,
+    execution: Execution,
 ) -> StageSummary:
-    """Ingest every image of a split; images already ingested are skipped."""
     reader = open_reader(
         Path(root), format=format, split=split, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
     )
@@ -42,6 +39,22 @@ def ingest_flow(
     }
     key = config_hash(config)
     ws.begin_stage(INGEST_STAGE, key, config)
-    return run_stage_batches(
-        ingest_batch, ws, INGEST_STAGE, key, image_ids, batch_size=batch_size, progress=progress, reader=reader
-    )
+    with engine_session(execution) as runner:
+        return run_stage_batches(
+            runner, ingest_batch, ws, INGEST_STAGE, key, image_ids, {"reader": reader}, execution
+        )
+
+
+@flow(name="ingest")
+def ingest_flow(
+    root: str,
+    workspace: str,
+    format: str = "voc",
+    split: str = "train",
+    scribbles_dir: str | None = None,
+    image_dir: str | None = None,
+    options: ReadOptions = ReadOptions(),
+    execution: Execution = Execution(),
+) -> StageSummary:
+    """Ingest every image of a split; images already ingested are skipped."""
+    return run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution)

@@ -1,24 +1,40 @@
-"""Flow: superpixels for every ingested image."""
+"""Flow: superpixels for every ingested image, with the settings the GraphNet path uses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
-from flows.common import DEFAULT_BATCH_SIZE, StageSummary, prepare_stage, run_stage_batches
+from flows.common import Execution, announce
+from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks.superpixels import STAGE, superpixels_batch
+from wsss_core.config import apply_overrides
+from wsss_core.graphnet.config import resolve_config
+from wsss_core.registries import AUTO
 from wsss_core.store import INGEST_STAGE, Workspace
-from wsss_core.superpixels import SuperpixelConfig
+
+
+def run_superpixels(
+    workspace: str, preset: str, overrides: dict[str, Any] | None, splits: list[str] | None, execution: Execution
+) -> PipelineRun:
+    ws = Workspace(workspace).require()
+    resolved = resolve_config(preset)
+    config = apply_overrides(resolved.config.superpixels, overrides, "superpixels")
+    announce(f"superpixels: {config} (GraphNet preset {resolved.preset})")
+    pipeline = Pipeline(STAGE, (Stage(STAGE, superpixels_batch, (INGEST_STAGE,), {"config": config}),))
+    return run_pipeline(ws, pipeline, execution, ws.select_ids(splits))
 
 
 @flow(name="superpixels")
 def superpixels_flow(
     workspace: str,
-    config: SuperpixelConfig = SuperpixelConfig(),
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-) -> StageSummary:
-    ws = Workspace(workspace).require()
-    key = prepare_stage(ws, STAGE, config, [INGEST_STAGE])
-    return run_stage_batches(
-        superpixels_batch, ws, STAGE, key, ws.image_ids(), batch_size=batch_size, progress=progress, config=config
-    )
+    preset: str = AUTO,
+    overrides: dict[str, Any] | None = None,
+    splits: list[str] | None = None,
+    execution: Execution = Execution(),
+) -> PipelineRun:
+    """Superpixels as the GraphNet preset computes them (auto: the one `wsss graphnet` would
+    pick), so the graphnet run that follows reuses them; overrides: SuperpixelConfig values
+    by name, e.g. {"compactness": 20}."""
+    return run_superpixels(workspace, preset, overrides, splits, execution)

@@ -1,5 +1,8 @@
 """Tasks of the AffinityNet (PSA) path: two training tasks and the batched per-image stages.
 
+Every task is called as task(workspace, stage, key, image_ids, **params) by the pipeline
+runner (flows/pipeline.py); the table in flows/affinitynet.py wires them.
+
     train-cam            ONE task: CAM classifier on every image with tags -> models/cam/model.pt
     cams/<id>            {scores: float16 (K, H, W), classes: int32 (K,)} multi-scale + flip CAMs
     pseudo/cam/<id>      uint8 HxW (fixed background score)
@@ -8,10 +11,10 @@
     rw/<id>              {scores: float32 (K+1, h, w) walked on the stride grid, classes: int32 (K,)}
     pseudo/rw/<id>, pseudo/rw-crf/<id>   uint8 HxW
 
-Training tasks carry the "gpu" tag, log params, per-epoch metrics and the checkpoint to
-MLflow, checkpoint every epoch, resume after a crash and skip when the checkpoint was
-finished under the same stage key. DataLoader workers stay 0: forked loader processes
-die with the threads of Prefect's server.
+Training tasks (dataset-level rows) carry the "gpu" tag, log params, per-epoch metrics
+and the checkpoint to MLflow, checkpoint every epoch, resume after a crash and reuse a
+checkpoint finished under the same stage key. DataLoader workers stay 0: forked loader
+processes die with the threads of Prefect's server.
 """
 
 from __future__ import annotations
@@ -21,14 +24,12 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from prefect import task
 from rich.console import Console
 
@@ -48,8 +49,8 @@ from wsss_core.psa.config import (
     crf_score_mask,
     score_mask,
 )
-from wsss_core.psa.random_walk import RandomWalkConfig, cams_on_grid, random_walk, transition_matrix
-from wsss_core.runner import BatchReport
+from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
+from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace, write_json_atomic
 from wsss_core.tracking import tracked_run
 
@@ -61,7 +62,6 @@ TRAIN_AFFINITYNET = "train-affinitynet"
 RW = "rw"
 PSEUDO_RW = "pseudo/rw"
 PSEUDO_RW_CRF = "pseudo/rw-crf"
-TRAINING_STAGES = (TRAIN_CAM, TRAIN_AFFINITYNET)
 
 console = Console(stderr=True, soft_wrap=True)  # one line per training epoch
 
@@ -93,20 +93,6 @@ def read_scores(workspace: Workspace, stage: str, image_id: str) -> tuple[np.nda
 # ----------------------------------------------------------------------------- training plumbing
 
 
-@dataclass
-class TrainingReport:
-    """What a training task did; the flow turns it into a StageSummary."""
-
-    stage: str
-    checkpoint: str
-    images: list[str] = field(default_factory=list)  # the images it trained on
-    failed: dict[str, str] = field(default_factory=dict)  # images left out, with the reason
-    trained: bool = False  # False: a finished checkpoint of the same key was there
-    resumed_from_epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    mlflow_run_id: str | None = None
-
-
 def checkpoint_status(path: Path, key: str) -> str:
     """'finished', 'resume' or 'fresh' for the checkpoint at ``path`` and the stage key.
 
@@ -132,16 +118,16 @@ def write_checkpoint_status(path: Path, key: str, finished: bool) -> None:
 
 def run_training(
     workspace: Workspace,
-    report: TrainingReport,
+    report: DatasetReport,
     key: str,
     params: dict[str, Any],
     log_to_mlflow: bool,
     train: Callable[[Callable[[int, dict[str, float]], None]], None],
-) -> TrainingReport:
-    """Skip / resume / start a training, inside an MLflow run; mark the training images done."""
+) -> DatasetReport:
+    """Skip / resume / start a training, inside an MLflow run (the runner marks its images done)."""
     import mlflow
 
-    checkpoint = Path(report.checkpoint)
+    checkpoint = Path(report.artifact)
     status = checkpoint_status(checkpoint, key)
     if status == "finished":
         report.history = list(read_checkpoint(checkpoint).get("history", []))
@@ -176,9 +162,6 @@ def run_training(
             mlflow.log_artifact(str(checkpoint), artifact_path="model")
     write_checkpoint_status(checkpoint, key, finished=True)
     report.trained = True
-    for image_id in report.images:
-        workspace.mark_done(report.stage, image_id, key)
-        workspace.clear_failure(report.stage, image_id)
     return report
 
 
@@ -225,26 +208,31 @@ def check_image_shape(workspace: Workspace, image_id: str) -> tuple[int, ...]:
 @task(name="train-cam", tags=["gpu"], persist_result=False)
 def train_cam_task(
     workspace: Workspace,
-    config: CamTrainConfig,
+    stage: str,
     key: str,
     image_ids: list[str],
-    params: dict[str, Any],
+    config: CamTrainConfig,
+    weights: dict[str, Any],
     device: str | None = None,
     threads: int | None = None,
     log_to_mlflow: bool = True,
-) -> TrainingReport:
-    """Train the CAM classifier on the images (with at least one tag) -> <workspace>/models/cam/model.pt."""
+) -> DatasetReport:
+    """Train the CAM classifier on the images (with at least one tag) -> <workspace>/models/cam/model.pt.
+
+    weights: the record of the weights it starts from (wsss_core.weights), logged with the run.
+    """
     target = resolve_device(device)
-    report = TrainingReport(TRAIN_CAM, str(workspace.path / CAM_CHECKPOINT))
+    report = DatasetReport(stage, str(workspace.path / CAM_CHECKPOINT))
 
     def check(image_id: str) -> None:
         check_image_shape(workspace, image_id)
-        if len(read_tags(workspace, image_id)) == 0:
-            raise BadInputError(image_id, "no image tags: nothing to train the classifier on")
+        read_tags(workspace, image_id)
 
-    report.images, report.failed = usable_images(workspace, TRAIN_CAM, key, image_ids, check)
-    items = WorkspaceItems(report.images, lambda i: (read_image(workspace, i), read_tags(workspace, i).tolist()))
-    params = {**params, "n_images": len(report.images), "config": config_to_dict(config)}
+    # An image without tags (background only) is seen, not failed: there is nothing in it to learn.
+    report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
+    tagged = [i for i in report.images if len(read_tags(workspace, i)) > 0]
+    items = WorkspaceItems(tagged, lambda i: (read_image(workspace, i), read_tags(workspace, i).tolist()))
+    params = training_params(workspace, key, weights, len(tagged), config)
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         with torch_threads(threads, target):
@@ -268,43 +256,51 @@ def cached_camnet(checkpoint: str, model_key: str, device: str) -> CamNet:
 @task(name="cams-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
 def cams_batch(
     workspace: Workspace,
-    config: CamInferenceConfig,
-    model_key: str,
+    stage: str,
     key: str,
     image_ids: list[str],
+    config: CamInferenceConfig,
+    model: str = TRAIN_CAM,
     device: str | None = None,
 ) -> BatchReport:
-    """Multi-scale + flip CAMs of each image's tag classes, max-normalised, float16."""
+    """Multi-scale + flip CAMs of each image's tag classes, max-normalised, float16.
+
+    model: the training stage whose classifier it uses (cached per process by its key).
+    """
     target = resolve_device(device)
-    model = cached_camnet(str(workspace.path / CAM_CHECKPOINT), model_key, str(target))
+    network = cached_camnet(str(workspace.path / CAM_CHECKPOINT), workspace.stage_key(model) or "", str(target))
 
     def step(image_id: str) -> None:
         image = read_image(workspace, image_id)
         tags = read_tags(workspace, image_id)
-        cams = infer_cams(model, image, tags.tolist(), config.scales, config.flip, target)
-        workspace.write_array(CAMS, image_id, cams.astype(np.float16), name="scores")
-        workspace.write_array(CAMS, image_id, tags.astype(np.int32), name="classes")
+        cams = infer_cams(network, image, tags.tolist(), config.scales, config.flip, target)
+        workspace.write_array(stage, image_id, cams.astype(np.float16), name="scores")
+        workspace.write_array(stage, image_id, tags.astype(np.int32), name="classes")
 
     with single_torch_thread(target):
-        return run_batch_in_task(workspace, CAMS, key, image_ids, step)
+        return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
 @task(name="cam-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
-def cam_masks_batch(workspace: Workspace, config: CamMaskConfig, key: str, image_ids: list[str]) -> BatchReport:
+def cam_masks_batch(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str = CAMS
+) -> BatchReport:
     """pseudo/cam: argmax of [fixed background score, CAMs]."""
 
     def step(image_id: str) -> None:
-        cams, classes = read_scores(workspace, CAMS, image_id)
-        workspace.write_array(PSEUDO_CAM, image_id, cam_mask(cams, classes, config))
+        scores, classes = read_scores(workspace, cams, image_id)
+        workspace.write_array(stage, image_id, cam_mask(scores, classes, config))
 
-    return run_batch_in_task(workspace, PSEUDO_CAM, key, image_ids, step)
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
 # ----------------------------------------------------------------------------- affinity labels
 
 
 @task(name="affinity-labels-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
-def affinity_labels_batch(workspace: Workspace, config: AffinityConfig, key: str, image_ids: list[str]) -> BatchReport:
+def affinity_labels_batch(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str = CAMS
+) -> BatchReport:
     """Confident labels at image resolution: alpha 4 (foreground) / alpha 32 (background), each dCRF'd.
 
     Kept at image resolution so that training crops image and labels together; the
@@ -313,15 +309,15 @@ def affinity_labels_batch(workspace: Workspace, config: AffinityConfig, key: str
 
     def step(image_id: str) -> None:
         image = read_image(workspace, image_id)
-        cams, classes = read_scores(workspace, CAMS, image_id)
-        cams = np.clip(cams, 0.0, 1.0)  # float16 rounding may touch 1.0 + eps
+        scores, classes = read_scores(workspace, cams, image_id)
+        scores = np.clip(scores, 0.0, 1.0)  # float16 rounding may touch 1.0 + eps
         if len(classes) == 0:
             labels = np.zeros(image.shape[:2], dtype=np.uint8)
         else:
-            labels = confident_label_map(image, cams, classes, config)
-        workspace.write_array(AFFINITY_LABELS, image_id, labels)
+            labels = confident_label_map(image, scores, classes, config)
+        workspace.write_array(stage, image_id, labels)
 
-    return run_batch_in_task(workspace, AFFINITY_LABELS, key, image_ids, step)
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
 # ----------------------------------------------------------------------------- train-affinitynet
@@ -330,30 +326,30 @@ def affinity_labels_batch(workspace: Workspace, config: AffinityConfig, key: str
 @task(name="train-affinitynet", tags=["gpu"], persist_result=False)
 def train_affinitynet_task(
     workspace: Workspace,
-    config: AffinityTrainConfig,
+    stage: str,
     key: str,
     image_ids: list[str],
-    params: dict[str, Any],
+    config: AffinityTrainConfig,
+    weights: dict[str, Any],
+    labels: str = AFFINITY_LABELS,
     init_from_cam: bool = False,
     device: str | None = None,
     threads: int | None = None,
     log_to_mlflow: bool = True,
-) -> TrainingReport:
+) -> DatasetReport:
     """Train AffinityNet on the confident labels -> <workspace>/models/affinitynet/model.pt."""
     target = resolve_device(device)
-    report = TrainingReport(TRAIN_AFFINITYNET, str(workspace.path / AFFINITYNET_CHECKPOINT))
+    report = DatasetReport(stage, str(workspace.path / AFFINITYNET_CHECKPOINT))
 
     def check(image_id: str) -> None:
         shape = check_image_shape(workspace, image_id)
-        if workspace.array_shape(AFFINITY_LABELS, image_id) != shape[:2]:
+        if workspace.array_shape(labels, image_id) != shape[:2]:
             raise BadInputError(image_id, "affinity labels and image differ in size")
 
-    report.images, report.failed = usable_images(workspace, TRAIN_AFFINITYNET, key, image_ids, check)
-    items = WorkspaceItems(
-        report.images, lambda i: (read_image(workspace, i), workspace.read_array(AFFINITY_LABELS, i))
-    )
+    report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
+    items = WorkspaceItems(report.images, lambda i: (read_image(workspace, i), workspace.read_array(labels, i)))
     init_from = str(workspace.path / CAM_CHECKPOINT) if init_from_cam else None
-    params = {**params, "n_images": len(report.images), "init_from": init_from, "config": config_to_dict(config)}
+    params = {**training_params(workspace, key, weights, len(report.images), config), "init_from": init_from}
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         with torch_threads(threads, target):
@@ -365,6 +361,14 @@ def train_affinitynet_task(
     return run_training(workspace, report, key, params, log_to_mlflow, train)
 
 
+def training_params(workspace: Workspace, key: str, weights: dict[str, Any], n_images: int, config: Any) -> dict[str, Any]:
+    """What a training run logs as MLflow params."""
+    return {
+        "stage_key": key, "workspace": str(workspace.path), "weights": weights, "n_images": n_images,
+        "config": config_to_dict(config),
+    }
+
+
 @lru_cache(maxsize=2)
 def cached_affinitynet(checkpoint: str, model_key: str, device: str) -> AffinityNet:
     return load_affinitynet(checkpoint, device)
@@ -373,67 +377,50 @@ def cached_affinitynet(checkpoint: str, model_key: str, device: str) -> Affinity
 # ----------------------------------------------------------------------------- random walk
 
 
-def walk_scores(
-    model: AffinityNet, image: np.ndarray, cams: np.ndarray, config: RandomWalkConfig, device: torch.device
-) -> np.ndarray:
-    """(K+1, h, w) float32: CAMs + background pooled to the stride grid and walked on the affinities."""
-    aff = predict_affinities(model, image, device, stride=config.stride)  # type: ignore[arg-type]
-    small = cams_on_grid(cams, tuple(aff.shape[1:]), image.shape[:2], config)
-    return random_walk(small, transition_matrix(aff, config.beta, config.radius), config.steps)
-
-
-def upsample_scores(walked: np.ndarray, stride: int, image_shape: tuple[int, int]) -> np.ndarray:
-    """Grid scores -> (C, H, W): bilinear to the padded size, cropped (PSA)."""
-    grid = walked.shape[1:]
-    upsampled = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(walked, dtype=np.float32))[None],
-        size=(grid[0] * stride, grid[1] * stride),
-        mode="bilinear",
-        align_corners=False,
-    )[0]
-    return upsampled[:, : image_shape[0], : image_shape[1]].numpy()
-
-
 @task(name="random-walk-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
 def random_walk_batch(
     workspace: Workspace,
-    config: RandomWalkConfig,
-    model_key: str,
+    stage: str,
     key: str,
     image_ids: list[str],
+    config: RandomWalkConfig,
+    cams: str = CAMS,
+    model: str = TRAIN_AFFINITYNET,
     device: str | None = None,
 ) -> BatchReport:
-    """AffinityNet affinities at the stride, T = D^-1 W^beta, CAMs walked t steps (sparse)."""
+    """AffinityNet affinities at the stride, then wsss_core's sparse walk (T = D^-1 W^beta, t steps)."""
     target = resolve_device(device)
-    model = cached_affinitynet(str(workspace.path / AFFINITYNET_CHECKPOINT), model_key, str(target))
+    network = cached_affinitynet(
+        str(workspace.path / AFFINITYNET_CHECKPOINT), workspace.stage_key(model) or "", str(target)
+    )
 
     def step(image_id: str) -> None:
         image = read_image(workspace, image_id)
-        cams, classes = read_scores(workspace, CAMS, image_id)
-        cams = np.clip(cams, 0.0, 1.0)
+        scores, classes = read_scores(workspace, cams, image_id)
         if len(classes) == 0:
-            grid = (-(-image.shape[0] // config.stride), -(-image.shape[1] // config.stride))
-            walked = np.ones((1, *grid), dtype=np.float32)
+            walked = np.ones((1, *grid_shape(image.shape[:2], config.stride)), dtype=np.float32)
         else:
-            walked = walk_scores(model, image, cams, config, target)
-        workspace.write_array(RW, image_id, walked.astype(np.float32), name="scores")
-        workspace.write_array(RW, image_id, classes.astype(np.int32), name="classes")
+            aff = predict_affinities(network, image, target, stride=config.stride)  # type: ignore[arg-type]
+            walked = walk_on_grid(np.clip(scores, 0.0, 1.0), aff, config, image.shape[:2])
+        workspace.write_array(stage, image_id, walked.astype(np.float32), name="scores")
+        workspace.write_array(stage, image_id, classes.astype(np.int32), name="classes")
 
     with single_torch_thread(target):
-        return run_batch_in_task(workspace, RW, key, image_ids, step)
+        return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
 @task(name="rw-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
 def rw_masks_batch(
-    workspace: Workspace, stride: int, crf: CRFConfig | None, key: str, image_ids: list[str]
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], stride: int, crf: CRFConfig | None = None,
+    walk: str = RW,
 ) -> BatchReport:
-    """pseudo/rw (argmax of the upsampled walked scores) or pseudo/rw-crf (dense CRF first)."""
-    stage = PSEUDO_RW if crf is None else PSEUDO_RW_CRF
+    """pseudo/rw: argmax of the walked scores upsampled bilinearly (PSA); with crf, pseudo/rw-crf:
+    the dense CRF on those scores normalised to sum 1 per pixel, then argmax."""
 
     def step(image_id: str) -> None:
-        walked, classes = read_scores(workspace, RW, image_id)
+        walked, classes = read_scores(workspace, walk, image_id)
         image_shape = workspace.array_shape("images", image_id)[:2]
-        scores = upsample_scores(walked, stride, image_shape)
+        scores = upsample_walked(walked, stride, image_shape)
         if crf is None:
             mask = score_mask(scores, classes)
         else:

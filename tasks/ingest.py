@@ -9,7 +9,7 @@ from tasks.common import STAGE_TASK_OPTIONS, run_batch_in_task
 from wsss_core.data.readers import DatasetReader
 from wsss_core.data.sample import Sample
 from wsss_core.runner import BatchReport
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id
+from wsss_core.store import Workspace, check_image_id
 
 
 def write_sample(workspace: Workspace, sample: Sample) -> None:
@@ -25,10 +25,12 @@ def write_sample(workspace: Workspace, sample: Sample) -> None:
 
 
 @task(name="ingest-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
-def ingest_batch(workspace: Workspace, reader: DatasetReader, key: str, image_ids: list[str]) -> BatchReport:
+def ingest_batch(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], reader: DatasetReader
+) -> BatchReport:
     def step(image_id: str) -> list[str]:
         sample = reader.load(check_image_id(image_id))
         write_sample(workspace, sample)
         return sample.warnings
 
-    return run_batch_in_task(workspace, INGEST_STAGE, key, image_ids, step)
+    return run_batch_in_task(workspace, stage, key, image_ids, step)

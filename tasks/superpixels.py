@@ -13,9 +13,11 @@ STAGE = "superpixels"
 
 
 @task(name="superpixels-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
-def superpixels_batch(workspace: Workspace, config: SuperpixelConfig, key: str, image_ids: list[str]) -> BatchReport:
+def superpixels_batch(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: SuperpixelConfig
+) -> BatchReport:
     def step(image_id: str) -> None:
         labels = compute_superpixels(workspace.read_array("images", image_id), config)
-        workspace.write_array(STAGE, image_id, labels)
+        workspace.write_array(stage, image_id, labels)
 
-    return run_batch_in_task(workspace, STAGE, key, image_ids, step)
+    return run_batch_in_task(workspace, stage, key, image_ids, step)

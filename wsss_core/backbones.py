@@ -20,12 +20,13 @@ import torchvision
 from torch import nn
 
 from wsss_core.errors import BadInputError
+from wsss_core.registries import BACKBONES
+from wsss_core.weights import NO_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NO_WEIGHTS = ("none", "")
 CLASSIFIER_PREFIXES = ("fc", "classifier")  # torchvision heads: ignored when loading a backbone
 
 
@@ -124,7 +125,7 @@ def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: 
         _set_dilation(block.conv2, dilation)
 
 
-def _build_vgg16() -> Backbone:
+def vgg16_backbone() -> Backbone:
     # Only the conv part: building torchvision's vgg16() would also initialise its 120M-weight classifier.
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=False)
     for module in features.modules():
@@ -154,18 +155,16 @@ def _bottleneck_resnet(name: str) -> Callable[[], Backbone]:
     return build
 
 
-BACKBONES: dict[str, Callable[[], Backbone]] = {
-    "vgg16": _build_vgg16,
-    "resnet18": _basic_resnet("resnet18"),
-    "resnet34": _basic_resnet("resnet34"),
-    "resnet50": _bottleneck_resnet("resnet50"),
-    "resnet101": _bottleneck_resnet("resnet101"),
-}
+# Factories of the names in wsss_core.registries.BACKBONES (random init; build_backbone loads weights).
+resnet18_backbone = _basic_resnet("resnet18")
+resnet34_backbone = _basic_resnet("resnet34")
+resnet50_backbone = _bottleneck_resnet("resnet50")
+resnet101_backbone = _bottleneck_resnet("resnet101")
 
 
-def register_backbone(name: str, factory: Callable[[], Backbone]) -> None:
+def register_backbone(name: str, factory: Callable[[], Backbone], help: str = "") -> None:
     """Add a backbone factory (random init; weights are loaded by ``build_backbone``)."""
-    BACKBONES[name] = factory
+    BACKBONES.register(name, factory, help)
 
 
 def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
@@ -179,9 +178,7 @@ def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
 
 
 def _new_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
-    return BACKBONES[name]()
+    return BACKBONES.get(name)()
 
 
 def resolve_weights(
@@ -194,8 +191,7 @@ def resolve_weights(
     loud warning when it cannot be had (no network); or a local checkpoint path, where a
     missing or unreadable file is an error.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    BACKBONES.check(name)
     requested = None if weights is None else str(weights)
     if requested is None or requested.strip().lower() in NO_WEIGHTS:
         return None, WeightsRecord(requested, "none", "random init requested")

@@ -31,3 +31,7 @@ class WorkspaceError(WsssError):
 
 class TransientError(WsssError, OSError):
     """Passing trouble worth retrying."""
+
+
+class UsageError(WsssError, ValueError):
+    """The request itself is wrong (an unknown name, a bad override): exit 2, nothing ran."""

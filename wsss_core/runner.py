@@ -99,3 +99,22 @@ def split_batches(image_ids: Sequence[str], batch_size: int) -> list[list[str]]:
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     return [list(image_ids[i : i + batch_size]) for i in range(0, len(image_ids), batch_size)]
+
+
+@dataclass
+class DatasetReport:
+    """What a dataset-level stage (a training, the shared GCN fit) did with its images.
+
+    images: the images it learned from (the runner marks them done under the stage's
+    key); failed: images left out, with the reason; trained: False when a finished
+    result of the same key was found and reused.
+    """
+
+    stage: str
+    artifact: str  # the file it wrote (a checkpoint, the shared GCN's weights)
+    images: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    trained: bool = False
+    resumed_from_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    mlflow_run_id: str | None = None

@@ -232,6 +232,19 @@ class Workspace:
         check_image_id(image_id)
         return f"{stage}/{image_id}" + (f"/{name}" if name else "")
 
+    def weak_labels(self) -> set[str]:
+        """Which weak labels the ingested images carry: "scribbles", "boxes", "tags" (any image)."""
+        found: set[str] = set()
+        for image_id in self.image_ids():
+            if "scribbles" not in found and self.has_array("scribbles", image_id):
+                found.add("scribbles")
+            for kind in ("boxes", "tags"):
+                if kind not in found and self.has_array(kind, image_id) and self.array_shape(kind, image_id)[0] > 0:
+                    found.add(kind)
+            if len(found) == 3:
+                break
+        return found
+
     # ------------------------------------------------------------------ markers
     def _marker_dir(self, stage: str, key: str | None = None) -> Path:
         base = self.path / "markers" / check_stage_name(stage)

@@ -31,6 +31,16 @@ def box_rectangles(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return classes[owner + 1]
 
 
+def baseline_from_scribbles(scribble: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The scribbles' baseline mask (SUPERVISIONS["scribbles"]): nearest-scribble fill."""
+    return nearest_scribble_fill(scribble)
+
+
+def baseline_from_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The boxes' baseline mask (SUPERVISIONS["boxes"]): the filled rectangles."""
+    return box_rectangles(boxes, shape)
+
+
 def paint_nodes(superpixels: np.ndarray, node_labels: np.ndarray) -> np.ndarray:
     """HxW uint8 mask from per-node labels; label -1 (unlabelled) becomes 255."""
     superpixels = np.asarray(superpixels)

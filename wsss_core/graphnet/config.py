@@ -1,37 +1,35 @@
-"""The GraphNet path's per-image glue: stage configs, weights fallback, array (de)serialisation.
+"""The GraphNet path's configuration, its presets, and the per-image glue between stages.
 
-The algorithms live in superpixels / features / graph / seeds / gcn / label_propagation /
-baselines / crf; this module holds what the batched stages need around them: which
-weights the feature stage really uses, how a graph, seeds and node probabilities are
-stored as plain arrays, and how node probabilities become a (CRF-refined) class mask.
+The algorithms live in graph / seeds / gcn / label_propagation / baselines / features of
+this package (and the shared superpixels, crf); this module holds the typed configs with
+the paper's defaults, how a run's config is resolved (preset, weights, overrides), how a
+graph, seeds and node probabilities are stored as plain arrays, and how node
+probabilities become a (CRF-refined) class mask.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
-from wsss_core.backbones import NO_WEIGHTS, file_sha256
+from wsss_core.config import apply_overrides
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.graphnet.features import FeatureConfig
 from wsss_core.graphnet.gcn import GCNConfig
 from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
-from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds
+from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig
+from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
 from wsss_core.superpixels import SuperpixelConfig
+from wsss_core.weights import pretrained_loads
 
 logger = logging.getLogger(__name__)
-
-Supervision = Literal["scribbles", "boxes"]
-Propagation = Literal["gcn", "label-propagation"]
-SUPERVISIONS: tuple[str, ...] = ("scribbles", "boxes")
-PROPAGATIONS: tuple[str, ...] = ("gcn", "label-propagation")
 
 
 # ----------------------------------------------------------------------------- configs
@@ -81,14 +79,6 @@ class GraphStageConfig:
 
 
 @dataclass(frozen=True)
-class ScribbleSeedConfig:
-    """drawn_classes_only: a node may only take a class some scribble of its image was drawn
-    with (scribbles name the classes present, as image tags would)."""
-
-    drawn_classes_only: bool = True
-
-
-@dataclass(frozen=True)
 class GraphNetConfig:
     """Every stage config of the GraphNet path. The defaults are the paper's (`paper()`).
 
@@ -96,6 +86,8 @@ class GraphNetConfig:
     for a machine without pretrained weights; see `offline()`'s docstring.
     """
 
+    backbone: str = "vgg16"  # the CNN of the features stage (run only when graphs.needs_cnn)
+    weights: str | None = "DEFAULT"  # torchvision weights name, checkpoint path, or "none"
     superpixels: SuperpixelConfig = SuperpixelConfig()
     graphs: GraphStageConfig = GraphStageConfig()
     scribble_seeds: ScribbleSeedConfig = ScribbleSeedConfig()
@@ -103,6 +95,10 @@ class GraphNetConfig:
     gcn: GCNConfig = GCNConfig()
     label_propagation: LabelPropagationConfig = LabelPropagationConfig()
     crf: CRFConfig = CRFConfig()
+
+    def seeds_config(self, supervision: str) -> ScribbleSeedConfig | BoxSeedConfig:
+        """The seeds stage's config of a supervision (its registry entry names the field)."""
+        return getattr(self, SUPERVISIONS.get(supervision).seeds_config)
 
     @classmethod
     def paper(cls) -> GraphNetConfig:
@@ -143,108 +139,42 @@ class GraphNetConfig:
         )
 
 
-PRESETS = {"paper": GraphNetConfig.paper, "offline": GraphNetConfig.offline}
-
-
-def choose_preset(backbone: str, weights: str | None) -> str:
-    """"paper" when the requested pretrained weights load, else "offline", with a warning."""
-    from wsss_core.backbones import resolve_weights
-
-    if weights is not None and weights.strip().lower() not in NO_WEIGHTS:
-        state_dict, record = resolve_weights(backbone, weights)
-        if state_dict is not None:
-            return "paper"
-        reason = f"pretrained weights {weights!r} of {backbone} could not be loaded ({record.reason})"
-    else:
-        reason = "no pretrained weights requested"
-    note = f"{reason}: using the offline preset (colour + texture node features, no CNN)"
-    logger.warning(note)
-    warnings.warn(note, RuntimeWarning, stacklevel=2)
-    return "offline"
-
-
-def method_name(supervision: str, propagation: str) -> str:
-    """Pseudo-mask method names: gcn-scribbles, labelprop-scribbles, gcn-boxes, labelprop-boxes."""
-    if supervision not in SUPERVISIONS:
-        raise ValueError(f"unknown supervision {supervision!r} (scribbles or boxes)")
-    if propagation not in PROPAGATIONS:
-        raise ValueError(f"unknown propagation {propagation!r} (gcn or label-propagation)")
-    prefix = "gcn" if propagation == "gcn" else "labelprop"
-    return f"{prefix}-{supervision}"
-
-
-def baseline_name(supervision: str) -> str:
-    """The non-learned baseline of a supervision: nearest-scribbles or box-rectangles."""
-    return {"scribbles": "nearest-scribbles", "boxes": "box-rectangles"}[supervision]
-
-
-# ----------------------------------------------------------------------------- weights
-
-
 @dataclass(frozen=True)
-class FeatureSource:
-    """What the `features` stage runs: a backbone and the argument for build_backbone's weights.
+class ResolvedConfig:
+    """The config a GraphNet run uses, the preset it came from and why that preset."""
 
-    weights: "none", a torchvision weights name, or a checkpoint path. requested_* and
-    note record what was asked for and why this was used; the note is stable text (the
-    stage key hashes it), the fetch error itself is logged.
+    config: GraphNetConfig
+    preset: str
+    why: str
+
+
+def resolve_config(
+    preset: str = AUTO,
+    backbone: str | None = None,
+    weights: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ResolvedConfig:
+    """The run's config: a preset, then --backbone / --weights, then any overrides by name.
+
+    "auto" is "paper" when the requested pretrained weights load here, else "offline"
+    (said loudly: without pretrained weights the paper's CNN node features are noise).
+    backbone / weights None: the preset's.
     """
-
-    backbone: str
-    weights: str
-    requested_backbone: str
-    requested_weights: str | None
-    note: str
-    fallback: bool = False
-
-
-def resolve_feature_source(
-    backbone: str, weights: str | None, cam_checkpoint: str | Path | None = None
-) -> FeatureSource:
-    """Decide which weights the feature stage uses; fall back loudly when they cannot be had.
-
-    None / "none": random init, as asked. A torchvision weights name that cannot be
-    loaded (no network): the pipeline's own CAM classifier when `cam_checkpoint` exists
-    (its backbone replaces the requested one when they differ), else random init; both
-    with a warning. A checkpoint path that cannot be read is an error, not a fallback.
-    """
-    from wsss_core.backbones import resolve_weights
-
-    requested = None if weights is None else str(weights)
-    if requested is None or requested.strip().lower() in NO_WEIGHTS:
-        return FeatureSource(backbone, "none", backbone, requested, "random init requested")
-    state_dict, record = resolve_weights(backbone, requested)
-    if state_dict is not None:
-        note = f"{record.used}: {record.reason}"
-        return FeatureSource(backbone, requested, backbone, requested, note)
-    checkpoint = Path(cam_checkpoint) if cam_checkpoint is not None else None
-    if checkpoint is not None and checkpoint.is_file():
-        cam_backbone = checkpoint_backbone(checkpoint)
-        note = (
-            f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?); "
-            f"using the pipeline's CAM classifier {checkpoint} ({cam_backbone}, sha256 {file_sha256(checkpoint)[:16]})"
-        )
-        source = FeatureSource(cam_backbone, str(checkpoint), backbone, requested, note, fallback=True)
+    requested = GraphNetConfig()
+    backbone = backbone if backbone is not None else requested.backbone
+    weights = weights if weights is not None else requested.weights
+    if preset == AUTO:
+        loads, note = pretrained_loads(BACKBONES.check(backbone), weights)
+        preset, why = ("paper", f"auto: {note}") if loads else ("offline", f"auto: {note}")
+        if not loads:
+            message = f"{note}: using the offline preset (colour + texture node features, no CNN)"
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
     else:
-        note = (
-            f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?) and no CAM "
-            f"classifier was found at {checkpoint}; RANDOM INIT: CNN node features will be weak"
-        )
-        source = FeatureSource(backbone, "none", backbone, requested, note, fallback=True)
-    logger.warning(note)
-    warnings.warn(note, RuntimeWarning, stacklevel=2)
-    return source
-
-
-def checkpoint_backbone(path: Path) -> str:
-    """The backbone name a wsss training checkpoint (CamNet) was built with."""
-    from wsss_core.training import read_checkpoint
-
-    meta = read_checkpoint(path).get("meta", {})
-    name = meta.get("backbone")
-    if not name:
-        raise BadInputError(path, "checkpoint names no backbone in its meta data")
-    return str(name)
+        why = "asked for"
+    config = GRAPHNET_PRESETS.get(preset)()
+    config = replace(config, backbone=BACKBONES.check(backbone), weights=weights)
+    return ResolvedConfig(apply_overrides(config, overrides, "graphnet"), preset, why)
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -317,23 +247,3 @@ def _check_node_probabilities(superpixels: np.ndarray, probabilities: np.ndarray
             "superpixels", f"label {int(superpixels.max())} but only {probabilities.shape[0]} nodes"
         )
     return probabilities
-
-
-__all__ = [
-    "FeatureSource",
-    "GraphNetConfig",
-    "GraphStageConfig",
-    "NodeFeatureConfig",
-    "PRESETS",
-    "ScribbleSeedConfig",
-    "baseline_name",
-    "crf_node_mask",
-    "graph_from_arrays",
-    "graph_to_arrays",
-    "method_name",
-    "node_mask",
-    "pixel_probabilities",
-    "resolve_feature_source",
-    "seeds_from_arrays",
-    "seeds_to_arrays",
-]

@@ -60,6 +60,29 @@ class BoxSeedConfig:
     background_outside_fraction: float = 0.95
 
 
+@dataclass(frozen=True)
+class ScribbleSeedConfig:
+    """drawn_classes_only: a node may only take a class some scribble of its image was drawn
+    with (scribbles name the classes present, as image tags would)."""
+
+    drawn_classes_only: bool = True
+
+
+def seeds_from_scribbles(
+    superpixels: np.ndarray, scribble: np.ndarray, num_classes: int, config: ScribbleSeedConfig = ScribbleSeedConfig()
+) -> NodeSeeds:
+    """The seeds stage for scribbles (SUPERVISIONS["scribbles"])."""
+    seeds = scribble_seeds(superpixels, scribble, num_classes, int(superpixels.max()) + 1)
+    return drawn_classes_only(seeds) if config.drawn_classes_only else seeds
+
+
+def seeds_from_boxes(
+    superpixels: np.ndarray, boxes: np.ndarray, num_classes: int, config: BoxSeedConfig = BoxSeedConfig()
+) -> NodeSeeds:
+    """The seeds stage for boxes (SUPERVISIONS["boxes"]); no CAM (the centre prior seeds the objects)."""
+    return box_seeds(superpixels, boxes, num_classes, None, config, int(superpixels.max()) + 1)
+
+
 def scribble_seeds(
     superpixels: np.ndarray, scribble: np.ndarray, num_classes: int, n_nodes: int | None = None
 ) -> NodeSeeds:

@@ -15,21 +15,23 @@ Prefect-free: the flow (flows/affinitynet.py) and the tasks (tasks/affinitynet.p
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.cam import CamTrainConfig
+from wsss_core.config import apply_overrides
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.psa.random_walk import RandomWalkConfig
+from wsss_core.registries import AUTO, BACKBONES, PSA_PRESETS
+from wsss_core.weights import resolve_pretrained
 
 
-PresetName = Literal["auto", "paper", "small"]
 PAPER_MIN_IMAGES = 1000  # "auto" picks the paper's schedule from this many images on, with a GPU
 
 
@@ -110,24 +112,63 @@ class AffinityNetPathConfig:
         return replace(self, random_walk=replace(self.random_walk, stride=stride))
 
 
-PRESETS = {"paper": AffinityNetPathConfig.paper, "small": AffinityNetPathConfig.small}
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The config an AffinityNet run uses, the preset it came from and why, and the weights records."""
+
+    config: AffinityNetPathConfig
+    preset: str
+    why: str
+    weights: dict[str, dict[str, Any]]
 
 
 def choose_preset(preset: str, n_images: int, has_gpu: bool) -> tuple[str, str]:
     """(preset name, why): "auto" is "paper" from PAPER_MIN_IMAGES images with a GPU, else "small"."""
-    if preset in PRESETS:
-        return preset, "asked for"
-    if preset != "auto":
-        raise ValueError(f"unknown preset {preset!r} (auto, {', '.join(PRESETS)})")
+    if preset != AUTO:
+        return PSA_PRESETS.check(preset), "asked for"
     if n_images >= PAPER_MIN_IMAGES and has_gpu:
         return "paper", f"auto: {n_images} images and a GPU"
     reason = f"{n_images} images < {PAPER_MIN_IMAGES}" if n_images < PAPER_MIN_IMAGES else "no GPU"
     return "small", f"auto: {reason}"
 
 
-def ids_digest(image_ids: list[str]) -> str:
-    """Short hash of a set of image ids (a training set's identity in a stage key)."""
-    return hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:12]
+def resolve_config(
+    preset: str,
+    n_images: int,
+    has_gpu: bool,
+    backbone: str | None = None,
+    weights: str | None = None,
+    stride: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ResolvedConfig:
+    """The run's config: a preset ("auto": by data size and GPU), --backbone / --weights /
+    --stride, any overrides by name; then the pretrained weights load-tested (resolve_weights)."""
+    name, why = choose_preset(preset, n_images, has_gpu)
+    config = PSA_PRESETS.get(name)()
+    config = config.with_backbone(BACKBONES.check(backbone) if backbone else None, weights)
+    if stride is not None:
+        config = config.with_stride(stride)
+    config, records = resolve_weights(apply_overrides(config, overrides, "affinitynet"))
+    return ResolvedConfig(config, name, why, records)
+
+
+def resolve_weights(config: AffinityNetPathConfig) -> tuple[AffinityNetPathConfig, dict[str, dict[str, Any]]]:
+    """Both networks' weights load-tested (wsss_core.weights); a fallback trains from random init.
+
+    Returns the config the networks really train with and, per network, what was asked
+    for, what is used and why (logged with every training run).
+    """
+    records: dict[str, dict[str, Any]] = {}
+    cam = resolve_pretrained("cam", config.cam_train.backbone, config.cam_train.weights)
+    config = replace(config, cam_train=replace(config.cam_train, weights=cam.weights))
+    records["cam"] = cam.record()
+    if config.affinity_init == "weights":
+        aff = resolve_pretrained("affinitynet", config.affinity_train.backbone, config.affinity_train.weights)
+        config = replace(config, affinity_train=replace(config.affinity_train, weights=aff.weights))
+        records["affinitynet"] = aff.record()
+    else:
+        records["affinitynet"] = {"requested": "cam", "weights": "backbone of the trained CAM classifier", "fallback": False}
+    return config, records
 
 
 def check_tags(tags: np.ndarray, num_classes: int, item: object) -> np.ndarray:

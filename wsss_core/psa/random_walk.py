@@ -144,31 +144,46 @@ def cams_on_grid(
     )
 
 
+def walk_on_grid(
+    cams: np.ndarray,
+    aff: np.ndarray,
+    config: RandomWalkConfig = RandomWalkConfig(),
+    image_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """PSA's walk on the stride grid: (K, H, W) or (K, h, w) CAMs -> (K+1, h, w) float32 walked scores.
+
+    aff: (P, h, w) affinities on the stride grid of the image. image_shape defaults to
+    the CAMs' size (full-resolution CAMs); give it when the CAMs are on the grid.
+    Channel 0 is background. The rw stage stores this; upsample_walked makes pixels of it.
+    """
+    check_affinities(aff, config.radius)
+    check_cams(cams)
+    image_shape = tuple(cams.shape[1:]) if image_shape is None else tuple(image_shape)
+    small = cams_on_grid(cams, tuple(aff.shape[1:]), image_shape, config)
+    return random_walk(small, transition_matrix(aff, config.beta, config.radius), config.steps)
+
+
+def upsample_walked(walked: np.ndarray, stride: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """Grid scores (C, h, w) -> (C, H, W): bilinear to the padded size, then cropped (PSA)."""
+    grid = walked.shape[1:]
+    upsampled = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(walked, dtype=np.float32))[None],
+        size=(grid[0] * stride, grid[1] * stride),
+        mode="bilinear",
+        align_corners=False,
+    )[0]
+    return upsampled[:, : image_shape[0], : image_shape[1]].numpy()
+
+
 def propagate_scores(
     cams: np.ndarray,
     aff: np.ndarray,
     config: RandomWalkConfig = RandomWalkConfig(),
     image_shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """PSA inference up to the argmax: (K, H, W) or (K, h, w) CAMs -> (K+1, H, W) float32 scores.
-
-    aff: (P, h, w) affinities on the stride grid of the image. image_shape defaults to
-    the CAMs' size (full-resolution CAMs); give it when the CAMs are on the grid.
-    Channel 0 is background; scores are walked, bilinearly upsampled and cropped.
-    """
-    check_affinities(aff, config.radius)
-    check_cams(cams)
+    """PSA inference up to the argmax: walk_on_grid, then upsample_walked -> (K+1, H, W) float32."""
     image_shape = tuple(cams.shape[1:]) if image_shape is None else tuple(image_shape)
-    grid = tuple(aff.shape[1:])
-    small = cams_on_grid(cams, grid, image_shape, config)
-    walked = random_walk(small, transition_matrix(aff, config.beta, config.radius), config.steps)
-    upsampled = F.interpolate(
-        torch.from_numpy(walked)[None],
-        size=(grid[0] * config.stride, grid[1] * config.stride),
-        mode="bilinear",
-        align_corners=False,
-    )[0]
-    return upsampled[:, : image_shape[0], : image_shape[1]].numpy()
+    return upsample_walked(walk_on_grid(cams, aff, config, image_shape), config.stride, image_shape)
 
 
 def propagate(

@@ -1,0 +1,105 @@
+"""Flow: the whole pipeline in one run, a subflow per path, one evaluation table.
+
+    [ingest] -> every path the weak labels allow (graphnet-scribbles, graphnet-boxes,
+    affinitynet) -> evaluation of every pseudo-mask set together
+
+Driven by a run config (wsss_core.run_config: a YAML file and/or settings by name); a
+deployment passes the same file or settings, so a scheduled run is exactly this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow
+
+from flows.common import Execution, StageSummary, announce
+from flows.evaluate import evaluate_flow
+from flows.ingest import ingest_flow
+from flows.pipeline import PipelineRun
+from wsss_core.config import config_to_dict
+from wsss_core.data.image_io import ReadOptions
+from wsss_core.registries import PATHS
+from wsss_core.registry import resolve_target
+from wsss_core.run_config import RunConfig, applicable_paths, resolve_run_config
+from wsss_core.store import Workspace
+
+
+@dataclass
+class WholeRun:
+    """What `wsss run` did: ingest summaries, one PipelineRun per path, the joint evaluation."""
+
+    ingest: list[StageSummary] = field(default_factory=list)
+    paths: dict[str, PipelineRun] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    evaluation: dict[str, dict] | None = None
+
+    @property
+    def summaries(self) -> list[StageSummary]:
+        return self.ingest + [s for run in self.paths.values() for s in run.summaries]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.summaries)
+
+
+def ingest_settings(workspace: str, config: RunConfig, execution: Execution) -> list[StageSummary]:
+    settings = config.ingest
+    return [
+        ingest_flow(
+            root=settings.root, workspace=workspace, format=settings.format, split=split,
+            scribbles_dir=settings.scribbles_dir, image_dir=settings.image_dir,
+            options=ReadOptions(max_side=settings.max_side), execution=execution,
+        )
+        for split in settings.splits
+    ]
+
+
+def run_path(name: str, workspace: str, config: RunConfig, execution: Execution) -> PipelineRun:
+    """One path as its own flow (a subflow of run), its evaluation left to the joint table."""
+    spec = PATHS.get(name)
+    path_flow = resolve_target(spec.flow)
+    section = config_to_dict(getattr(config, spec.settings))
+    section["overrides"] = section.get("overrides") or None
+    return path_flow(
+        workspace=workspace, splits=list(config.splits) if config.splits else None, evaluate=False,
+        log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
+        **spec.parameters, **section,
+    )
+
+
+def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun:
+    execution = Execution(**config.execution)
+    whole = WholeRun()
+    if config.ingest.root:
+        whole.ingest = ingest_settings(workspace, config, execution)
+    ws = Workspace(workspace).require()
+    chosen, whole.skipped = applicable_paths(config.paths, ws.weak_labels())
+    for name, why in whole.skipped.items():
+        announce(f"run: skipping {name}: {why}")
+    for name in chosen:
+        announce(f"run: path {name}")
+        whole.paths[name] = run_path(name, workspace, config, execution)
+    masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
+    if config.evaluate and masks and any(ws.has_array("gt", i) for i in ws.image_ids()):
+        whole.evaluation = evaluate_flow(
+            workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow,
+            splits=list(config.splits) if config.splits else None,
+        )
+    return whole
+
+
+@flow(name="run")
+def run_flow(
+    workspace: str,
+    config_file: str | None = None,
+    settings: dict[str, Any] | None = None,
+    run_name: str = "run",
+) -> WholeRun:
+    """The whole pipeline on a workspace: optional ingest, every applicable path, one evaluation.
+
+    config_file: a YAML run config (examples/run.yaml); settings: values by name on top of
+    it, e.g. {"paths": ["affinitynet"], "graphnet": {"overrides": {"gcn": {"epochs": 50}}}}.
+    """
+    return run_everything(workspace, resolve_run_config(config_file, settings), run_name)

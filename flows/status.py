@@ -1,0 +1,38 @@
+"""`wsss status`: what each stage of the workspace did (no Prefect, no server start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from wsss_core.errors import WorkspaceError
+from wsss_core.store import Workspace
+
+
+def print_status(workspace: Path, all_failures: bool = False) -> None:
+    console = Console(stderr=True, soft_wrap=True)
+    ws = Workspace(workspace)
+    if not ws.exists():
+        raise WorkspaceError(f"{workspace}: no workspace here (run `wsss ingest` first)")
+    dataset = ws.dataset
+    console.print(
+        f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
+        f"splits {', '.join(dataset.get('splits', [])) or '-'}), {len(ws.image_ids())} images"
+    )
+    table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
+    for stage in ws.stages():
+        st = ws.status(stage)
+        note = "stale: an input stage has since changed config" if st.stale else ""
+        table.add_row(stage, st.key or "-", str(st.done), str(st.failed), str(st.pending), str(len(ws.warnings(stage))), note)
+    console.print(table)
+    limit = None if all_failures else 20
+    for stage in ws.stages():
+        failures = ws.failures(stage)
+        if failures:
+            console.print(f"[red]{stage}: {len(failures)} failed[/red]")
+            for record in failures[:limit]:
+                console.print(f"  {record.image_id} [{record.kind}] {record.message}")
+            if limit is not None and len(failures) > limit:
+                console.print(f"  ... {len(failures) - limit} more (--all lists them)")

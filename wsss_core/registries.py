@@ -1,0 +1,163 @@
+"""The choices a user makes by name, one registry each (see wsss_core.registry).
+
+Cheap to import (no torch): targets that need heavy modules are "module:attr" strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsss_core.registry import Registry
+
+AUTO = "auto"  # a preset chosen by the pipeline from the machine and the data
+
+# ----------------------------------------------------------------------------- engines
+
+ENGINES: Registry[None] = Registry("engine")
+ENGINES.register("threads", None, "a thread pool in this process")
+ENGINES.register("processes", None, "a process pool on this machine")
+ENGINES.register("dask", None, "a Dask LocalCluster, or the scheduler at --dask-address")
+
+# ----------------------------------------------------------------------------- backbones
+
+BACKBONES: Registry[Any] = Registry("backbone")
+BACKBONES.register("vgg16", "wsss_core.backbones:vgg16_backbone", "GraphNet's")
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    BACKBONES.register(_name, f"wsss_core.backbones:{_name}_backbone")
+
+# ----------------------------------------------------------------------------- GraphNet
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """A kind of weak label for the GraphNet path.
+
+    array: the workspace array holding it; seeds: f(superpixels, array, num_classes, config)
+    -> NodeSeeds; seeds_config: the GraphNetConfig field of that config; baseline: the
+    name of its non-learned mask method, made by baseline_mask(array, image shape).
+    """
+
+    array: str
+    seeds: str
+    seeds_config: str
+    baseline: str
+    baseline_mask: str
+
+
+SUPERVISIONS: Registry[Supervision] = Registry("supervision")
+SUPERVISIONS.register(
+    "scribbles",
+    Supervision(
+        "scribbles", "wsss_core.graphnet.seeds:seeds_from_scribbles", "scribble_seeds",
+        "nearest-scribbles", "wsss_core.graphnet.baselines:baseline_from_scribbles",
+    ),
+    "GraphNet from scribbles",
+)
+SUPERVISIONS.register(
+    "boxes",
+    Supervision(
+        "boxes", "wsss_core.graphnet.seeds:seeds_from_boxes", "box_seeds",
+        "box-rectangles", "wsss_core.graphnet.baselines:baseline_from_boxes",
+    ),
+    "GraphNet from boxes",
+)
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """How labels spread over the superpixel graph; prefix names its masks (<prefix>-<supervision>)."""
+
+    prefix: str
+
+
+PROPAGATIONS: Registry[Propagation] = Registry("propagation")
+PROPAGATIONS.register("gcn", Propagation("gcn"), "the paper's GCN")
+PROPAGATIONS.register("label-propagation", Propagation("labelprop"), "Zhou et al. 2004, same graph")
+
+GRAPHNET_PRESETS: Registry[str] = Registry("GraphNet preset")
+GRAPHNET_PRESETS.register("paper", "wsss_core.graphnet.config:GraphNetConfig.paper", "CNN node features, per-image GCN")
+GRAPHNET_PRESETS.register(
+    "offline", "wsss_core.graphnet.config:GraphNetConfig.offline", "colour + texture nodes, dataset-level GCN"
+)
+
+# ----------------------------------------------------------------------------- AffinityNet (PSA)
+
+PSA_PRESETS: Registry[str] = Registry("AffinityNet preset")
+PSA_PRESETS.register("paper", "wsss_core.psa.config:AffinityNetPathConfig.paper", "PSA's schedule, ResNet-50")
+PSA_PRESETS.register("small", "wsss_core.psa.config:AffinityNetPathConfig.small", "ResNet-18 from scratch, CPU-sized")
+
+# ----------------------------------------------------------------------------- pseudo-mask methods
+
+
+@dataclass(frozen=True)
+class MaskMethod:
+    """A pseudo-mask method: pseudo/<name> (and pseudo/<name>-crf), which path makes it, from what."""
+
+    path: str
+    supervision: str
+    baseline: bool = False
+
+
+MASK_METHODS: Registry[MaskMethod] = Registry("pseudo-mask method")
+for _supervision in SUPERVISIONS:
+    MASK_METHODS.register(
+        _supervision.target.baseline, MaskMethod("graphnet", _supervision.name, baseline=True),
+        f"baseline from {_supervision.name}",
+    )
+    for _propagation in PROPAGATIONS:
+        _name = f"{_propagation.target.prefix}-{_supervision.name}"
+        MASK_METHODS.register(
+            _name, MaskMethod("graphnet", _supervision.name), f"{_propagation.name} from {_supervision.name}"
+        )
+MASK_METHODS.register("cam", MaskMethod("affinitynet", "tags"), "CAM with a fixed background score")
+MASK_METHODS.register("rw", MaskMethod("affinitynet", "tags"), "CAM + AffinityNet random walk")
+
+CRF_SUFFIX = "-crf"
+
+
+def mask_method_name(supervision: str, propagation: str) -> str:
+    """gcn-scribbles, labelprop-boxes, ...: the pseudo-mask method of a GraphNet request."""
+    return f"{PROPAGATIONS.get(propagation).prefix}-{SUPERVISIONS.check(supervision)}"
+
+
+def mask_method_of_stage(stage: str) -> tuple[str, MaskMethod] | None:
+    """("gcn-scribbles", entry) for pseudo/gcn-scribbles or pseudo/gcn-scribbles-crf; None otherwise."""
+    if not stage.startswith("pseudo/"):
+        return None
+    name = stage.removeprefix("pseudo/").split("/")[0]
+    name = name.removesuffix(CRF_SUFFIX)
+    return (name, MASK_METHODS.get(name)) if name in MASK_METHODS else None
+
+
+# ----------------------------------------------------------------------------- pipeline paths
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A path of the whole pipeline (`wsss run`).
+
+    flow: its Prefect flow; needs: the weak label it needs; settings: the section of the
+    run config whose values are the flow's parameters; parameters: fixed ones.
+    """
+
+    flow: str
+    needs: str
+    settings: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+PATHS: Registry[PathSpec] = Registry("path")
+PATHS.register(
+    "graphnet-scribbles",
+    PathSpec("flows.graphnet:graphnet_flow", "scribbles", "graphnet", {"supervision": "scribbles"}),
+    "GraphNet from scribbles",
+)
+PATHS.register(
+    "graphnet-boxes",
+    PathSpec("flows.graphnet:graphnet_flow", "boxes", "graphnet", {"supervision": "boxes"}),
+    "GraphNet from boxes",
+)
+PATHS.register(
+    "affinitynet", PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet"), "AffinityNet (PSA) from tags"
+)

@@ -1,0 +1,105 @@
+"""The whole pipeline's settings (`wsss run`): which paths, and any value of any stage.
+
+A run config file (YAML, see examples/run.yaml) is read into RunConfig; CLI options and
+a deployment's parameters are overrides on top of it, by the same names. Defaults are
+the papers' values through each path's presets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsss_core.config import apply_overrides
+from wsss_core.errors import UsageError
+from wsss_core.registries import AUTO, PATHS
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Read a dataset first (only when root is set); images already ingested are skipped."""
+
+    root: str | None = None
+    format: str = "voc"
+    splits: tuple[str, ...] = ("train",)
+    scribbles_dir: str | None = None
+    image_dir: str | None = None
+    max_side: int = 4096
+
+
+@dataclass(frozen=True)
+class GraphNetSettings:
+    preset: str = AUTO
+    propagation: str = "gcn"
+    crf: bool = False
+    backbone: str | None = None
+    weights: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # any GraphNetConfig value by name
+
+
+@dataclass(frozen=True)
+class AffinityNetSettings:
+    preset: str = AUTO
+    crf: bool = True
+    backbone: str | None = None
+    weights: str | None = None
+    stride: int | None = None
+    train_threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # any AffinityNetPathConfig value by name
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image."""
+
+    ingest: IngestSettings = IngestSettings()
+    paths: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    graphnet: GraphNetSettings = GraphNetSettings()
+    affinitynet: AffinityNetSettings = AffinityNetSettings()
+    evaluate: bool = True
+    mlflow: bool = True
+    device: str | None = None
+    execution: dict[str, Any] = field(default_factory=dict)  # engine, workers, dask_address, batch_size, progress
+
+    def __post_init__(self) -> None:
+        for name in self.paths or ():
+            PATHS.check(name)
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML run config file as a mapping (UsageError naming the file when unreadable)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the run config ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, Mapping):
+        raise UsageError(f"{path}: a run config is a mapping of settings, not {type(loaded).__name__}")
+    return dict(loaded)
+
+
+def resolve_run_config(config_file: str | None, settings: Mapping[str, Any] | None) -> RunConfig:
+    """Defaults, then the file's settings, then `settings` (CLI options, deployment parameters)."""
+    config = RunConfig()
+    if config_file:
+        config = apply_overrides(config, read_run_config(config_file), f"{config_file}: run")
+    return apply_overrides(config, settings, "run")
+
+
+def applicable_paths(requested: tuple[str, ...] | None, weak_labels: set[str]) -> tuple[list[str], dict[str, str]]:
+    """(paths to run, {path: why skipped}): a path runs when the dataset has the weak label it needs."""
+    chosen, skipped = [], {}
+    for name in requested if requested is not None else PATHS.names():
+        needs = PATHS.get(name).needs
+        if needs in weak_labels:
+            chosen.append(name)
+        else:
+            skipped[name] = f"the dataset has no {needs}"
+    return chosen, skipped
