@@ -297,14 +297,22 @@ class Workspace:
 
     # ------------------------------------------------------------------- status
     def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
-        """Counts for one stage over the given images (default: every ingested image)."""
-        if image_ids is None:
-            image_ids = self.image_ids()
+        """Counts for one stage over the given images.
+
+        Default: every ingested image; for the ingest stage itself, every image it
+        ingested or failed on (a failed id is no ingested image).
+        """
         key = self.stage_key(stage)
-        done = self.done_ids(stage, key) & set(image_ids) if stage != INGEST_STAGE else self.done_ids(stage, key)
-        failed = {r.image_id for r in self.failures(stage)} - done
-        total = len(set(image_ids) | done | failed) if stage == INGEST_STAGE else len(image_ids)
-        pending = max(0, total - len(done) - len(failed))
+        done_all = self.done_ids(stage, key)
+        failed_all = {r.image_id for r in self.failures(stage)} - done_all
+        if image_ids is not None:
+            ids = set(image_ids)
+        elif stage == INGEST_STAGE:
+            ids = done_all | failed_all
+        else:
+            ids = set(self.image_ids())
+        done, failed = done_all & ids, failed_all & ids
+        pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
 
 

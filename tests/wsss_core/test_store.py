@@ -66,6 +66,11 @@ def test_status_counts(tmp_path):
     ingest = ws.status(INGEST_STAGE)
     assert (ingest.done, ingest.failed, ingest.pending) == (4, 1, 0)
     assert ws.image_ids() == ["a", "b", "c", "d"]
+    # over given images, failures of other images do not count
+    st = ws.status("superpixels", ["a", "c"])
+    assert (st.done, st.failed, st.pending) == (1, 0, 1)
+    ingest = ws.status(INGEST_STAGE, ["a", "e"])
+    assert (ingest.done, ingest.failed, ingest.pending) == (1, 0, 1)
     # the record keeps the raw id even though its file name is sanitised
     assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["../evil"]
 
