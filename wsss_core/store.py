@@ -453,6 +453,17 @@ class Workspace:
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
 
 
+def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
+    """A stage's counts per split, for `wsss status`: one row per split beside the whole-workspace one.
+
+    Splits whose images are not recorded are left out (ws.unrecorded_splits() names
+    them). For the ingest stage a split's images are its ingested ones, so its
+    failed and pending are 0: ingest failures belong to no split yet.
+    """
+    skip = set(ws.unrecorded_splits())
+    return {split: ws.status(stage, ws.split_ids(split)) for split in ws.splits() if split not in skip}
+
+
 def _safe_name(image_id: str) -> str:
     """Failure records also exist for ids that are not valid (e.g. '../x' in a split list)."""
     if _IMAGE_ID.match(image_id):

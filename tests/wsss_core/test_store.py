@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError, WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, split_counts
 
 DATASET = {"name": "voc:toy", "format": "voc", "root": "/data/toy", "classes": ["background", "cat"], "split": "train"}
 
@@ -164,10 +164,27 @@ def test_old_workspace_with_several_splits_asks_for_a_re_ingest(tmp_path):
         ws.select_ids(["val", "train"])
     with pytest.raises(WorkspaceError, match=r"split\(s\) train, val is not recorded"):
         ws.image_splits("a")
+    assert split_counts(ws, INGEST_STAGE) == {}  # unrecorded splits are left out
     ws.add_to_split("train", ["a", "b"])
     assert ws.select_ids(["train"]) == ["a", "b"]
     with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split val`"):
         ws.select_ids(["train", "val"])
+
+
+def test_split_counts(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.add_to_split("train", ["a", "b", "c"])
+    ws.add_to_split("val", ["d"])
+    ws.record_failure(INGEST_STAGE, "x", "BadInputError", "truncated", "k0")
+    ws.begin_stage("superpixels", "k1", {})
+    ws.mark_done("superpixels", "a", "k1")
+    ws.record_failure("superpixels", "b", "ValueError", "boom", "k1")
+    counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, "superpixels").items()}
+    assert counts == {"train": (1, 1, 1), "val": (0, 0, 1)}
+    counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, INGEST_STAGE).items()}
+    assert counts == {"train": (3, 0, 0), "val": (1, 0, 0)}
+    whole = ws.status(INGEST_STAGE)
+    assert (whole.done, whole.failed, whole.pending) == (4, 1, 0)
 
 
 def _write_records(path, worker):
