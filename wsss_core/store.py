@@ -251,9 +251,10 @@ class Workspace:
         for split in splits:
             if split not in known:
                 raise WorkspaceError(f"no split {split!r} in this workspace (splits: {', '.join(known) or 'none'})")
-        unrecorded = [s for s in self.unrecorded_splits() if s in splits]
-        if unrecorded:
-            runs = " and ".join(f"`wsss ingest --split {s}`" for s in unrecorded)
+        everywhere = self.unrecorded_splits()
+        unrecorded = [s for s in everywhere if s in splits]
+        if unrecorded:  # name every re-run needed, not only this request's
+            runs = " and ".join(f"`wsss ingest --split {s}`" for s in everywhere)
             raise WorkspaceError(
                 f"{self.path}: which images are in split(s) {', '.join(unrecorded)} is not recorded "
                 f"(workspace made before per-image splits, or an interrupted ingest); re-run {runs} on this "
