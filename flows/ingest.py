@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow
@@ -11,7 +12,27 @@ from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.data.readers import open_reader
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.errors import DatasetError
+from wsss_core.store import INGEST_STAGE, Workspace, check_split_name
+
+
+def split_names(split: str | Sequence[str]) -> list[str]:
+    """The requested split names, checked, repeats dropped (a bare string is one split)."""
+    names = [split] if isinstance(split, str) else list(split)
+    if not names:
+        raise DatasetError("no split given")
+    return list(dict.fromkeys(check_split_name(name) for name in names))
+
+
+def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]]) -> None:
+    """Each split gains its listed ids that are ingested under key, now or in an earlier run.
+
+    Skipped (already ingested) ids are recorded too, so re-running a split records
+    it; ids that failed are not members until a later run ingests them.
+    """
+    done = ws.done_ids(INGEST_STAGE, key)
+    for name, ids in split_lists.items():
+        ws.add_to_split(name, [i for i in ids if i in done])
 
 
 @flow(name="ingest")
@@ -19,21 +40,34 @@ def ingest_flow(
     root: str,
     workspace: str,
     format: str = "voc",
-    split: str = "train",
+    split: str | list[str] = "train",
     scribbles_dir: str | None = None,
     image_dir: str | None = None,
     options: ReadOptions = ReadOptions(),
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> StageSummary:
-    """Ingest every image of a split; images already ingested are skipped."""
-    reader = open_reader(
-        Path(root), format=format, split=split, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
-    )
-    image_ids = reader.image_ids()  # DatasetError for a missing or empty split list
+    """Ingest every image of one or more splits; images already ingested are skipped.
+
+    An image listed by several splits is ingested once. Each split's membership is
+    recorded for its ingested images, even when the run stops early.
+    """
+    names = split_names(split)
+    if format == "coco" and len(names) > 1:
+        raise DatasetError("a COCO instances file is one split (named after the file); ingest each file in its own run")
+    readers = [
+        open_reader(
+            Path(root), format=format, split=name, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
+        )
+        for name in names
+    ]
+    # Split name -> its ids; a COCO reader's split is its file's stem, whatever was asked.
+    split_lists = {check_split_name(r.describe()["split"]): r.image_ids() for r in readers}  # DatasetError: no list
+    image_ids = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
     ws = Workspace(workspace)
-    description = reader.describe()
-    ws.bind_dataset(description)  # WorkspaceError when the workspace holds another dataset
+    for reader in readers:
+        ws.bind_dataset(reader.describe())  # WorkspaceError when the workspace holds another dataset
+    description = readers[0].describe()
     # The split is not part of the key: adding a second split keeps the first.
     config = {
         "dataset": {k: v for k, v in description.items() if k != "split"},
@@ -42,6 +76,10 @@ def ingest_flow(
     }
     key = config_hash(config)
     ws.begin_stage(INGEST_STAGE, key, config)
-    return run_stage_batches(
-        ingest_batch, ws, INGEST_STAGE, key, image_ids, batch_size=batch_size, progress=progress, reader=reader
-    )
+    try:
+        # One reader loads every id: a VOC reader's load() does not depend on its split.
+        return run_stage_batches(
+            ingest_batch, ws, INGEST_STAGE, key, image_ids, batch_size=batch_size, progress=progress, reader=readers[0]
+        )
+    finally:
+        record_split_members(ws, key, split_lists)
