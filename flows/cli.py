@@ -180,15 +180,12 @@ def ingest(
 ) -> None:
     """Read a dataset into a workspace. Images already ingested are skipped."""
     started = time.perf_counter()
-    summaries = [
-        call_flow(
-            "flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), format=format, split=name,
-            scribbles_dir=str(scribbles) if scribbles else None, image_dir=str(image_dir) if image_dir else None,
-            options={"max_side": max_side}, execution=execution,
-        )
-        for name in split
-    ]
-    finish(summaries, started)
+    summary = call_flow(
+        "flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), format=format, split=list(split),
+        scribbles_dir=str(scribbles) if scribbles else None, image_dir=str(image_dir) if image_dir else None,
+        options={"max_side": max_side}, execution=execution,
+    )
+    finish([summary], started)
 
 
 @app.command()

@@ -1,7 +1,8 @@
-"""Flow: read a dataset into a workspace."""
+"""Flow: read a dataset into a workspace, recording which split(s) each image belongs to."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow
@@ -11,26 +12,55 @@ from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.data.readers import open_reader
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.errors import DatasetError
+from wsss_core.store import INGEST_STAGE, Workspace, check_split_name
+
+
+def split_names(split: str | Sequence[str]) -> list[str]:
+    """The requested split names, checked, repeats dropped (a bare string is one split)."""
+    names = [split] if isinstance(split, str) else list(split)
+    if not names:
+        raise DatasetError("no split given")
+    return list(dict.fromkeys(check_split_name(name) for name in names))
+
+
+def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]]) -> None:
+    """Each split gains its listed ids that are ingested under key, now or in an earlier run.
+
+    Skipped (already ingested) ids are recorded too, so re-running a split records
+    it; ids that failed are not members until a later run ingests them.
+    """
+    done = ws.done_ids(INGEST_STAGE, key)
+    for name, ids in split_lists.items():
+        ws.add_to_split(name, [i for i in ids if i in done])
 
 
 def run_ingest(
     root: str,
     workspace: str,
     format: str,
-    split: str,
+    split: str | list[str],
     scribbles_dir: str | None,
     image_dir: str | None,
     options: ReadOptions,
     execution: Execution,
 ) -> StageSummary:
-    reader = open_reader(
-        Path(root), format=format, split=split, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
-    )
-    image_ids = reader.image_ids()  # DatasetError for a missing or empty split list
+    names = split_names(split)
+    if format == "coco" and len(names) > 1:
+        raise DatasetError("a COCO instances file is one split (named after the file); ingest each file in its own run")
+    readers = [
+        open_reader(
+            Path(root), format=format, split=name, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
+        )
+        for name in names
+    ]
+    # Split name -> its ids; a COCO reader's split is its file's stem, whatever was asked.
+    split_lists = {check_split_name(r.describe()["split"]): r.image_ids() for r in readers}  # DatasetError: no list
+    image_ids = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
     ws = Workspace(workspace)
-    description = reader.describe()
-    ws.bind_dataset(description)  # WorkspaceError when the workspace holds another dataset
+    for reader in readers:
+        ws.bind_dataset(reader.describe())  # WorkspaceError when the workspace holds another dataset
+    description = readers[0].describe()
     # The split is not part of the key: adding a second split keeps the first.
     config = {
         "dataset": {k: v for k, v in description.items() if k != "split"},
@@ -39,10 +69,14 @@ def run_ingest(
     }
     key = config_hash(config)
     ws.begin_stage(INGEST_STAGE, key, config)
-    with engine_session(execution) as runner:
-        return run_stage_batches(
-            runner, ingest_batch, ws, INGEST_STAGE, key, image_ids, {"reader": reader}, execution
-        )
+    try:
+        # One reader loads every id: a VOC reader's load() does not depend on its split.
+        with engine_session(execution) as runner:
+            return run_stage_batches(
+                runner, ingest_batch, ws, INGEST_STAGE, key, image_ids, {"reader": readers[0]}, execution
+            )
+    finally:
+        record_split_members(ws, key, split_lists)
 
 
 @flow(name="ingest")
@@ -50,11 +84,15 @@ def ingest_flow(
     root: str,
     workspace: str,
     format: str = "voc",
-    split: str = "train",
+    split: str | list[str] = "train",
     scribbles_dir: str | None = None,
     image_dir: str | None = None,
     options: ReadOptions = ReadOptions(),
     execution: Execution = Execution(),
 ) -> StageSummary:
-    """Ingest every image of a split; images already ingested are skipped."""
+    """Ingest every image of one or more splits; images already ingested are skipped.
+
+    An image listed by several splits is ingested once. Each split's membership is
+    recorded for its ingested images, even when the run stops early.
+    """
     return run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution)

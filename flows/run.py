@@ -48,11 +48,10 @@ def ingest_settings(workspace: str, config: RunConfig, execution: Execution) -> 
     settings = config.ingest
     return [
         ingest_flow(
-            root=settings.root, workspace=workspace, format=settings.format, split=split,
+            root=settings.root, workspace=workspace, format=settings.format, split=list(settings.splits),
             scribbles_dir=settings.scribbles_dir, image_dir=settings.image_dir,
             options=ReadOptions(max_side=settings.max_side), execution=execution,
         )
-        for split in settings.splits
     ]
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wsss_core.errors import WorkspaceError
-from wsss_core.store import Workspace
+from wsss_core.store import Workspace, split_counts
 
 
 def print_status(workspace: Path, all_failures: bool = False) -> None:
@@ -19,14 +19,20 @@ def print_status(workspace: Path, all_failures: bool = False) -> None:
     dataset = ws.dataset
     console.print(
         f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
-        f"splits {', '.join(dataset.get('splits', [])) or '-'}), {len(ws.image_ids())} images"
+        f"splits {', '.join(ws.splits()) or '-'}), {len(ws.image_ids())} images"
     )
     table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
     for stage in ws.stages():
         st = ws.status(stage)
         note = "stale: an input stage has since changed config" if st.stale else ""
         table.add_row(stage, st.key or "-", str(st.done), str(st.failed), str(st.pending), str(len(ws.warnings(stage))), note)
+        for split, counts in split_counts(ws, stage).items():
+            table.add_row(f"  {split}", "", str(counts.done), str(counts.failed), str(counts.pending), "", "")
     console.print(table)
+    missing = ws.unrecorded_splits()
+    if missing:
+        commands = " and ".join(f"`wsss ingest --split {s}`" for s in missing)
+        console.print(f"[yellow]splits {', '.join(missing)}: their images are not recorded; re-run {commands}[/yellow]")
     limit = None if all_failures else 20
     for stage in ws.stages():
         failures = ws.failures(stage)

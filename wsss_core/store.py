@@ -8,10 +8,12 @@ Layout of a workspace directory::
     markers/<stage>/<key>/<id>  completion markers, written after the image's arrays
     records/failures/<stage>/<id>.json   one failure record per (stage, image)
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
+    splits/<split>.json         the ids of one split (e.g. train, val) that were ingested
 
 Markers and records are small files written atomically (temp file + rename), one per
 image, so any number of processes may write them at once; each process also owns the
-whole arrays it writes. Zarr attributes are written only by the single flow process.
+whole arrays it writes. Zarr attributes and split records are written only by the
+single flow process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,13 @@ import zarr
 from wsss_core.errors import BadInputError, WorkspaceError
 
 STORE_NAME = "store.zarr"
+SPLITS_DIR = "splits"
 INGEST_STAGE = "ingest"
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
 AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
 
 
@@ -46,6 +50,15 @@ def check_image_id(image_id: str) -> str:
     if not _IMAGE_ID.match(image_id) or image_id in {".", ".."}:
         raise BadInputError(image_id, "invalid image id (allowed: letters, digits, '.', '_', '-')")
     return image_id
+
+
+def check_split_name(split: str) -> str:
+    """Split names become file names (splits/<split>.json): letters, digits, '.', '_', '-' only."""
+    if not isinstance(split, str) or not _SPLIT_NAME.match(split):
+        raise WorkspaceError(
+            f"invalid split name {split!r} (allowed: letters, digits, '.', '_', '-'; first a letter or digit)"
+        )
+    return split
 
 
 def check_stage_name(stage: str) -> str:
@@ -149,10 +162,135 @@ class Workspace:
                     f"refusing to add {identity['name']!r} (root {identity['root']}): "
                     f"{', '.join(differing)} differ. Use a new --workspace."
                 )
+            if description.get("split") and description["split"] not in current.get("splits", []):
+                self._pin_legacy_split()  # a second split name would leave the first one's images unknown
             splits = sorted(set(current.get("splits", [])) | {description.get("split")} - {None})
         else:
             splits = [description["split"]] if description.get("split") else []
         self._update_attrs(dataset={**identity, "splits": splits})
+
+    # ------------------------------------------------------------------- splits
+    # Which images each split holds: one JSON file per split, splits/<split>.json =
+    # {"split": name, "ids": [sorted ids]}. Not the Zarr root attributes: those are
+    # parsed on every `attrs` read (stage_key, dataset, ...), and 100k ids there would
+    # slow all of them; a split file is read only when a split is asked for. Written
+    # whole and atomically (write_json_atomic), by the flow process only, as the
+    # attributes are: add_to_split is a read-modify-write.
+    #
+    # A record may hold ids that are no longer ingested (the ingest config changed);
+    # readers see only ingested ids. Workspaces made before these records have only
+    # the dataset-level list of split names: with exactly one name, every ingested
+    # image is in it; with several, membership is unknown until `wsss ingest --split`
+    # is re-run for each (cheap: ingested images are skipped, their split recorded).
+
+    def _split_file(self, split: str) -> Path:
+        return self.path / SPLITS_DIR / f"{check_split_name(split)}.json"
+
+    def _has_record(self, split: str) -> bool:
+        return bool(_SPLIT_NAME.match(split)) and self._split_file(split).is_file()
+
+    def _recorded_splits(self) -> list[str]:
+        folder = self.path / SPLITS_DIR
+        if not folder.is_dir():
+            return []
+        names = (p.name[:-5] for p in os.scandir(folder) if p.name.endswith(".json") and p.is_file())
+        return sorted(n for n in names if _SPLIT_NAME.match(n))  # not the temp files of a write
+
+    def _read_split(self, split: str) -> set[str] | None:
+        """The recorded ids of a split, None when it has no record."""
+        path = self._split_file(split)
+        try:
+            return set(json.loads(path.read_text())["ids"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WorkspaceError(f"{path}: unreadable split record ({error})") from None
+
+    def _write_split(self, split: str, image_ids: Iterable[str]) -> None:
+        write_json_atomic(self._split_file(split), {"split": split, "ids": sorted(image_ids)})
+
+    def _legacy_split(self) -> str | None:
+        """The one split of a workspace made before per-image splits: it holds every ingested image."""
+        names = self.dataset.get("splits", [])
+        if len(names) == 1 and not self._recorded_splits():
+            return names[0]
+        return None
+
+    def _pin_legacy_split(self) -> None:
+        """Write down the legacy split's images while they are still known to be all of them."""
+        legacy = self._legacy_split()
+        if legacy is not None and _SPLIT_NAME.match(legacy):
+            ingested = self.image_ids()
+            if ingested:
+                self._write_split(legacy, ingested)
+
+    def add_to_split(self, split: str, image_ids: Iterable[str]) -> None:
+        """Record image_ids as members of split, keeping its earlier members (idempotent).
+
+        Only the flow process calls this. An empty image_ids still records the split
+        (it is known to hold no ingested image).
+        """
+        check_split_name(split)
+        new = {check_image_id(i) for i in image_ids}
+        current = self._read_split(split)
+        if current is not None and new <= current:
+            return
+        self._write_split(split, (current or set()) | new)
+
+    def splits(self) -> list[str]:
+        """Every split name: those recorded at dataset level and those with a per-image record."""
+        return sorted(set(self.dataset.get("splits", [])) | set(self._recorded_splits()))
+
+    def unrecorded_splits(self) -> list[str]:
+        """Splits whose images are unknown: ingested before per-image splits, or an interrupted ingest."""
+        legacy = self._legacy_split()
+        return [s for s in self.splits() if s != legacy and not self._has_record(s)]
+
+    def _check_splits(self, splits: Sequence[str]) -> None:
+        known = self.splits()
+        for split in splits:
+            if split not in known:
+                raise WorkspaceError(f"no split {split!r} in this workspace (splits: {', '.join(known) or 'none'})")
+        everywhere = self.unrecorded_splits()
+        unrecorded = [s for s in everywhere if s in splits]
+        if unrecorded:  # name every re-run needed, not only this request's
+            runs = " and ".join(f"`wsss ingest --split {s}`" for s in everywhere)
+            raise WorkspaceError(
+                f"{self.path}: which images are in split(s) {', '.join(unrecorded)} is not recorded "
+                f"(workspace made before per-image splits, or an interrupted ingest); re-run {runs} on this "
+                "workspace: images already ingested are skipped and their splits recorded"
+            )
+
+    def _members(self, split: str) -> set[str]:
+        """A checked split's recorded ids (some maybe no longer ingested)."""
+        recorded = self._read_split(split) if _SPLIT_NAME.match(split) else None
+        if recorded is not None:
+            return recorded
+        return set(self.image_ids())  # the legacy split: _check_splits let only it through
+
+    def split_ids(self, split: str) -> list[str]:
+        """The ingested images of a split, sorted."""
+        self._check_splits([split])
+        return sorted(self._members(split) & set(self.image_ids()))
+
+    def image_splits(self, image_id: str) -> list[str]:
+        """The splits an ingested image belongs to ([] for an image not ingested)."""
+        key = self.stage_key(INGEST_STAGE)
+        if key is None or not self.is_done(INGEST_STAGE, image_id, key):
+            return []
+        self._check_splits(self.splits())
+        return [s for s in self.splits() if image_id in self._members(s)]
+
+    def select_ids(self, splits: Sequence[str] | None = None) -> list[str]:
+        """The images a stage works on: every ingested image (None or empty), else the named splits' ones."""
+        ingested = self.image_ids()
+        if not splits:
+            return ingested
+        if isinstance(splits, str):
+            splits = [splits]  # not its characters
+        self._check_splits(splits)
+        members = set().union(*(self._members(s) for s in dict.fromkeys(splits)))
+        return [i for i in ingested if i in members]
 
     # ------------------------------------------------------------------- stages
     def stage_meta(self, stage: str) -> dict[str, Any] | None:
@@ -310,15 +448,34 @@ class Workspace:
 
     # ------------------------------------------------------------------- status
     def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
-        """Counts for one stage over the given images (default: every ingested image)."""
-        if image_ids is None:
-            image_ids = self.image_ids()
+        """Counts for one stage over the given images.
+
+        Default: every ingested image; for the ingest stage itself, every image it
+        ingested or failed on (a failed id is no ingested image).
+        """
         key = self.stage_key(stage)
-        done = self.done_ids(stage, key) & set(image_ids) if stage != INGEST_STAGE else self.done_ids(stage, key)
-        failed = {r.image_id for r in self.failures(stage)} - done
-        total = len(set(image_ids) | done | failed) if stage == INGEST_STAGE else len(image_ids)
-        pending = max(0, total - len(done) - len(failed))
+        done_all = self.done_ids(stage, key)
+        failed_all = {r.image_id for r in self.failures(stage)} - done_all
+        if image_ids is not None:
+            ids = set(image_ids)
+        elif stage == INGEST_STAGE:
+            ids = done_all | failed_all
+        else:
+            ids = set(self.image_ids())
+        done, failed = done_all & ids, failed_all & ids
+        pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
+
+
+def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
+    """A stage's counts per split, for `wsss status`: one row per split beside the whole-workspace one.
+
+    Splits whose images are not recorded are left out (ws.unrecorded_splits() names
+    them). For the ingest stage a split's images are its ingested ones, so its
+    failed and pending are 0: ingest failures belong to no split yet.
+    """
+    skip = set(ws.unrecorded_splits())
+    return {split: ws.status(stage, ws.split_ids(split)) for split in ws.splits() if split not in skip}
 
 
 def _safe_name(image_id: str) -> str:

@@ -23,13 +23,74 @@ def test_ingest_writes_every_array_and_is_idempotent(synthetic_root, tmp_path):
     assert np.array_equal(ws.read_array("boxes", ids[0]), sample.boxes_array())
     assert ws.read_array("tags", ids[0]).tolist() == sample.tags
 
+    assert ws.splits() == ["train"] and ws.split_ids("train") == sorted(ids)
+    record = (workspace / "splits/train.json").read_text()
+
     again = ingest_flow(root=str(synthetic_root), workspace=str(workspace), batch_size=4, progress=False)
     assert again.done == 0 and again.skipped == len(ids)
+    assert (workspace / "splits/train.json").read_text() == record
 
-    # a second split of the same dataset joins the workspace
+    # a second split of the same dataset joins the workspace; the first keeps its images
     val = ingest_flow(root=str(synthetic_root), workspace=str(workspace), split="val", progress=False)
+    val_ids = open_reader(synthetic_root, format="voc", split="val").image_ids()
     assert val.ok and len(ws.image_ids()) == len(ids) + val.done
-    assert ws.dataset["splits"] == ["train", "val"]
+    assert ws.dataset["splits"] == ws.splits() == ["train", "val"]
+    assert ws.select_ids(["train"]) == sorted(ids)
+    assert ws.select_ids(["val"]) == sorted(val_ids)
+    assert ws.select_ids(["train", "val"]) == ws.select_ids(None) == ws.image_ids()
+
+
+def test_several_splits_in_one_run_ingest_each_image_once(synthetic_root, tmp_path):
+    lists = {s: open_reader(synthetic_root, format="voc", split=s).image_ids() for s in ("train", "val", "trainval")}
+    summary = ingest_flow(
+        root=str(synthetic_root), workspace=str(tmp_path / "ws"), split=["train", "val", "trainval"], progress=False
+    )
+    assert summary.ok and summary.total == summary.done == len(lists["trainval"])  # train + val = trainval
+    ws = Workspace(tmp_path / "ws")
+    assert ws.splits() == ["train", "trainval", "val"]
+    assert {s: ws.split_ids(s) for s in lists} == {s: sorted(ids) for s, ids in lists.items()}
+    assert ws.image_splits(lists["val"][0]) == ["trainval", "val"]
+    assert ws.select_ids(["val"]) == sorted(lists["val"])
+    with pytest.raises(WorkspaceError, match=r"no split 'test' in this workspace \(splits: train, trainval, val\)"):
+        ws.select_ids(["test"])
+
+
+def test_bad_split_names_are_refused_before_anything_is_written(synthetic_root, tmp_path):
+    workspace = tmp_path / "ws"
+    with pytest.raises(WorkspaceError, match="invalid split name '../val'"):
+        ingest_flow(root=str(synthetic_root), workspace=str(workspace), split=["train", "../val"], progress=False)
+    with pytest.raises(DatasetError, match="COCO instances file is one split"):
+        ingest_flow(root=str(tmp_path / "x.json"), workspace=str(workspace), format="coco", split=["a", "b"])
+    assert not workspace.exists()
+
+
+def test_old_workspaces_get_their_splits_by_re_ingesting(synthetic_root, tmp_path):
+    import shutil
+
+    train = sorted(open_reader(synthetic_root, format="voc", split="train").image_ids())
+    val = sorted(open_reader(synthetic_root, format="voc", split="val").image_ids())
+
+    # one split: every ingested image is in it, and adding a second split keeps that
+    one = tmp_path / "one"
+    ingest_flow(root=str(synthetic_root), workspace=str(one), progress=False)
+    shutil.rmtree(one / "splits")  # as made before per-image splits
+    ws = Workspace(one)
+    assert ws.select_ids(["train"]) == train
+    ingest_flow(root=str(synthetic_root), workspace=str(one), split="val", progress=False)
+    assert ws.select_ids(["train"]) == train and ws.select_ids(["val"]) == val
+
+    # two splits: unknown until each is re-ingested; the images themselves are skipped
+    two = tmp_path / "two"
+    ingest_flow(root=str(synthetic_root), workspace=str(two), split=["train", "val"], progress=False)
+    shutil.rmtree(two / "splits")
+    ws = Workspace(two)
+    with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split train` and `wsss ingest --split val`"):
+        ws.select_ids(["train"])
+    again = ingest_flow(root=str(synthetic_root), workspace=str(two), split="train", progress=False)
+    assert again.done == 0 and again.skipped == len(train)
+    assert ws.select_ids(["train"]) == train
+    with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split val` on this workspace"):
+        ws.select_ids(["train", "val"])
 
 
 def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, tmp_path):
@@ -49,6 +110,12 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     records = {r.image_id: r for r in ws.failures(INGEST_STAGE)}
     assert f"{ids[0]}.jpg" in records[ids[0]].message
     assert "missing_image" in records["missing_image"].message
+    # a failed image is no member of its split until a later run ingests it
+    assert ws.split_ids("train") == sorted(ids[1:])
+    shutil.copy(synthetic_root / "JPEGImages" / f"{ids[0]}.jpg", jpeg)
+    again = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), batch_size=3, progress=False)
+    assert again.done == 1 and set(again.failed) == {"../../etc/passwd", "missing_image"}
+    assert ws.split_ids("train") == sorted(ids)
 
 
 def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError, WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, split_counts
 
 DATASET = {"name": "voc:toy", "format": "voc", "root": "/data/toy", "classes": ["background", "cat"], "split": "train"}
 
@@ -66,6 +66,11 @@ def test_status_counts(tmp_path):
     ingest = ws.status(INGEST_STAGE)
     assert (ingest.done, ingest.failed, ingest.pending) == (4, 1, 0)
     assert ws.image_ids() == ["a", "b", "c", "d"]
+    # over given images, failures of other images do not count
+    st = ws.status("superpixels", ["a", "c"])
+    assert (st.done, st.failed, st.pending) == (1, 0, 1)
+    ingest = ws.status(INGEST_STAGE, ["a", "e"])
+    assert (ingest.done, ingest.failed, ingest.pending) == (1, 0, 1)
     # the record keeps the raw id even though its file name is sanitised
     assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["../evil"]
 
@@ -92,6 +97,94 @@ def test_image_ids_are_checked():
     for bad in ["../x", "a/b", "", ".hidden", "a b"]:
         with pytest.raises(BadInputError, match="invalid image id"):
             check_image_id(bad)
+
+
+def ingested_workspace(tmp_path, ids=("a", "b", "c", "d")) -> Workspace:
+    ws = make_workspace(tmp_path)
+    for image_id in ids:
+        ws.mark_done(INGEST_STAGE, image_id, "k0")
+    return ws
+
+
+def test_splits_record_members_and_select_ids(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.add_to_split("train", ["a", "b"])
+    ws.add_to_split("val", ["c", "e"])  # e is not ingested: recorded, never selected
+    ws.add_to_split("train", ["b", "c"])  # union with what is there
+    ws.add_to_split("train", ["a"])  # nothing new: idempotent
+    assert ws.splits() == ["train", "val"]
+    assert ws.split_ids("train") == ["a", "b", "c"]
+    assert ws.split_ids("val") == ["c"]
+    assert ws.image_splits("c") == ["train", "val"]
+    assert ws.image_splits("d") == [] and ws.image_splits("e") == []
+    assert ws.select_ids(["val"]) == ["c"]
+    assert ws.select_ids(["val", "train"]) == ["a", "b", "c"]
+    assert ws.select_ids(None) == ws.select_ids([]) == ["a", "b", "c", "d"]
+    with pytest.raises(WorkspaceError, match=r"^no split 'test' in this workspace \(splits: train, val\)$"):
+        ws.select_ids(["train", "test"])
+    assert json.loads((ws.path / "splits/train.json").read_text())["ids"] == ["a", "b", "c"]
+
+
+def test_bad_split_name_is_refused_in_one_line(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    for bad in ["../x", "a/b", "", ".hidden", "a b", "train\nval", "x" * 101]:
+        with pytest.raises(WorkspaceError, match="invalid split name") as raised:
+            ws.add_to_split(bad, ["a"])
+        assert "\n" not in str(raised.value)
+    assert not (ws.path / "splits").exists()
+    ws.add_to_split("train-2012.v1_aug", ["a"])
+    assert ws.splits() == ["train", "train-2012.v1_aug"]
+
+
+def old_style_workspace(tmp_path, splits: list[str]) -> Workspace:
+    """A workspace as made before per-image splits: split names at dataset level only."""
+    ws = ingested_workspace(tmp_path)
+    ws._update_attrs(dataset={**{k: v for k, v in DATASET.items() if k != "split"}, "splits": splits})
+    return ws
+
+
+def test_old_workspace_with_one_split_holds_every_image(tmp_path):
+    ws = old_style_workspace(tmp_path, ["train"])
+    assert ws.unrecorded_splits() == []
+    assert ws.select_ids(["train"]) == ws.split_ids("train") == ["a", "b", "c", "d"]
+    assert ws.image_splits("a") == ["train"]
+    # adding a second split first writes the first one's images down
+    ws.bind_dataset({**DATASET, "split": "val"})
+    ws.mark_done(INGEST_STAGE, "v", "k0")
+    ws.add_to_split("val", ["v"])
+    assert ws.select_ids(["train"]) == ["a", "b", "c", "d"]
+    assert ws.select_ids(["val"]) == ["v"]
+
+
+def test_old_workspace_with_several_splits_asks_for_a_re_ingest(tmp_path):
+    ws = old_style_workspace(tmp_path, ["train", "val"])
+    assert ws.unrecorded_splits() == ["train", "val"]
+    assert ws.select_ids(None) == ["a", "b", "c", "d"]
+    with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split train` and `wsss ingest --split val`"):
+        ws.select_ids(["val", "train"])
+    with pytest.raises(WorkspaceError, match=r"split\(s\) train, val is not recorded"):
+        ws.image_splits("a")
+    assert split_counts(ws, INGEST_STAGE) == {}  # unrecorded splits are left out
+    ws.add_to_split("train", ["a", "b"])
+    assert ws.select_ids(["train"]) == ["a", "b"]
+    with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split val`"):
+        ws.select_ids(["train", "val"])
+
+
+def test_split_counts(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.add_to_split("train", ["a", "b", "c"])
+    ws.add_to_split("val", ["d"])
+    ws.record_failure(INGEST_STAGE, "x", "BadInputError", "truncated", "k0")
+    ws.begin_stage("superpixels", "k1", {})
+    ws.mark_done("superpixels", "a", "k1")
+    ws.record_failure("superpixels", "b", "ValueError", "boom", "k1")
+    counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, "superpixels").items()}
+    assert counts == {"train": (1, 1, 1), "val": (0, 0, 1)}
+    counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, INGEST_STAGE).items()}
+    assert counts == {"train": (3, 0, 0), "val": (1, 0, 0)}
+    whole = ws.status(INGEST_STAGE)
+    assert (whole.done, whole.failed, whole.pending) == (4, 1, 0)
 
 
 def _write_records(path, worker):
