@@ -76,7 +76,7 @@ EXECUTION_DEFAULTS = {"engine": "threads", "workers": None, "dask_address": None
 def with_execution(command: Callable[..., None]) -> Callable[..., None]:
     """Add the execution options (engine, workers, dask address, batch size, progress) to a
     command; it receives them as one `execution` dict (the flows' Execution)."""
-    signature = inspect.signature(command)
+    signature = inspect.signature(command, eval_str=True)
     extra = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=EXECUTION_DEFAULTS[name], annotation=Annotated[kind, option])
         for name, (kind, option) in EXECUTION_OPTIONS.items()

@@ -95,6 +95,7 @@ class PipelineRun:
     summaries: list[StageSummary] = field(default_factory=list)
     mask_stages: list[str] = field(default_factory=list)
     evaluation: dict[str, dict] | None = None
+    trainings: dict[str, DatasetReport] = field(default_factory=dict)  # what each dataset-level stage did
     notes: dict[str, Any] = field(default_factory=dict)  # preset chosen, weights used, ...
 
     @property
@@ -118,7 +119,7 @@ def run_pipeline(
     run = run or PipelineRun(pipeline.name)
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
-            run.summaries.append(run_stage(ws, pipeline, stage, image_ids, runner, execution))
+            run.summaries.append(run_stage(ws, pipeline, stage, image_ids, runner, execution, run))
             if stage.masks:
                 run.mask_stages.append(stage.name)
             following = pipeline.stages[index + 1] if index + 1 < len(pipeline.stages) else None
@@ -128,18 +129,24 @@ def run_pipeline(
 
 
 def run_stage(
-    ws: Workspace, pipeline: Pipeline, stage: Stage, image_ids: list[str], runner: TaskRunner, execution: Execution
+    ws: Workspace,
+    pipeline: Pipeline,
+    stage: Stage,
+    image_ids: list[str],
+    runner: TaskRunner,
+    execution: Execution,
+    run: PipelineRun,
 ) -> StageSummary:
     ids = eligible_ids(ws, pipeline.gates(stage), image_ids)
     if stage.dataset_level:
-        return run_dataset_stage(ws, stage, ids, runner)
+        return run_dataset_stage(ws, stage, ids, runner, run)
     key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads)
     return run_stage_batches(
         runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
     )
 
 
-def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskRunner) -> StageSummary:
+def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskRunner, run: PipelineRun) -> StageSummary:
     """One task over every eligible image; skipped when all of them are done under the key.
 
     The images it learned from are marked done here, after the task returned: a crash
@@ -158,6 +165,7 @@ def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskR
     report = runner.submit(stage.task, parameters).result()
     if not isinstance(report, DatasetReport):
         raise TypeError(f"{stage.name}: task returned {type(report).__name__}, not a DatasetReport")
+    run.trainings[stage.name] = report
     for image_id in report.images:
         ws.mark_done(stage.name, image_id, key)
         ws.clear_failure(stage.name, image_id)

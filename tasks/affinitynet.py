@@ -238,7 +238,7 @@ def train_cam_task(
         with torch_threads(threads, target):
             train_cam_classifier(
                 items, foreground_classes(workspace), config,
-                device=target, checkpoint_path=report.checkpoint, on_epoch_end=on_epoch_end,
+                device=target, checkpoint_path=report.artifact, on_epoch_end=on_epoch_end,
             )
 
     return run_training(workspace, report, key, params, log_to_mlflow, train)
@@ -354,7 +354,7 @@ def train_affinitynet_task(
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         with torch_threads(threads, target):
             train_affinitynet(
-                items, config, device=target, checkpoint_path=report.checkpoint,
+                items, config, device=target, checkpoint_path=report.artifact,
                 on_epoch_end=on_epoch_end, init_from=init_from,
             )
 

@@ -9,8 +9,7 @@ classifier where the caller offers one (GraphNet's features), else to random ini
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,11 @@ class WeightsChoice:
     fallback: bool = False
 
     def record(self) -> dict[str, Any]:
-        """The readable record logged with runs: requested, used, note, fallback."""
-        return {k: v for k, v in asdict(self).items() if k not in {"network", "requested_backbone"}}
+        """The readable record logged with runs: backbone, requested, used, note, fallback."""
+        return {
+            "backbone": self.backbone, "requested": self.requested, "used": self.weights, "note": self.note,
+            "fallback": self.fallback,
+        }
 
 
 def resolve_pretrained(
@@ -81,8 +83,7 @@ def resolve_pretrained(
             f"the {network} network starts from RANDOM INIT"
         )
         choice = WeightsChoice(network, backbone, "none", backbone, requested, note, fallback=True)
-    logger.warning(note)
-    warnings.warn(note, RuntimeWarning, stacklevel=2)
+    logger.warning(note)  # the flow also says it on the console, once
     return choice
 
 

@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 import tasks.affinitynet as t
-from flows.affinitynet import affinitynet_flow, resolve_path_weights
+from flows.affinitynet import affinitynet_flow
+from flows.common import Execution
 from flows.cli import app
 from flows.ingest import ingest_flow
 from wsss_core.psa.affinity import AffinityConfig
@@ -18,7 +19,8 @@ from wsss_core.backbones import WeightsRecord
 from wsss_core.cam import CamTrainConfig
 from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
-from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig
+from wsss_core.config import config_to_dict
+from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, resolve_weights
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
@@ -48,7 +50,7 @@ def summaries(run) -> dict:
 def workspace(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = tmp_path / "ws"
-    ingest_flow(root=str(synthetic_root), workspace=str(path), progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(path), execution=Execution(progress=False))
     return path
 
 
@@ -60,8 +62,10 @@ def one_torch_thread():
 
 
 def run_flow(workspace, config, **kwargs):
+    """The flow with the tiny config given as overrides by name, as a deployment would pass them."""
     return affinitynet_flow(
-        workspace=str(workspace), config=config, device="cpu", batch_size=4, progress=False, train_threads=1, **kwargs
+        workspace=str(workspace), preset="small", overrides=config_to_dict(config), device="cpu", train_threads=1,
+        execution=Execution(batch_size=4, progress=False), **kwargs,
     )
 
 
@@ -113,7 +117,7 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
     runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
     cam_run = runs["train-cam"]
     assert cam_run.data.params["config.backbone"] == "resnet18"
-    assert cam_run.data.params["weights.cam.used"] == "none"
+    assert cam_run.data.params["weights.used"] == "none"
     assert cam_run.data.params["n_images"] == str(len(good))
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "loss")] == [1]
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "mAP")] == [1]
@@ -170,8 +174,8 @@ def test_training_resumes_from_its_checkpoint_after_a_crash(workspace, monkeypat
 
 def test_weights_that_cannot_be_loaded_fall_back_loudly_and_are_recorded(monkeypatch):
     failed = WeightsRecord("DEFAULT", "none", "could not load torchvision weights (offline)")
-    monkeypatch.setattr("flows.affinitynet.resolve_weights", lambda backbone, weights: (None, failed))
-    config, record = resolve_path_weights(AffinityNetPathConfig.paper())
+    monkeypatch.setattr("wsss_core.backbones.resolve_weights", lambda backbone, weights: (None, failed))
+    config, record = resolve_weights(AffinityNetPathConfig.paper())
     assert config.cam_train.weights == "none" and config.affinity_train.weights == "none"
     assert record["cam"]["fallback"] and record["cam"]["requested"] == "DEFAULT"
     assert "offline" in record["affinitynet"]["note"]

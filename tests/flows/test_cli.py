@@ -15,7 +15,8 @@ from flows.cli import app
 from wsss_core.data.image_io import save_palette_png
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.store import Workspace
-from wsss_core.superpixels import SuperpixelConfig, compute_superpixels
+from wsss_core.graphnet.config import resolve_config
+from wsss_core.superpixels import compute_superpixels
 
 runner = CliRunner()
 
@@ -133,5 +134,5 @@ def test_killed_superpixels_run_resumes_without_redoing_finished_images(tmp_path
     for image_id, mtime in marker_times.items():  # finished images were not redone
         assert (ws.path / "markers/superpixels" / key / f"{image_id}.json").stat().st_mtime_ns == mtime
     for image_id in ws.image_ids():  # and every stored array is whole
-        expected = compute_superpixels(ws.read_array("images", image_id), SuperpixelConfig())
+        expected = compute_superpixels(ws.read_array("images", image_id), resolve_config("auto").config.superpixels)
         assert np.array_equal(ws.read_array("superpixels", image_id), expected), image_id

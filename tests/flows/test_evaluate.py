@@ -4,6 +4,7 @@ import mlflow
 import numpy as np
 
 from flows.evaluate import evaluate_flow
+from flows.common import Execution
 from flows.ingest import ingest_flow
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
@@ -12,7 +13,7 @@ from wsss_core.tracking import tracking_uri
 def test_scores_a_stage_against_gt_and_logs_to_mlflow(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     workspace = tmp_path / "ws"
-    ingest_flow(root=str(synthetic_root), workspace=str(workspace), progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=Execution(progress=False))
     ws = Workspace(workspace)
     ids = ws.image_ids()
     # two hand-made mask stages: a perfect copy of the GT and an all-background guess

@@ -1,22 +1,20 @@
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
+from flows.common import Execution
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.data.sample import IGNORE_INDEX
-from wsss_core.graphnet.config import GraphNetConfig
 from wsss_core.store import Workspace
 
-SMALL = GraphNetConfig.offline()
-SMALL = replace(SMALL, gcn=replace(SMALL.gcn, pretrain_epochs=40))
+QUIET = Execution(progress=False)
+SMALL = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}})
 
 
 @pytest.fixture()
 def workspace(synthetic_root, tmp_path):
     path = str(tmp_path / "ws")
-    ingest_flow(root=str(synthetic_root), workspace=path, progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=path, execution=QUIET)
     return path
 
 
@@ -27,7 +25,7 @@ def stage_lines(run):
 def test_scribbles_end_to_end_masks_evaluation_and_skip_on_repeat(workspace):
     ws = Workspace(workspace)
     ids = ws.image_ids()
-    run = graphnet_flow(workspace=workspace, config=SMALL, crf=True, progress=False, log_to_mlflow=False)
+    run = graphnet_flow(workspace=workspace, **SMALL, crf=True, execution=QUIET, log_to_mlflow=False)
     assert run.ok
     assert run.mask_stages == ["pseudo/gcn-scribbles", "pseudo/gcn-scribbles-crf", "pseudo/nearest-scribbles"]
     for stage in run.mask_stages:
@@ -42,23 +40,23 @@ def test_scribbles_end_to_end_masks_evaluation_and_skip_on_repeat(workspace):
     assert scores["pseudo/gcn-scribbles"] > 0.6
     assert (ws.path / "models" / "gcn").is_dir()
 
-    again = graphnet_flow(workspace=workspace, config=SMALL, crf=True, progress=False, evaluate=False)
+    again = graphnet_flow(workspace=workspace, **SMALL, crf=True, execution=QUIET, evaluate=False)
     assert all(summary.done == 0 for summary in again.summaries)
 
 
 def test_changing_the_gcn_recomputes_gcn_and_masks_only(workspace):
-    graphnet_flow(workspace=workspace, config=SMALL, progress=False, evaluate=False)
-    changed = replace(SMALL, gcn=replace(SMALL.gcn, hidden=16))
-    run = stage_lines(graphnet_flow(workspace=workspace, config=changed, progress=False, evaluate=False))
+    graphnet_flow(workspace=workspace, **SMALL, execution=QUIET, evaluate=False)
+    changed = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40, "hidden": 16}})
+    run = stage_lines(graphnet_flow(workspace=workspace, **changed, execution=QUIET, evaluate=False))
     assert run["graphs"].done == 0 and run["seeds/scribbles"].done == 0
     assert run["nodes/gcn-scribbles"].done == run["nodes/gcn-scribbles"].total > 0
     assert run["pseudo/gcn-scribbles"].done == run["pseudo/gcn-scribbles"].total
-    assert Workspace(workspace).stage_meta("nodes/gcn-scribbles")["config"]["gcn"]["hidden"] == 16
+    assert Workspace(workspace).stage_meta("nodes/gcn-scribbles")["config"]["config"]["hidden"] == 16
 
 
 def test_boxes_give_only_box_classes_and_label_propagation_runs_on_the_same_graph(workspace):
     ws = Workspace(workspace)
-    boxes = graphnet_flow(workspace=workspace, supervision="boxes", config=SMALL, progress=False, log_to_mlflow=False)
+    boxes = graphnet_flow(workspace=workspace, supervision="boxes", **SMALL, execution=QUIET, log_to_mlflow=False)
     assert boxes.ok
     assert set(boxes.evaluation) == {"pseudo/box-rectangles", "pseudo/gcn-boxes"}
     assert boxes.evaluation["pseudo/gcn-boxes"]["miou"] > 0.5
@@ -68,7 +66,7 @@ def test_boxes_give_only_box_classes_and_label_propagation_runs_on_the_same_grap
         assert set(np.unique(mask).tolist()) <= allowed, image_id
 
     lp = graphnet_flow(
-        workspace=workspace, propagation="label-propagation", config=SMALL, progress=False, log_to_mlflow=False
+        workspace=workspace, propagation="label-propagation", **SMALL, execution=QUIET, log_to_mlflow=False
     )
     assert lp.ok and "pseudo/labelprop-scribbles" in lp.evaluation
     assert "pseudo/gcn-boxes" not in lp.evaluation  # only this supervision's masks are scored
@@ -78,7 +76,7 @@ def test_an_image_without_scribbles_fails_alone(workspace):
     ws = Workspace(workspace)
     broken = ws.image_ids()[0]
     ws.write_array("scribbles", broken, np.full(ws.array_shape("images", broken)[:2], IGNORE_INDEX, np.uint8))
-    run = stage_lines(graphnet_flow(workspace=workspace, config=SMALL, progress=False, evaluate=False))
+    run = stage_lines(graphnet_flow(workspace=workspace, **SMALL, execution=QUIET, evaluate=False))
     assert broken in run["seeds/scribbles"].failed
     assert "no node is seeded" in run["seeds/scribbles"].failed[broken]
     assert run["pseudo/gcn-scribbles"].done == len(ws.image_ids()) - 1
@@ -86,19 +84,17 @@ def test_an_image_without_scribbles_fails_alone(workspace):
 
 
 def test_paper_preset_runs_the_cnn_feature_stage_offline(workspace):
-    config = GraphNetConfig.paper()
-    config = replace(config, gcn=replace(config.gcn, epochs=20))
-    with pytest.warns(RuntimeWarning, match="RANDOM INIT"):
-        run = graphnet_flow(
-            workspace=workspace, backbone="resnet18", weights="DEFAULT", config=config, progress=False,
-            until="propagation",
-        )
+    run = graphnet_flow(
+        workspace=workspace, preset="paper", backbone="resnet18", weights="DEFAULT", overrides={"gcn.epochs": 20},
+        execution=QUIET, until="propagation",
+    )
     assert run.ok
     ws = Workspace(workspace)
     image_id = ws.image_ids()[0]
     height, width = ws.array_shape("images", image_id)[:2]
     features = ws.read_array("features", image_id)
     assert features.dtype == np.float16 and features.shape == (512, -(-height // 8), -(-width // 8))
-    assert ws.stage_meta("features")["config"]["fallback"] is True
+    assert ws.stage_meta("features")["config"]["source"]["fallback"] is True
+    assert run.notes["weights"]["features"]["fallback"] is True
     probabilities = ws.read_array("nodes/gcn-scribbles", image_id)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

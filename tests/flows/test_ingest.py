@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from flows.common import Execution
 from flows.ingest import ingest_flow
 from wsss_core.data.readers import open_reader
 from wsss_core.errors import DatasetError, WorkspaceError
@@ -9,7 +10,7 @@ from wsss_core.store import INGEST_STAGE, Workspace
 
 def test_ingest_writes_every_array_and_is_idempotent(synthetic_root, tmp_path):
     workspace = tmp_path / "ws"
-    summary = ingest_flow(root=str(synthetic_root), workspace=str(workspace), batch_size=4, progress=False)
+    summary = ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=Execution(batch_size=4, progress=False))
     reader = open_reader(synthetic_root, format="voc", split="train")
     ids = reader.image_ids()
     assert summary.ok and summary.done == len(ids) and summary.skipped == 0
@@ -26,12 +27,12 @@ def test_ingest_writes_every_array_and_is_idempotent(synthetic_root, tmp_path):
     assert ws.splits() == ["train"] and ws.split_ids("train") == sorted(ids)
     record = (workspace / "splits/train.json").read_text()
 
-    again = ingest_flow(root=str(synthetic_root), workspace=str(workspace), batch_size=4, progress=False)
+    again = ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=Execution(batch_size=4, progress=False))
     assert again.done == 0 and again.skipped == len(ids)
     assert (workspace / "splits/train.json").read_text() == record
 
     # a second split of the same dataset joins the workspace; the first keeps its images
-    val = ingest_flow(root=str(synthetic_root), workspace=str(workspace), split="val", progress=False)
+    val = ingest_flow(root=str(synthetic_root), workspace=str(workspace), split="val", execution=Execution(progress=False))
     val_ids = open_reader(synthetic_root, format="voc", split="val").image_ids()
     assert val.ok and len(ws.image_ids()) == len(ids) + val.done
     assert ws.dataset["splits"] == ws.splits() == ["train", "val"]
@@ -43,7 +44,7 @@ def test_ingest_writes_every_array_and_is_idempotent(synthetic_root, tmp_path):
 def test_several_splits_in_one_run_ingest_each_image_once(synthetic_root, tmp_path):
     lists = {s: open_reader(synthetic_root, format="voc", split=s).image_ids() for s in ("train", "val", "trainval")}
     summary = ingest_flow(
-        root=str(synthetic_root), workspace=str(tmp_path / "ws"), split=["train", "val", "trainval"], progress=False
+        root=str(synthetic_root), workspace=str(tmp_path / "ws"), split=["train", "val", "trainval"], execution=Execution(progress=False)
     )
     assert summary.ok and summary.total == summary.done == len(lists["trainval"])  # train + val = trainval
     ws = Workspace(tmp_path / "ws")
@@ -58,7 +59,7 @@ def test_several_splits_in_one_run_ingest_each_image_once(synthetic_root, tmp_pa
 def test_bad_split_names_are_refused_before_anything_is_written(synthetic_root, tmp_path):
     workspace = tmp_path / "ws"
     with pytest.raises(WorkspaceError, match="invalid split name '../val'"):
-        ingest_flow(root=str(synthetic_root), workspace=str(workspace), split=["train", "../val"], progress=False)
+        ingest_flow(root=str(synthetic_root), workspace=str(workspace), split=["train", "../val"], execution=Execution(progress=False))
     with pytest.raises(DatasetError, match="COCO instances file is one split"):
         ingest_flow(root=str(tmp_path / "x.json"), workspace=str(workspace), format="coco", split=["a", "b"])
     assert not workspace.exists()
@@ -72,21 +73,21 @@ def test_old_workspaces_get_their_splits_by_re_ingesting(synthetic_root, tmp_pat
 
     # one split: every ingested image is in it, and adding a second split keeps that
     one = tmp_path / "one"
-    ingest_flow(root=str(synthetic_root), workspace=str(one), progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(one), execution=Execution(progress=False))
     shutil.rmtree(one / "splits")  # as made before per-image splits
     ws = Workspace(one)
     assert ws.select_ids(["train"]) == train
-    ingest_flow(root=str(synthetic_root), workspace=str(one), split="val", progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(one), split="val", execution=Execution(progress=False))
     assert ws.select_ids(["train"]) == train and ws.select_ids(["val"]) == val
 
     # two splits: unknown until each is re-ingested; the images themselves are skipped
     two = tmp_path / "two"
-    ingest_flow(root=str(synthetic_root), workspace=str(two), split=["train", "val"], progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(two), split=["train", "val"], execution=Execution(progress=False))
     shutil.rmtree(two / "splits")
     ws = Workspace(two)
     with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split train` and `wsss ingest --split val`"):
         ws.select_ids(["train"])
-    again = ingest_flow(root=str(synthetic_root), workspace=str(two), split="train", progress=False)
+    again = ingest_flow(root=str(synthetic_root), workspace=str(two), split="train", execution=Execution(progress=False))
     assert again.done == 0 and again.skipped == len(train)
     assert ws.select_ids(["train"]) == train
     with pytest.raises(WorkspaceError, match="re-run `wsss ingest --split val` on this workspace"):
@@ -103,7 +104,7 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated
     with open(root / "ImageSets/Segmentation/train.txt", "a") as handle:
         handle.write("../../etc/passwd\nmissing_image\n")
-    summary = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), batch_size=3, progress=False)
+    summary = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False))
     assert set(summary.failed) == {ids[0], "../../etc/passwd", "missing_image"}
     assert summary.done == len(ids) - 1
     ws = Workspace(tmp_path / "ws")
@@ -113,7 +114,7 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     # a failed image is no member of its split until a later run ingests it
     assert ws.split_ids("train") == sorted(ids[1:])
     shutil.copy(synthetic_root / "JPEGImages" / f"{ids[0]}.jpg", jpeg)
-    again = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), batch_size=3, progress=False)
+    again = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False))
     assert again.done == 1 and set(again.failed) == {"../../etc/passwd", "missing_image"}
     assert ws.split_ids("train") == sorted(ids)
 
@@ -125,11 +126,11 @@ def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_pat
     shutil.copytree(synthetic_root, empty)
     (empty / "ImageSets/Segmentation/train.txt").write_text("")
     with pytest.raises(DatasetError, match="empty"):
-        ingest_flow(root=str(empty), workspace=str(tmp_path / "ws1"), progress=False)
+        ingest_flow(root=str(empty), workspace=str(tmp_path / "ws1"), execution=Execution(progress=False))
 
-    ingest_flow(root=str(synthetic_root), workspace=str(tmp_path / "ws2"), progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=str(tmp_path / "ws2"), execution=Execution(progress=False))
     other = tmp_path / "other"
     shutil.copytree(synthetic_root, other)
     (other / "classes.txt").write_text("background\nthing\n")
     with pytest.raises(WorkspaceError, match="made from dataset"):
-        ingest_flow(root=str(other), workspace=str(tmp_path / "ws2"), progress=False)
+        ingest_flow(root=str(other), workspace=str(tmp_path / "ws2"), execution=Execution(progress=False))

@@ -10,7 +10,6 @@ probabilities become a (CRF-refined) class mask.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -166,10 +165,8 @@ def resolve_config(
     if preset == AUTO:
         loads, note = pretrained_loads(BACKBONES.check(backbone), weights)
         preset, why = ("paper", f"auto: {note}") if loads else ("offline", f"auto: {note}")
-        if not loads:
-            message = f"{note}: using the offline preset (colour + texture node features, no CNN)"
-            logger.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if not loads:  # the flow says it on the console; this goes to the logs
+            logger.warning("%s: using the offline preset (colour + texture node features, no CNN)", note)
     else:
         why = "asked for"
     config = GRAPHNET_PRESETS.get(preset)()

@@ -6,25 +6,15 @@ from wsss_core.graphnet.graph import GraphConfig, build_graph
 from wsss_core.graphnet.config import (
     GraphNetConfig,
     NodeFeatureConfig,
-    baseline_name,
-    choose_preset,
     graph_from_arrays,
     graph_to_arrays,
-    method_name,
     node_mask,
-    resolve_feature_source,
+    resolve_config,
     seeds_from_arrays,
     seeds_to_arrays,
 )
+from wsss_core.errors import UsageError
 from wsss_core.graphnet.seeds import NodeSeeds
-
-
-def test_method_and_baseline_names():
-    assert method_name("scribbles", "gcn") == "gcn-scribbles"
-    assert method_name("boxes", "label-propagation") == "labelprop-boxes"
-    assert baseline_name("scribbles") == "nearest-scribbles" and baseline_name("boxes") == "box-rectangles"
-    with pytest.raises(ValueError, match="supervision"):
-        method_name("tags", "gcn")
 
 
 def test_graph_and_seed_arrays_round_trip_and_bad_graphs_are_refused():
@@ -58,10 +48,23 @@ def test_presets_and_the_offline_fallback(tmp_path):
     assert not offline.graphs.needs_cnn and offline.gcn.pretrain_epochs > 0
     with pytest.raises(ValueError, match="at least one"):
         NodeFeatureConfig(cnn=False)
-    # no network here: asking for ImageNet weights falls back loudly
-    with pytest.warns(RuntimeWarning, match="offline preset"):
-        assert choose_preset("resnet18", "DEFAULT") == "offline"
-    with pytest.warns(RuntimeWarning, match="RANDOM INIT"):
-        source = resolve_feature_source("resnet18", "DEFAULT", tmp_path / "missing.pt")
-    assert source.fallback and source.weights == "none" and source.requested_weights == "DEFAULT"
-    assert resolve_feature_source("resnet18", "none").weights == "none"
+    assert paper.seeds_config("boxes") is paper.box_seeds and paper.seeds_config("scribbles") is paper.scribble_seeds
+
+
+def test_auto_resolves_below_the_cli_to_offline_without_pretrained_weights():
+    # no network here: ImageNet weights cannot load, so auto picks the offline preset and says why
+    resolved = resolve_config("auto", backbone="resnet18", weights="DEFAULT")
+    assert resolved.preset == "offline" and "could not be loaded" in resolved.why
+    assert resolved.config.superpixels == GraphNetConfig.offline().superpixels
+    assert resolved.config.backbone == "resnet18" and resolved.config.weights == "DEFAULT"
+    assert resolve_config("auto", weights="none").preset == "offline"
+    assert resolve_config("paper").preset == "paper" and resolve_config("paper").why == "asked for"
+
+
+def test_overrides_change_any_value_by_name_and_unknown_names_are_refused():
+    resolved = resolve_config("offline", overrides={"gcn.epochs": 7, "superpixels": {"compactness": 20}})
+    assert resolved.config.gcn.epochs == 7 and resolved.config.superpixels.compactness == 20.0
+    with pytest.raises(UsageError, match="no setting 'epoch'"):
+        resolve_config("offline", overrides={"gcn.epoch": 7})
+    with pytest.raises(UsageError, match="choose paper, offline"):
+        resolve_config("huge")

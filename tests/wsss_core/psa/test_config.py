@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from wsss_core.config import ids_digest
+
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
 from wsss_core.psa.config import (
@@ -10,7 +12,6 @@ from wsss_core.psa.config import (
     check_tags,
     choose_preset,
     crf_score_mask,
-    ids_digest,
     score_mask,
 )
 

@@ -1,0 +1,52 @@
+import pytest
+
+from wsss_core.errors import UsageError
+from wsss_core.registries import (
+    BACKBONES,
+    MASK_METHODS,
+    PATHS,
+    SUPERVISIONS,
+    mask_method_name,
+    mask_method_of_stage,
+)
+from wsss_core.registry import Registry, UnknownChoiceError
+
+
+def test_a_registry_lists_its_names_and_refuses_unknown_ones_with_the_valid_ones():
+    registry: Registry[int] = Registry("colour")
+    registry.register("red", 1, "warm")
+    registry.register("blue", 2)
+    assert registry.names() == ("red", "blue") and registry.get("blue") == 2
+    assert registry.help() == "red (warm), blue"
+    with pytest.raises(UnknownChoiceError, match=r"unknown colour 'green' \(choose red, blue\)") as caught:
+        registry.get("green")
+    assert isinstance(caught.value, UsageError)
+    with pytest.raises(ValueError, match="already"):
+        registry.register("red", 3)
+
+
+def test_string_targets_are_imported_only_when_used():
+    assert callable(SUPERVISIONS.get("scribbles").seeds) is False  # a "module:attr" string until resolved
+    assert BACKBONES.get("resnet18").__name__ == "build"
+
+
+def test_mask_methods_cover_every_supervision_and_propagation():
+    assert mask_method_name("scribbles", "gcn") == "gcn-scribbles"
+    assert mask_method_name("boxes", "label-propagation") == "labelprop-boxes"
+    with pytest.raises(UsageError, match="unknown supervision 'tags'"):
+        mask_method_name("tags", "gcn")
+    for supervision in SUPERVISIONS:
+        assert MASK_METHODS.get(supervision.target.baseline).baseline
+    name, method = mask_method_of_stage("pseudo/gcn-boxes-crf")
+    assert name == "gcn-boxes" and method.supervision == "boxes" and not method.baseline
+    assert mask_method_of_stage("pseudo/rw")[1].supervision == "tags"
+    assert mask_method_of_stage("graphs") is None and mask_method_of_stage("pseudo/unknown") is None
+
+
+def test_every_path_names_a_real_flow_and_a_run_config_section():
+    from wsss_core.registry import resolve_target
+    from wsss_core.run_config import RunConfig
+
+    for path in PATHS:
+        assert resolve_target(path.target.flow).name in {"graphnet", "affinitynet"}
+        assert hasattr(RunConfig(), path.target.settings)

@@ -1,0 +1,32 @@
+import pytest
+
+from wsss_core.errors import UsageError
+from wsss_core.run_config import RunConfig, applicable_paths, resolve_run_config
+
+
+def test_the_example_run_config_reads_and_settings_override_it():
+    config = resolve_run_config("examples/run.yaml", {"paths": ["affinitynet"], "graphnet.overrides": {"gcn.epochs": 3}})
+    assert config.paths == ("affinitynet",) and config.ingest.splits == ("train", "val")
+    assert config.graphnet.overrides == {"gcn": {"epochs": 3}} and config.affinitynet.crf is True
+    assert resolve_run_config(None, None) == RunConfig()
+
+
+def test_bad_run_configs_get_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("graphnt: {}\n")
+    with pytest.raises(UsageError, match=r"run.yaml: run: no setting 'graphnt'"):
+        resolve_run_config(str(bad), None)
+    bad.write_text("paths: [nowhere]\n")
+    with pytest.raises(UsageError, match="unknown path 'nowhere'"):
+        resolve_run_config(str(bad), None)
+    bad.write_text("[1, 2")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        resolve_run_config(str(bad), None)
+    with pytest.raises(UsageError, match="cannot read"):
+        resolve_run_config(str(tmp_path / "missing.yaml"), None)
+
+
+def test_paths_follow_the_weak_labels_present():
+    chosen, skipped = applicable_paths(None, {"scribbles", "tags"})
+    assert chosen == ["graphnet-scribbles", "affinitynet"] and skipped == {"graphnet-boxes": "the dataset has no boxes"}
+    assert applicable_paths(("graphnet-boxes",), {"boxes"}) == (["graphnet-boxes"], {})
