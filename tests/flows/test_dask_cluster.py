@@ -1,12 +1,78 @@
-"""The dask engine: the LocalCluster it starts itself must listen on the loopback interface only."""
+"""The dask engine: on a real external cluster (separate scheduler and worker processes), and
+the LocalCluster it starts itself, which must listen on the loopback interface only."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 
 from flows.common import EngineConfig, local_cluster_kwargs, make_task_runner
+from flows.ingest import ingest_flow
+from flows.superpixels import superpixels_flow
+from wsss_core.store import Workspace
+
+BATCH_SIZE = 4
+
+
+def _run_superpixels(engine: EngineConfig, synthetic_root, workspace: str):
+    ingest_flow(root=str(synthetic_root), workspace=workspace, progress=False)
+    flow = superpixels_flow.with_options(task_runner=make_task_runner(engine))
+    state = flow(workspace=workspace, batch_size=BATCH_SIZE, progress=False, return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
+def _task_runs(flow_run_id, expected: int, timeout: float = 30):
+    """The flow run's task runs as the API has them; the server records them from events, a bit later."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            done = [r for r in runs if r.state and r.state.is_final()]
+            if len(done) >= expected or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
+
+
+def test_superpixels_on_external_dask_cluster_matches_threads(
+    dask_scheduler_address, dask_cluster_processes, synthetic_root, tmp_path
+):
+    """Byte-identical arrays to the threads engine; batches run on the cluster's workers and
+    their task runs reach this session's Prefect API."""
+    from distributed import Client, get_task_stream
+
+    address, processes = dask_scheduler_address, dask_cluster_processes[1]
+    threads = EngineConfig(engine="threads", workers=2)
+    threads_summary, _ = _run_superpixels(threads, synthetic_root, str(tmp_path / "t"))
+    with Client(address) as client, get_task_stream(client=client) as stream:
+        workers = set(client.scheduler_info(n_workers=-1)["workers"])
+        dask_summary, flow_run_id = _run_superpixels(
+            EngineConfig(engine="dask", dask_address=address), synthetic_root, str(tmp_path / "d")
+        )
+
+    t_ws, d_ws = Workspace(tmp_path / "t"), Workspace(tmp_path / "d")
+    ids = d_ws.image_ids()
+    batches = -(-len(ids) // BATCH_SIZE)
+    assert threads_summary.ok and dask_summary.ok
+    assert dask_summary.done == threads_summary.done == len(ids) == len(t_ws.image_ids()) > 0
+    for image_id in ids:
+        expected, actual = t_ws.read_array("superpixels", image_id), d_ws.read_array("superpixels", image_id)
+        assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), image_id
+        assert actual.tobytes() == expected.tobytes(), image_id
+
+    # the batches ran on the external workers, not in this process
+    ran_on = [t["worker"] for t in stream.data]
+    assert len(ran_on) == batches and set(ran_on) <= workers, (ran_on, workers)
+    # and the workers reported them to this session's Prefect API
+    runs = _task_runs(flow_run_id, batches)
+    assert sorted(r.state.type.value for r in runs) == ["COMPLETED"] * batches, [(r.name, r.state) for r in runs]
+
+    # every socket the cluster's processes listen on is on the loopback interface
+    assert _wildcard_listeners({p.pid for p in processes}) == []
 
 
 def _process_tree(pids: set[int]) -> set[int]:
