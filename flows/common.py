@@ -52,7 +52,15 @@ class Execution:
 
 
 def local_cluster_kwargs(workers: int) -> dict[str, Any]:
-    """A LocalCluster that listens on 127.0.0.1 only (its dashboard too)."""
+    """Keyword arguments for the Dask LocalCluster the dask engine starts when given no address.
+
+    Every listener stays on the loopback interface. `host` covers the scheduler's and the
+    workers' comms (and the workers' HTTP servers, which follow it). The scheduler's HTTP
+    server (dashboard, health, metrics; it runs even without bokeh) does not: distributed
+    binds its default ":8787", or any ":PORT", to 0.0.0.0 whatever `host` says, so the
+    address is spelled out. Port 0 takes a free port: two runs (or two people) on one
+    machine would otherwise share 8787.
+    """
     return {"n_workers": workers, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
 
 
