@@ -74,7 +74,7 @@ def test_graphnet_on_external_dask_cluster_matches_threads(
     ran_on = [t["worker"] for t in stream.data]
     assert len(ran_on) >= batches and set(ran_on) <= workers, (ran_on, workers)
     # and the workers reported them to this session's Prefect API
-    runs = _task_runs(flow_run_id, len(ran_on))
+    runs = _task_runs(flow_run_id, batches)
     assert {r.state.type.value for r in runs} == {"COMPLETED"}, [(r.name, r.state) for r in runs]
 
     # every socket the cluster's processes listen on is on the loopback interface
