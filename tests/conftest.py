@@ -22,3 +22,17 @@ def synthetic_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic")
     return generate_dataset(root, SyntheticConfig(n_images=12, width=96, height=72, seed=3))
+
+
+@pytest.fixture(scope="module")
+def deployed_project(tmp_path_factory):
+    """prefect.yaml deployed to a temporary Prefect server, with a process worker on its pool.
+
+    Slow (~30 s to set up): a real `prefect server start`, `prefect deploy --all` and
+    `prefect worker start`. See tests/deploy_helpers.py; `deployed_project.run(name, parameters)`
+    runs a deployment and waits for a final state.
+    """
+    from tests.deploy_helpers import deployed_project
+
+    with deployed_project(tmp_path_factory.mktemp("prefect-deployments")) as project:
+        yield project
