@@ -22,7 +22,7 @@ from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.registries import PATHS
 from wsss_core.registry import resolve_target
-from wsss_core.run_config import RunConfig, applicable_paths, resolve_run_config
+from wsss_core.run_config import RunConfig, applicable_paths, check_overrides, resolve_run_config
 from wsss_core.store import Workspace
 
 
@@ -69,6 +69,7 @@ def run_path(name: str, workspace: str, config: RunConfig, execution: Execution)
 
 
 def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun:
+    check_overrides(config)
     execution = Execution(**config.execution)
     whole = WholeRun()
     if config.ingest.root:

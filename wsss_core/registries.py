@@ -138,26 +138,36 @@ class PathSpec:
     """A path of the whole pipeline (`wsss run`).
 
     flow: its Prefect flow; needs: the weak label it needs; settings: the section of the
-    run config whose values are the flow's parameters; parameters: fixed ones.
+    run config whose values are the flow's parameters; config: the typed config its
+    overrides apply to; parameters: fixed ones.
     """
 
     flow: str
     needs: str
     settings: str
+    config: str
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
 PATHS: Registry[PathSpec] = Registry("path")
 PATHS.register(
     "graphnet-scribbles",
-    PathSpec("flows.graphnet:graphnet_flow", "scribbles", "graphnet", {"supervision": "scribbles"}),
+    PathSpec(
+        "flows.graphnet:graphnet_flow", "scribbles", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        {"supervision": "scribbles"},
+    ),
     "GraphNet from scribbles",
 )
 PATHS.register(
     "graphnet-boxes",
-    PathSpec("flows.graphnet:graphnet_flow", "boxes", "graphnet", {"supervision": "boxes"}),
+    PathSpec(
+        "flows.graphnet:graphnet_flow", "boxes", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        {"supervision": "boxes"},
+    ),
     "GraphNet from boxes",
 )
 PATHS.register(
-    "affinitynet", PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet"), "AffinityNet (PSA) from tags"
+    "affinitynet",
+    PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
+    "AffinityNet (PSA) from tags",
 )

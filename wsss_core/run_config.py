@@ -93,6 +93,16 @@ def resolve_run_config(config_file: str | None, settings: Mapping[str, Any] | No
     return apply_overrides(config, settings, "run")
 
 
+def check_overrides(config: RunConfig) -> None:
+    """Every path's overrides name real settings: a typo is refused before any work starts."""
+    from wsss_core.registry import resolve_target
+
+    for name in PATHS.names():
+        spec = PATHS.get(name)
+        section = getattr(config, spec.settings)
+        apply_overrides(resolve_target(spec.config)(), section.overrides, f"run: {spec.settings}.overrides")
+
+
 def applicable_paths(requested: tuple[str, ...] | None, weak_labels: set[str]) -> tuple[list[str], dict[str, str]]:
     """(paths to run, {path: why skipped}): a path runs when the dataset has the weak label it needs."""
     chosen, skipped = [], {}

@@ -30,3 +30,13 @@ def test_paths_follow_the_weak_labels_present():
     chosen, skipped = applicable_paths(None, {"scribbles", "tags"})
     assert chosen == ["graphnet-scribbles", "affinitynet"] and skipped == {"graphnet-boxes": "the dataset has no boxes"}
     assert applicable_paths(("graphnet-boxes",), {"boxes"}) == (["graphnet-boxes"], {})
+
+
+def test_path_overrides_are_checked_by_name_before_any_work():
+    from wsss_core.run_config import check_overrides
+
+    check_overrides(resolve_run_config(None, {"graphnet.overrides": {"gcn.epochs": 3}}))
+    with pytest.raises(UsageError, match=r"graphnet.overrides.gcn: no setting 'epoch'"):
+        check_overrides(resolve_run_config(None, {"graphnet.overrides": {"gcn.epoch": 3}}))
+    with pytest.raises(UsageError, match=r"affinitynet.overrides: no setting 'cam'"):
+        check_overrides(resolve_run_config(None, {"affinitynet.overrides": {"cam": {}}}))
