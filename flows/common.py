@@ -24,7 +24,7 @@ from wsss_core.config import config_hash, config_to_dict
 from wsss_core.errors import WorkspaceError
 from wsss_core.registries import ENGINES
 from wsss_core.runner import BatchReport, split_batches
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import Workspace
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
@@ -57,7 +57,7 @@ def local_cluster_kwargs(workers: int) -> dict[str, Any]:
     Every listener stays on the loopback interface. `host` covers the scheduler's and the
     workers' comms (and the workers' HTTP servers, which follow it). The scheduler's HTTP
     server (dashboard, health, metrics; it runs even without bokeh) does not: distributed
-    binds its default ":8787", or any ":PORT", to 0.0.0.0 whatever `host` says, so the
+    binds its default ":8787", or any ":PORT", to every interface whatever `host` says, so the
     address is spelled out. Port 0 takes a free port: two runs (or two people) on one
     machine would otherwise share 8787.
     """
@@ -201,9 +201,3 @@ def announce(message: str, warning: bool = False) -> None:
     """One line on the console (flow bodies call this instead of naming the console)."""
     console.print(f"[bold red]WARNING:[/bold red] {message}" if warning else message)
 
-
-def eligible_ids(ws: Workspace, upstream: list[str] | tuple[str, ...], image_ids: list[str] | None = None) -> list[str]:
-    """The given images (default: every ingested one) that every input stage finished under its current key."""
-    done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
-    ids = ws.image_ids() if image_ids is None else image_ids
-    return [i for i in ids if all(i in d for d in done)]

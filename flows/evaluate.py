@@ -84,11 +84,15 @@ def evaluation_stages(ws: Workspace, supervision: str, computed: list[str]) -> l
     return sorted(stages, key=order)
 
 
+def has_ground_truth(ws: Workspace) -> bool:
+    return any(ws.has_array("gt", i) for i in ws.image_ids())
+
+
 def evaluate_path(
     ws: Workspace, supervision: str, computed: list[str], run_name: str, log_to_mlflow: bool, splits: list[str] | None
 ) -> dict[str, dict] | None:
     """Score a path's masks against GT; None (with a note) when the workspace has no GT."""
-    if not any(ws.has_array("gt", i) for i in ws.image_ids()):
+    if not has_ground_truth(ws):
         announce("evaluate: no ground-truth masks in this workspace; nothing to score")
         return None
     stages = evaluation_stages(ws, supervision, computed)

@@ -27,14 +27,13 @@ from flows.common import (
     StageSummary,
     announce,
     engine_session,
-    eligible_ids,
     prepare_stage,
     run_stage_batches,
 )
 from wsss_core.config import ids_digest
 from wsss_core.errors import UsageError
 from wsss_core.runner import DatasetReport
-from wsss_core.store import Workspace
+from wsss_core.store import INGEST_STAGE, Workspace
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,6 @@ class Pipeline:
         if until is not None and until not in self.steps():
             raise UsageError(f"{self.name}: no step {until!r} (steps: {', '.join(self.steps())})")
 
-    def mask_stages(self) -> list[str]:
-        return [stage.name for stage in self.stages if stage.masks]
-
     def gates(self, stage: Stage) -> tuple[str, ...]:
         """The inputs whose finished images a stage runs on: every read but dataset-level stages
         (a model trained on some images still serves every image)."""
@@ -101,9 +97,6 @@ class PipelineRun:
     @property
     def ok(self) -> bool:
         return all(summary.ok for summary in self.summaries)
-
-    def failed_counts(self) -> dict[str, int]:
-        return {s.stage: len(s.failed) for s in self.summaries if s.failed}
 
 
 def run_pipeline(
@@ -137,13 +130,19 @@ def run_stage(
     execution: Execution,
     run: PipelineRun,
 ) -> StageSummary:
-    ids = eligible_ids(ws, pipeline.gates(stage), image_ids)
+    ids = finished_by(ws, pipeline.gates(stage), image_ids)
     if stage.dataset_level:
         return run_dataset_stage(ws, stage, ids, runner, run)
     key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads)
     return run_stage_batches(
         runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
     )
+
+
+def finished_by(ws: Workspace, upstream: tuple[str, ...], image_ids: list[str]) -> list[str]:
+    """The images that every input stage finished under its current key."""
+    done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
+    return [i for i in image_ids if all(i in d for d in done)]
 
 
 def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskRunner, run: PipelineRun) -> StageSummary:

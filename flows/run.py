@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import Execution, StageSummary, announce
-from flows.evaluate import evaluate_flow
+from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
 from wsss_core.config import config_to_dict
@@ -44,25 +44,25 @@ class WholeRun:
         return all(s.ok for s in self.summaries)
 
 
-def ingest_settings(workspace: str, config: RunConfig, execution: Execution) -> list[StageSummary]:
+def ingest_dataset(workspace: str, config: RunConfig, execution: Execution) -> StageSummary:
     settings = config.ingest
-    return [
-        ingest_flow(
-            root=settings.root, workspace=workspace, format=settings.format, split=list(settings.splits),
-            scribbles_dir=settings.scribbles_dir, image_dir=settings.image_dir,
-            options=ReadOptions(max_side=settings.max_side), execution=execution,
-        )
-    ]
+    return ingest_flow(
+        root=settings.root, workspace=workspace, format=settings.format, split=list(settings.splits),
+        scribbles_dir=settings.scribbles_dir, image_dir=settings.image_dir,
+        options=ReadOptions(max_side=settings.max_side), execution=execution,
+    )
 
 
-def run_path(name: str, workspace: str, config: RunConfig, execution: Execution) -> PipelineRun:
+def run_path(
+    name: str, workspace: str, config: RunConfig, splits: list[str] | None, execution: Execution
+) -> PipelineRun:
     """One path as its own flow (a subflow of run), its evaluation left to the joint table."""
     spec = PATHS.get(name)
     path_flow = resolve_target(spec.flow)
     section = config_to_dict(getattr(config, spec.settings))
     section["overrides"] = section.get("overrides") or None
     return path_flow(
-        workspace=workspace, splits=list(config.splits) if config.splits else None, evaluate=False,
+        workspace=workspace, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
         **spec.parameters, **section,
     )
@@ -71,22 +71,20 @@ def run_path(name: str, workspace: str, config: RunConfig, execution: Execution)
 def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun:
     check_overrides(config)
     execution = Execution(**config.execution)
+    splits = list(config.splits) if config.splits else None
     whole = WholeRun()
     if config.ingest.root:
-        whole.ingest = ingest_settings(workspace, config, execution)
+        whole.ingest = [ingest_dataset(workspace, config, execution)]
     ws = Workspace(workspace).require()
     chosen, whole.skipped = applicable_paths(config.paths, ws.weak_labels())
     for name, why in whole.skipped.items():
         announce(f"run: skipping {name}: {why}")
     for name in chosen:
         announce(f"run: path {name}")
-        whole.paths[name] = run_path(name, workspace, config, execution)
+        whole.paths[name] = run_path(name, workspace, config, splits, execution)
     masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
-    if config.evaluate and masks and any(ws.has_array("gt", i) for i in ws.image_ids()):
-        whole.evaluation = evaluate_flow(
-            workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow,
-            splits=list(config.splits) if config.splits else None,
-        )
+    if config.evaluate and masks and has_ground_truth(ws):
+        whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
     return whole
 
 

@@ -224,13 +224,15 @@ def train_cam_task(
     target = resolve_device(device)
     report = DatasetReport(stage, str(workspace.path / CAM_CHECKPOINT))
 
+    tag_counts: dict[str, int] = {}
+
     def check(image_id: str) -> None:
         check_image_shape(workspace, image_id)
-        read_tags(workspace, image_id)
+        tag_counts[image_id] = len(read_tags(workspace, image_id))
 
     # An image without tags (background only) is seen, not failed: there is nothing in it to learn.
     report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
-    tagged = [i for i in report.images if len(read_tags(workspace, i)) > 0]
+    tagged = [i for i in report.images if tag_counts[i] > 0]
     items = WorkspaceItems(tagged, lambda i: (read_image(workspace, i), read_tags(workspace, i).tolist()))
     params = training_params(workspace, key, weights, len(tagged), config)
 

@@ -105,20 +105,19 @@ def graphs_batch(
     features: str = "features",
 ) -> BatchReport:
     """Node features (pooled CNN features and/or colour, position) and the superpixel graph."""
-    superpixels_stage, features_stage = superpixels, features
 
     def step(image_id: str) -> None:
-        superpixels = workspace.read_array(superpixels_stage, image_id)
-        feature_map = workspace.read_array(features_stage, image_id) if config.needs_cnn else None
+        labels = workspace.read_array(superpixels, image_id)
+        feature_map = workspace.read_array(features, image_id) if config.needs_cnn else None
         image = workspace.read_array("images", image_id)
-        n_nodes = int(superpixels.max()) + 1
+        n_nodes = int(labels.max()) + 1
 
         def describe(nodes: NodeFeatureConfig) -> np.ndarray:
-            return node_features(feature_map if nodes.cnn else None, image, superpixels, n_nodes, nodes.feature_config())
+            return node_features(feature_map if nodes.cnn else None, image, labels, n_nodes, nodes.feature_config())
 
-        features = describe(config.nodes)
-        graph = build_graph(superpixels, features if config.edges is None else describe(config.edges), config.graph)
-        for name, array in graph_to_arrays(features, graph).items():
+        node_vectors = describe(config.nodes)
+        graph = build_graph(labels, node_vectors if config.edges is None else describe(config.edges), config.graph)
+        for name, array in graph_to_arrays(node_vectors, graph).items():
             workspace.write_array(stage, image_id, array, name=name)
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
@@ -285,15 +284,14 @@ def masks_batch(
     superpixels: str = "superpixels",
 ) -> BatchReport:
     """pseudo/<method>: the node probabilities of `nodes` painted to pixels (optionally dense CRF)."""
-    superpixels_stage = superpixels
 
     def step(image_id: str) -> None:
-        superpixels = workspace.read_array(superpixels_stage, image_id)
+        labels = workspace.read_array(superpixels, image_id)
         probabilities = workspace.read_array(nodes, image_id)
         if crf is None:
-            mask = node_mask(superpixels, probabilities)
+            mask = node_mask(labels, probabilities)
         else:
-            mask = crf_node_mask(workspace.read_array("images", image_id), superpixels, probabilities, crf)
+            mask = crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf)
         workspace.write_array(stage, image_id, mask)
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
