@@ -3,8 +3,9 @@
     train-cam -> cams -> pseudo/cam -> affinity-labels -> train-affinitynet
         -> rw -> pseudo/rw [-> pseudo/rw-crf] -> evaluate (CAM, CAM+RW, CAM+RW+CRF)
 
-The two trainings are dataset-level rows: their keys also hash the ids of the images
-they learn from, so a changed image set retrains them (and recomputes what follows).
+The two trainings are dataset-level rows: images that join after a training are served
+by the trained network until they pass the refit rule's share (wsss_core.refit); then it
+trains again on every image (and what follows is recomputed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import Execution, announce
+from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import affinitynet as t
@@ -87,6 +88,7 @@ def run_affinitynet(
     device: str | None,
     train_threads: int | None,
     execution: Execution,
+    only_ids: list[str] | None = None,
 ) -> PipelineRun:
     ws = Workspace(workspace).require()
     image_ids = ws.select_ids(splits)
@@ -99,7 +101,12 @@ def run_affinitynet(
         resolved.config, resolved.weights, crf, device, train_threads or default_train_threads(), log_to_mlflow
     )
     run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": resolved.weights})
-    run = run_pipeline(ws, pipeline, execution, image_ids, until, run)
+    if only_ids is None:  # a retry keeps the request it retries
+        ws.remember_request(pipeline.name, "flows.affinitynet:affinitynet_flow", {
+            "preset": resolved.preset, "backbone": backbone, "weights": weights, "stride": stride, "crf": crf,
+            "overrides": overrides, "splits": splits, "until": until, "device": device, "train_threads": train_threads,
+        })
+    run = run_pipeline(ws, pipeline, execution, image_ids, until, run, only=only_ids)
     if evaluate and until is None:
         run.evaluation = evaluate_path(ws, "tags", run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
     return run
@@ -121,6 +128,7 @@ def affinitynet_flow(
     run_name: str | None = None,
     device: str | None = None,
     train_threads: int | None = None,
+    only_ids: list[str] | None = None,
     execution: Execution = Execution(),
 ) -> PipelineRun:
     """Pseudo masks from image tags for every image of the chosen splits (default: all).
@@ -131,8 +139,11 @@ def affinitynet_flow(
     runs' params. overrides: any AffinityNetPathConfig value by name, e.g.
     {"cam_train": {"epochs": 5}}. device: where the networks run (default: CUDA when
     available). train_threads: torch threads of a CPU training (default: every core).
+    only_ids: re-run just these images (a retry: same settings, their finished stages skipped).
+    Ends Failed (with the count per stage) when images failed; the result is still returned.
     """
-    return run_affinitynet(
+    run = run_affinitynet(
         workspace, preset, backbone, weights, stride, crf, overrides, splits, until, evaluate, log_to_mlflow,
-        run_name, device, train_threads, execution,
+        run_name, device, train_threads, execution, only_ids,
     )
+    return outcome(run, run.summaries, workspace)

@@ -118,12 +118,16 @@ def parse_settings(assignments: list[str] | None) -> dict[str, Any]:
 
 
 def call_flow(target: str, **parameters: Any) -> Any:
-    """Import the flow `module:name` and run it; our errors become one line and exit 2."""
+    """Import the flow `module:name` and run it; our errors become one line and exit 2.
+
+    A flow whose images failed ends Failed but still returns what it did (finish() exits 1).
+    """
+    from flows.common import flow_result
     from wsss_core.registry import resolve_target
 
     flow = resolve_target(target)
     try:
-        return flow(**parameters)
+        return flow_result(flow, **parameters)
     except WsssError as error:
         fail(str(error))
 
@@ -399,6 +403,33 @@ def run(
         settings=settings or None, run_name=run_name,
     )
     finish(whole.summaries, started)
+
+
+@app.command("retry-failed")
+@with_execution
+def retry_failed(
+    workspace: WorkspaceOpt,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Only the failures of this stage (repeatable; default: every stage).")] = None,
+    ids: Annotated[Optional[list[str]], typer.Option("--ids", help="Only these images (repeatable; default: every failed image).")] = None,
+    evaluate: EvaluateOpt = True,
+    mlflow: MlflowOpt = True,
+    execution: dict[str, Any] | None = None,
+) -> None:
+    """Re-run exactly the failed images: from the stage where each failed onwards, with the settings it ran with.
+
+    Records of images the dataset no longer lists are dropped; those of images that now succeed are cleared.
+    Exit 1 when images still fail (see `wsss status`).
+    """
+    started = time.perf_counter()
+    whole = call_flow(
+        "flows.retry:retry_failed_flow", workspace=str(workspace), stages=list(stage) if stage else None,
+        ids=list(ids) if ids else None, evaluate=evaluate, log_to_mlflow=mlflow, execution=execution,
+    )
+    for name, why in whole.skipped.items():
+        typer.echo(f"not retried: {name}: {why}", err=True)
+    finish(whole.summaries, started)
+    if whole.skipped:
+        raise typer.Exit(1)
 
 
 @app.command()

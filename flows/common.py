@@ -97,8 +97,8 @@ def engine_session(execution: Execution) -> Iterator[TaskRunner]:
             _session.reset(token)
 
 
-def prepare_stage(workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...]) -> str:
-    """Record a stage's config and return its key: the config's hash chained with its inputs' keys.
+def stage_key(workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """A stage's key (its config's hash chained with its inputs' keys) and those inputs' keys.
 
     A stage whose input stage never ran is refused with a message saying what to run first.
     """
@@ -108,7 +108,25 @@ def prepare_stage(workspace: Workspace, stage: str, config: Any, upstream: list[
         if key is None:
             raise WorkspaceError(f"{workspace.path}: stage {stage!r} needs {name!r}, which has not run yet")
         upstream_keys[name] = key
-    key = config_hash(config, *upstream_keys.values())
+    return config_hash(config, *upstream_keys.values()), upstream_keys
+
+
+def prepare_stage(
+    workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...], keep_key: bool = False
+) -> str:
+    """Record a stage's config and return its key (see stage_key).
+
+    keep_key: refuse a key other than the recorded one (a retry must not recompute a
+    stage under new settings for a few images: a new key drops every image's marker).
+    """
+    key, upstream_keys = stage_key(workspace, stage, config, upstream)
+    recorded = workspace.stage_key(stage)
+    if keep_key and recorded is not None and recorded != key:
+        raise WorkspaceError(
+            f"{workspace.path}: stage {stage!r} has other settings or inputs than when it last ran "
+            f"(key {recorded} -> {key}); a retry re-runs images only with the recorded settings: "
+            "re-run the command itself to recompute the stage"
+        )
     workspace.begin_stage(stage, key, config_to_dict(config), upstream_keys)
     return key
 
@@ -124,6 +142,7 @@ class StageSummary:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    refitted: bool = False  # a dataset-level model was fitted (again): every later stage changes
 
     @property
     def ok(self) -> bool:
@@ -201,3 +220,57 @@ def announce(message: str, warning: bool = False) -> None:
     """One line on the console (flow bodies call this instead of naming the console)."""
     console.print(f"[bold red]WARNING:[/bold red] {message}" if warning else message)
 
+
+
+def failed_images(summaries: list[StageSummary]) -> dict[str, int]:
+    """Images that failed in this run, counted per stage (stages without failures left out)."""
+    return {s.stage: len(s.failed) for s in summaries if s.failed}
+
+
+def failure_message(summaries: list[StageSummary], workspace: str | Workspace) -> str:
+    counts = failed_images(summaries)
+    images = len({image_id for s in summaries for image_id in s.failed})
+    where = ", ".join(f"{stage} {count}" for stage, count in counts.items())
+    return (
+        f"{images} image(s) failed ({where}); see `wsss status --workspace {workspace}`, "
+        f"then `wsss retry-failed --workspace {workspace}` re-runs just them"
+    )
+
+
+class ImagesFailedError(RuntimeError):
+    """A flow finished but some images failed; `result` is what it did (summaries included).
+
+    Calling a flow as a Python function raises this; flow_result() returns its result.
+    """
+
+    def __init__(self, message: str, result: Any):
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple:  # picklable with its result (states travel between processes)
+        return (type(self), (str(self), self.result))
+
+
+def outcome(result: Any, summaries: list[StageSummary], workspace: str | Workspace) -> Any:
+    """What a flow returns: its result, or a Failed state carrying it when images failed.
+
+    Failed, not Completed, so the Prefect UI, automations and `prefect flow-run retry`
+    see the failures; a retry (or `wsss retry-failed`) redoes only the images not done.
+    """
+    if not failed_images(summaries):
+        return result
+    from prefect.states import Failed
+
+    message = failure_message(summaries, workspace)
+    return Failed(message=message, data=ImagesFailedError(message, result))
+
+
+def flow_result(flow: Any, **parameters: Any) -> Any:
+    """Run a flow (or a subflow) and return its result, also when it ended Failed for failed images.
+
+    Any other exception the flow raised is raised again here.
+    """
+    try:
+        return flow(**parameters)
+    except ImagesFailedError as failed:
+        return failed.result

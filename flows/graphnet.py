@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import Execution, announce
+from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import graphnet as t
@@ -104,6 +104,7 @@ def run_graphnet(
     run_name: str | None,
     device: str | None,
     execution: Execution,
+    only_ids: list[str] | None = None,
 ) -> PipelineRun:
     ws = Workspace(workspace).require()
     SUPERVISIONS.check(supervision)
@@ -115,7 +116,13 @@ def run_graphnet(
     run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
     if features is not None:
         run.notes["weights"] = {"features": features.record()}
-    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run)
+    if only_ids is None:  # a retry keeps the request it retries
+        ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
+            "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
+            "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
+            "device": device,
+        })
+    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
     if evaluate and until is None:
         run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
     return run
@@ -137,6 +144,7 @@ def graphnet_flow(
     log_to_mlflow: bool = True,
     run_name: str | None = None,
     device: str | None = None,
+    only_ids: list[str] | None = None,
     execution: Execution = Execution(),
 ) -> PipelineRun:
     """Pseudo masks from scribbles or boxes for every image of the chosen splits (default: all).
@@ -146,9 +154,12 @@ def graphnet_flow(
     torchvision weights name, a checkpoint path, or "none"; when pretrained weights cannot
     be loaded the pipeline's CAM classifier is used, else random init, loudly). overrides:
     any GraphNetConfig value by name, e.g. {"gcn": {"epochs": 50}}. until: stop after that
-    step. execution: the engine (threads, processes, dask), workers, batch size, progress.
+    step. only_ids: re-run just these images (a retry: same settings, their finished stages
+    skipped). execution: the engine (threads, processes, dask), workers, batch size, progress.
+    Ends Failed (with the count per stage) when images failed; the result is still returned.
     """
-    return run_graphnet(
+    run = run_graphnet(
         workspace, supervision, preset, propagation, crf, backbone, weights, overrides, splits, until,
-        evaluate, log_to_mlflow, run_name, device, execution,
+        evaluate, log_to_mlflow, run_name, device, execution, only_ids,
     )
+    return outcome(run, run.summaries, workspace)

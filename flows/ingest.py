@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import Execution, StageSummary, engine_session, run_stage_batches
+from flows.common import Execution, StageSummary, engine_session, outcome, run_stage_batches
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
@@ -44,6 +44,7 @@ def run_ingest(
     image_dir: str | None,
     options: ReadOptions,
     execution: Execution,
+    only_ids: list[str] | None = None,
 ) -> StageSummary:
     names = split_names(split)
     if format == "coco" and len(names) > 1:
@@ -57,6 +58,9 @@ def run_ingest(
     # Split name -> its ids; a COCO reader's split is its file's stem, whatever was asked.
     split_lists = {check_split_name(r.describe()["split"]): r.image_ids() for r in readers}  # DatasetError: no list
     image_ids = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
+    if only_ids is not None:
+        wanted = set(only_ids)
+        image_ids = [i for i in image_ids if i in wanted]
     ws = Workspace(workspace)
     for reader in readers:
         ws.bind_dataset(reader.describe())  # WorkspaceError when the workspace holds another dataset
@@ -69,6 +73,11 @@ def run_ingest(
     }
     key = config_hash(config)
     ws.begin_stage(INGEST_STAGE, key, config)
+    if only_ids is None:  # a retry keeps the request it retries
+        ws.remember_request(f"{INGEST_STAGE}/{'+'.join(sorted(split_lists))}", "flows.ingest:ingest_flow", {
+            "root": root, "format": format, "split": sorted(split_lists), "scribbles_dir": scribbles_dir,
+            "image_dir": image_dir, "options": config_to_dict(options),
+        })
     try:
         # One reader loads every id: a VOC reader's load() does not depend on its split.
         with engine_session(execution) as runner:
@@ -88,11 +97,15 @@ def ingest_flow(
     scribbles_dir: str | None = None,
     image_dir: str | None = None,
     options: ReadOptions = ReadOptions(),
+    only_ids: list[str] | None = None,
     execution: Execution = Execution(),
 ) -> StageSummary:
     """Ingest every image of one or more splits; images already ingested are skipped.
 
     An image listed by several splits is ingested once. Each split's membership is
-    recorded for its ingested images, even when the run stops early.
+    recorded for its ingested images, even when the run stops early. only_ids: ingest
+    just these of the listed images (a retry). Ends Failed (with the count) when images
+    failed; the summary is still returned.
     """
-    return run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution)
+    summary = run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution, only_ids)
+    return outcome(summary, [summary], workspace)

@@ -15,7 +15,7 @@ Task contract: task(workspace, stage, key, image_ids, **params, **runtime).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +29,11 @@ from flows.common import (
     engine_session,
     prepare_stage,
     run_stage_batches,
+    stage_key,
 )
 from wsss_core.config import ids_digest
 from wsss_core.errors import UsageError
+from wsss_core.refit import RefitRule
 from wsss_core.runner import DatasetReport
 from wsss_core.store import INGEST_STAGE, Workspace
 
@@ -106,13 +108,35 @@ def run_pipeline(
     image_ids: list[str],
     until: str | None = None,
     run: PipelineRun | None = None,
+    only: Collection[str] | None = None,
+    refit: RefitRule = RefitRule(),
 ) -> PipelineRun:
-    """Run every row of the table in order over image_ids, stopping after step `until`."""
+    """Run every row of the table in order over image_ids, stopping after step `until`.
+
+    only: a retry's images. Per-image stages run just those (and refuse a stage whose
+    settings changed since it ran); dataset-level stages still see every image of
+    image_ids. When a dataset-level model is fitted again (see wsss_core.refit), every
+    image's later stages change, so the rest of the table runs on every image.
+    """
     pipeline.check_until(until)
     run = run or PipelineRun(pipeline.name)
+    only = set(only) if only is not None else None
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
-            run.summaries.append(run_stage(ws, pipeline, stage, image_ids, runner, execution, run))
+            if stage.dataset_level:
+                summary = run_dataset_stage(ws, stage, finished_by(ws, pipeline.gates(stage), image_ids), runner, run, refit, only)
+                if only is not None and summary.refitted:
+                    announce(f"{stage.name}: fitted again, so every image's later stages are recomputed")
+                    only = None
+            else:
+                ids = finished_by(ws, pipeline.gates(stage), image_ids)
+                if only is not None:
+                    ids = [i for i in ids if i in only]
+                key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads, keep_key=only is not None)
+                summary = run_stage_batches(
+                    runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
+                )
+            run.summaries.append(summary)
             if stage.masks:
                 run.mask_stages.append(stage.name)
             following = pipeline.stages[index + 1] if index + 1 < len(pipeline.stages) else None
@@ -121,42 +145,66 @@ def run_pipeline(
     return run
 
 
-def run_stage(
-    ws: Workspace,
-    pipeline: Pipeline,
-    stage: Stage,
-    image_ids: list[str],
-    runner: TaskRunner,
-    execution: Execution,
-    run: PipelineRun,
-) -> StageSummary:
-    ids = finished_by(ws, pipeline.gates(stage), image_ids)
-    if stage.dataset_level:
-        return run_dataset_stage(ws, stage, ids, runner, run)
-    key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads)
-    return run_stage_batches(
-        runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
-    )
-
-
 def finished_by(ws: Workspace, upstream: tuple[str, ...], image_ids: list[str]) -> list[str]:
     """The images that every input stage finished under its current key."""
     done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
     return [i for i in image_ids if all(i in d for d in done)]
 
 
-def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskRunner, run: PipelineRun) -> StageSummary:
-    """One task over every eligible image; skipped when all of them are done under the key.
+def fit_config(stage: Stage, ids: list[str]) -> dict[str, Any]:
+    """What a dataset-level stage's key hashes: its parameters and the images it is fitted on."""
+    return {**stage.params, "images": ids_digest(ids), "fitted_on": len(ids)}
 
-    The images it learned from are marked done here, after the task returned: a crash
-    mid-training leaves them pending (the training's checkpoint resumes it).
+
+def finished_fit(ws: Workspace, stage: Stage) -> tuple[str, int] | None:
+    """(key, images fitted on) of the stage's finished model when its parameters and inputs are
+    unchanged since it was fitted; None when it must be fitted (first run, changed, unfinished)."""
+    meta = ws.stage_meta(stage.name)
+    recorded = (meta or {}).get("config", {})
+    if "images" not in recorded or "fitted_on" not in recorded:
+        return None  # never fitted, or fitted before the late-image rule: fit by the current rule
+    key, _ = stage_key(ws, stage.name, {**stage.params, "images": recorded["images"], "fitted_on": recorded["fitted_on"]}, stage.reads)
+    if key != meta["key"] or not ws.done_ids(stage.name, key):
+        return None
+    return key, int(recorded["fitted_on"])
+
+
+def run_dataset_stage(
+    ws: Workspace,
+    stage: Stage,
+    ids: list[str],
+    runner: TaskRunner,
+    run: PipelineRun,
+    refit: RefitRule = RefitRule(),
+    only: Collection[str] | None = None,
+) -> StageSummary:
+    """One task over every eligible image, or the finished model serving images that joined late.
+
+    Images that joined after the model was fitted are served by it (marked done under its
+    key, so later stages run them with it) while the rule allows (wsss_core.refit);
+    otherwise the model is fitted on every eligible image under a new key. Images the
+    fit refused stay failed, unless a retry (only) asks for them again: then they are
+    served, and the next stage checks them. The images are marked done here, after the
+    task returned: a crash mid-training leaves them pending (the checkpoint resumes it).
     """
-    key = prepare_stage(ws, stage.name, {**stage.params, "images": ids_digest(ids)}, stage.reads)
-    summary = StageSummary(stage.name, key, total=len(ids))
-    done = ws.done_ids(stage.name, key)
-    if ids and all(i in done for i in ids):
-        summary.skipped = len(ids)
-        return summary
+    fitted = finished_fit(ws, stage)
+    if fitted is not None:
+        key, fitted_on = fitted
+        done = ws.done_ids(stage.name, key)
+        refused = {r.image_id: r.message for r in ws.failures(stage.name) if r.key == key and r.image_id not in done}
+        late = [i for i in ids if i not in done and (i not in refused or (only is not None and i in only))]
+        if not late or not refit.needs_refit(fitted_on, len(done | set(late)) - fitted_on):
+            summary = serve_late_images(ws, stage, key, ids, late, fitted_on)
+            summary.failed = {i: refused[i] for i in ids if i in refused and i not in late}
+            summary.skipped -= len(summary.failed)
+            return summary
+        announce(
+            f"{stage.name}: {len(done | set(late)) - fitted_on} images joined after the model was fitted on "
+            f"{fitted_on} (more than {refit.late_fraction:.0%}): fitting it again"
+        )
+    recorded = ws.stage_key(stage.name)
+    key = prepare_stage(ws, stage.name, fit_config(stage, ids), stage.reads)
+    summary = StageSummary(stage.name, key, total=len(ids), refitted=key != recorded)
     if not ids:
         summary.note = "no images to learn from"
         return summary
@@ -178,4 +226,16 @@ def run_dataset_stage(ws: Workspace, stage: Stage, ids: list[str], runner: TaskR
     last = report.history[-1] if report.history else {}
     shown = ", ".join(f"{name} {value:.4f}" for name, value in last.items())
     announce(f"{stage.name}: {verb} on {len(report.images)} images -> {report.artifact} {shown}".rstrip())
+    return summary
+
+
+def serve_late_images(ws: Workspace, stage: Stage, key: str, ids: list[str], late: list[str], fitted_on: int) -> StageSummary:
+    summary = StageSummary(stage.name, key, total=len(ids), skipped=len(ids) - len(late))
+    for image_id in late:
+        ws.mark_done(stage.name, image_id, key)
+        ws.clear_failure(stage.name, image_id)
+    if late:
+        summary.done = len(late)
+        summary.note = f"{len(late)} joined late, served by the model fitted on {fitted_on} images"
+        announce(f"{stage.name}: {summary.note}")
     return summary

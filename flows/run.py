@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import Execution, StageSummary, announce
+from flows.common import Execution, StageSummary, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
@@ -46,8 +46,8 @@ class WholeRun:
 
 def ingest_dataset(workspace: str, config: RunConfig, execution: Execution) -> StageSummary:
     settings = config.ingest
-    return ingest_flow(
-        root=settings.root, workspace=workspace, format=settings.format, split=list(settings.splits),
+    return flow_result(
+        ingest_flow, root=settings.root, workspace=workspace, format=settings.format, split=list(settings.splits),
         scribbles_dir=settings.scribbles_dir, image_dir=settings.image_dir,
         options=ReadOptions(max_side=settings.max_side), execution=execution,
     )
@@ -61,8 +61,8 @@ def run_path(
     path_flow = resolve_target(spec.flow)
     section = config_to_dict(getattr(config, spec.settings))
     section["overrides"] = section.get("overrides") or None
-    return path_flow(
-        workspace=workspace, splits=splits, evaluate=False,
+    return flow_result(
+        path_flow, workspace=workspace, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
         **spec.parameters, **section,
     )
@@ -99,5 +99,7 @@ def run_flow(
 
     config_file: a YAML run config (examples/run.yaml); settings: values by name on top of
     it, e.g. {"paths": ["affinitynet"], "graphnet": {"overrides": {"gcn": {"epochs": 50}}}}.
+    Ends Failed (with the count per stage) when images failed; every path still runs.
     """
-    return run_everything(workspace, resolve_run_config(config_file, settings), run_name)
+    whole = run_everything(workspace, resolve_run_config(config_file, settings), run_name)
+    return outcome(whole, whole.summaries, workspace)

@@ -9,6 +9,7 @@ Layout of a workspace directory::
     records/failures/<stage>/<id>.json   one failure record per (stage, image)
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
     splits/<split>.json         the ids of one split (e.g. train, val) that were ingested
+    (root attribute "requests") how each pipeline was last asked for, for `wsss retry-failed`
 
 Markers and records are small files written atomically (temp file + rename), one per
 image, so any number of processes may write them at once; each process also owns the
@@ -322,6 +323,18 @@ class Workspace:
         # writers never race to create it.
         self._root("a").require_group(stage)
         return changed
+
+    def remember_request(self, name: str, flow: str, parameters: dict[str, Any]) -> None:
+        """Record how a pipeline was last asked for (the flow `module:name` and its parameters),
+        so that a retry can run its failed images again with the same settings."""
+        requests = dict(self.attrs.get("requests", {}))
+        requests[name] = {"flow": flow, "parameters": parameters, "time": time.time()}
+        self._update_attrs(requests=requests)
+
+    def requests(self) -> dict[str, dict[str, Any]]:
+        """Every remembered request by pipeline name, oldest first (the order they ran in)."""
+        found = self.attrs.get("requests", {})
+        return dict(sorted(found.items(), key=lambda item: item[1].get("time", 0)))
 
     def stages(self) -> list[str]:
         return sorted(self.attrs.get("stages", {}))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import tasks.affinitynet as t
 from flows.affinitynet import affinitynet_flow
-from flows.common import Execution
+from flows.common import Execution, flow_result
 from flows.cli import app
 from flows.ingest import ingest_flow
 from wsss_core.psa.affinity import AffinityConfig
@@ -63,8 +63,8 @@ def one_torch_thread():
 
 def run_flow(workspace, config, **kwargs):
     """The flow with the tiny config given as overrides by name, as a deployment would pass them."""
-    return affinitynet_flow(
-        workspace=str(workspace), preset="small", overrides=config_to_dict(config), device="cpu", train_threads=1,
+    return flow_result(
+        affinitynet_flow, workspace=str(workspace), preset="small", overrides=config_to_dict(config), device="cpu", train_threads=1,
         execution=Execution(batch_size=4, progress=False), **kwargs,
     )
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flows.common import Execution
+from flows.common import Execution, flow_result
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.data.sample import IGNORE_INDEX
@@ -76,7 +76,7 @@ def test_an_image_without_scribbles_fails_alone(workspace):
     ws = Workspace(workspace)
     broken = ws.image_ids()[0]
     ws.write_array("scribbles", broken, np.full(ws.array_shape("images", broken)[:2], IGNORE_INDEX, np.uint8))
-    run = stage_lines(graphnet_flow(workspace=workspace, **SMALL, execution=QUIET, evaluate=False))
+    run = stage_lines(flow_result(graphnet_flow, workspace=workspace, **SMALL, execution=QUIET, evaluate=False))
     assert broken in run["seeds/scribbles"].failed
     assert "no node is seeded" in run["seeds/scribbles"].failed[broken]
     assert run["pseudo/gcn-scribbles"].done == len(ws.image_ids()) - 1

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flows.common import Execution
+from flows.common import Execution, ImagesFailedError
 from flows.ingest import ingest_flow
 from wsss_core.data.readers import open_reader
 from wsss_core.errors import DatasetError, WorkspaceError
@@ -104,7 +104,13 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated
     with open(root / "ImageSets/Segmentation/train.txt", "a") as handle:
         handle.write("../../etc/passwd\nmissing_image\n")
-    summary = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False))
+    state = ingest_flow(
+        root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False), return_state=True
+    )
+    # the flow run is Failed (the UI, automations and `prefect flow-run retry` see it), with the count
+    assert state.is_failed()
+    assert state.message.startswith("3 image(s) failed (ingest 3); see `wsss status --workspace")
+    summary = state.result(raise_on_failure=False).result  # what the flow did is still there
     assert set(summary.failed) == {ids[0], "../../etc/passwd", "missing_image"}
     assert summary.done == len(ids) - 1
     ws = Workspace(tmp_path / "ws")
@@ -114,7 +120,9 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     # a failed image is no member of its split until a later run ingests it
     assert ws.split_ids("train") == sorted(ids[1:])
     shutil.copy(synthetic_root / "JPEGImages" / f"{ids[0]}.jpg", jpeg)
-    again = ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False))
+    with pytest.raises(ImagesFailedError, match="2 image") as failed:  # called as a function: raises
+        ingest_flow(root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(batch_size=3, progress=False))
+    again = failed.value.result
     assert again.done == 1 and set(again.failed) == {"../../etc/passwd", "missing_image"}
     assert ws.split_ids("train") == sorted(ids)
 

@@ -1,0 +1,162 @@
+"""Flow: re-run exactly the images that have failure records, with the settings they failed under.
+
+    failure records (optionally of some stages, some ids) -> drop the records of ids the
+    dataset no longer lists -> ingest again the ones that failed there -> every pipeline the
+    workspace remembers, restricted to those images -> one evaluation of what it re-ran
+
+Each pipeline flow remembers how it was last asked for (Workspace.remember_request); a
+retry calls the same flow with those parameters and `only_ids`, so an image's finished
+stages are skipped and the stage where it failed and every stage after it run again. A
+stage whose settings changed since it ran is refused rather than recomputed for a few
+images (that would drop every other image's result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import flow
+
+from flows.common import Execution, announce, flow_result, outcome
+from flows.evaluate import evaluate_flow, has_ground_truth
+from flows.run import WholeRun
+from wsss_core.data.image_io import ReadOptions
+from wsss_core.data.readers import open_reader
+from wsss_core.errors import UsageError, WsssError
+from wsss_core.registry import resolve_target
+from wsss_core.store import INGEST_STAGE, Workspace
+
+RETRY_RUN_NAME = "retry-failed"
+
+
+def failed_ids(ws: Workspace, stages: Sequence[str] | None = None, ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The ids with a failure record, per stage: every stage, or the named ones; every id, or the named ones."""
+    known = ws.stages()
+    for stage in stages or []:
+        if stage not in known:
+            raise UsageError(f"no stage {stage!r} in {ws.path} (stages: {', '.join(known) or 'none'})")
+    wanted = set(ids) if ids else None
+    found = {}
+    for stage in stages or known:
+        failed = sorted({r.image_id for r in ws.failures(stage)} - ws.done_ids(stage))
+        failed = [i for i in failed if wanted is None or i in wanted]
+        if failed:
+            found[stage] = failed
+    return found
+
+
+def dataset_ids(ws: Workspace) -> set[str] | None:
+    """Every id the dataset's split lists name now, read through the remembered ingest requests;
+    None when a list cannot be read (the dataset moved): then no record is dropped."""
+    listed: set[str] = set()
+    ingests = [r for name, r in ws.requests().items() if name.split("/")[0] == INGEST_STAGE]
+    if not ingests:
+        return None
+    try:
+        for request in ingests:
+            params = request["parameters"]
+            for split in params["split"]:
+                reader = open_reader(
+                    Path(params["root"]), format=params["format"], split=split, scribbles_dir=params["scribbles_dir"],
+                    image_dir=params["image_dir"], options=ReadOptions(**params["options"]),
+                )
+                listed.update(reader.image_ids())
+    except (WsssError, OSError) as error:
+        announce(f"retry-failed: cannot list the dataset ({error}); keeping every failure record", warning=True)
+        return None
+    return listed
+
+
+def drop_unlisted(ws: Workspace, failed: dict[str, list[str]], listed: set[str] | None) -> int:
+    """Remove the failure records of ids the dataset no longer lists; returns how many went."""
+    if listed is None:
+        return 0
+    dropped = 0
+    for stage, ids in list(failed.items()):
+        gone = [i for i in ids if i not in listed]
+        for image_id in gone:
+            ws.clear_failure(stage, image_id)
+        dropped += len(gone)
+        failed[stage] = [i for i in ids if i in listed]
+        if not failed[stage]:
+            del failed[stage]
+    return dropped
+
+
+def retry_request(name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str) -> object:
+    """Call the remembered flow again with its parameters, on only_ids."""
+    parameters = dict(request["parameters"])
+    if name.split("/")[0] == INGEST_STAGE:
+        parameters["options"] = ReadOptions(**parameters["options"])
+    else:
+        parameters.update(evaluate=False, log_to_mlflow=False, run_name=RETRY_RUN_NAME)
+    return flow_result(resolve_target(request["flow"]), workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
+
+
+def retry_failed(
+    workspace: str,
+    stages: list[str] | None,
+    ids: list[str] | None,
+    evaluate: bool,
+    log_to_mlflow: bool,
+    execution: Execution,
+) -> WholeRun:
+    ws = Workspace(workspace).require()
+    failed = failed_ids(ws, stages, ids)
+    whole = WholeRun()
+    dropped = drop_unlisted(ws, failed, dataset_ids(ws))
+    if dropped:
+        announce(f"retry-failed: dropped the failure records of {dropped} image(s) the dataset no longer lists")
+    if not failed:
+        announce("retry-failed: no failed images to re-run")
+        return whole
+    retried = sorted({i for found in failed.values() for i in found})
+    announce(f"retry-failed: {len(retried)} image(s): " + ", ".join(f"{s} {len(f)}" for s, f in failed.items()))
+    requests = ws.requests()
+    for name, request in requests.items():
+        is_ingest = name.split("/")[0] == INGEST_STAGE
+        if is_ingest and INGEST_STAGE not in failed:
+            continue
+        try:
+            result = retry_request(name, request, failed.get(INGEST_STAGE, []) if is_ingest else retried, execution, workspace)
+        except WsssError as error:
+            whole.skipped[name] = str(error)
+            announce(f"retry-failed: {name} not retried: {error}", warning=True)
+            continue
+        if is_ingest:
+            whole.ingest.append(result)
+        else:
+            whole.paths[name] = result
+    remembered = {s for run in whole.paths.values() for s in (x.stage for x in run.summaries)} | (
+        {INGEST_STAGE} if whole.ingest else set()
+    )
+    for stage in failed:
+        if stage not in remembered and stage not in whole.skipped:
+            whole.skipped[stage] = "no remembered request runs this stage (it ran before retries were possible): re-run its command"
+            announce(f"retry-failed: {stage}: {whole.skipped[stage]}", warning=True)
+    masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
+    if evaluate and masks and any(s.done for s in whole.summaries) and has_ground_truth(ws):
+        whole.evaluation = evaluate_flow(workspace, masks, run_name=RETRY_RUN_NAME, log_to_mlflow=log_to_mlflow)
+    return whole
+
+
+@flow(name="retry-failed")
+def retry_failed_flow(
+    workspace: str,
+    stages: list[str] | None = None,
+    ids: list[str] | None = None,
+    evaluate: bool = True,
+    log_to_mlflow: bool = True,
+    execution: Execution = Execution(),
+) -> WholeRun:
+    """Re-run exactly the images with failure records: in the stage where they failed and every
+    stage after it, each with the settings its pipeline last ran with.
+
+    stages / ids: only the failures of these stages / these images (default: all). Records
+    of ids the dataset no longer lists are dropped; those of images that now succeed are
+    cleared. evaluate: score the re-run pipelines' masks when there is ground truth. Ends
+    Failed (with the count per stage) when images still fail.
+    """
+    whole = retry_failed(workspace, stages, ids, evaluate, log_to_mlflow, execution)
+    return outcome(whole, whole.summaries, workspace)
