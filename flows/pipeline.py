@@ -178,32 +178,34 @@ def run_dataset_stage(
     refit: RefitRule = RefitRule(),
     only: Collection[str] | None = None,
 ) -> StageSummary:
-    """One task over every eligible image, or the finished model serving images that joined late.
+    """One task over every eligible image: it fits the model, or finds it fitted and serves the
+    images that joined late (wsss_core.refit says which, and when to fit again).
 
-    Images that joined after the model was fitted are served by it (marked done under its
-    key, so later stages run them with it) while the rule allows (wsss_core.refit);
-    otherwise the model is fitted on every eligible image under a new key. Images the
-    fit refused stay failed, unless a retry (only) asks for them again: then they are
-    served, and the next stage checks them. The images are marked done here, after the
-    task returned: a crash mid-training leaves them pending (the checkpoint resumes it).
+    While the model is kept, the task is called under its recorded key: a training finds its
+    finished checkpoint and only checks the late images; the shared GCN fits a model for them
+    (see tasks.graphnet.gcn_fit). Images the task refused before are not counted as late
+    unless a retry (only) asks for them. The images are marked done here, after the task
+    returned: a crash mid-training leaves them pending (the training's checkpoint resumes it).
     """
+    recorded = ws.stage_key(stage.name)
     fitted = finished_fit(ws, stage)
+    late: list[str] = []
     if fitted is not None:
         key, fitted_on = fitted
         done = ws.done_ids(stage.name, key)
-        refused = {r.image_id: r.message for r in ws.failures(stage.name) if r.key == key and r.image_id not in done}
+        refused = {r.image_id for r in ws.failures(stage.name) if r.key == key} - done
         late = [i for i in ids if i not in done and (i not in refused or (only is not None and i in only))]
-        if not late or not refit.needs_refit(fitted_on, len(done | set(late)) - fitted_on):
-            summary = serve_late_images(ws, stage, key, ids, late, fitted_on)
-            summary.failed = {i: refused[i] for i in ids if i in refused and i not in late}
-            summary.skipped -= len(summary.failed)
-            return summary
-        announce(
-            f"{stage.name}: {len(done | set(late)) - fitted_on} images joined after the model was fitted on "
-            f"{fitted_on} (more than {refit.late_fraction:.0%}): fitting it again"
-        )
-    recorded = ws.stage_key(stage.name)
-    key = prepare_stage(ws, stage.name, fit_config(stage, ids), stage.reads)
+        pending = [i for i in ids if i not in done]
+        if not pending:
+            return StageSummary(stage.name, key, total=len(ids), skipped=len(ids))
+        if refit.needs_refit(fitted_on, len(done | set(late)) - fitted_on):
+            announce(
+                f"{stage.name}: {len(done | set(late)) - fitted_on} images joined after the model was fitted on "
+                f"{fitted_on} (more than {refit.late_fraction:.0%}): fitting it again on all {len(ids)}"
+            )
+            fitted = None
+    if fitted is None:
+        key = prepare_stage(ws, stage.name, fit_config(stage, ids), stage.reads)
     summary = StageSummary(stage.name, key, total=len(ids), refitted=key != recorded)
     if not ids:
         summary.note = "no images to learn from"
@@ -213,29 +215,22 @@ def run_dataset_stage(
     if not isinstance(report, DatasetReport):
         raise TypeError(f"{stage.name}: task returned {type(report).__name__}, not a DatasetReport")
     run.trainings[stage.name] = report
-    for image_id in report.images:
-        ws.mark_done(stage.name, image_id, key)
+    done = ws.done_ids(stage.name, key)
+    new = [i for i in report.images if i not in done]
+    for image_id in new:
+        ws.mark_done(stage.name, image_id, key, report.served_by.get(image_id))
         ws.clear_failure(stage.name, image_id)
     summary.failed = dict(report.failed)
-    if report.trained:
-        summary.done = len(report.images)
+    summary.done, summary.skipped = len(new), len(report.images) - len(new)
+    if fitted is not None:
+        summary.note = f"{len(new)} joined late: {report.late_note or f'served by the model fitted on {fitted[1]} images'}"
+        verb = "kept"
+    elif report.trained:
         verb = f"resumed from epoch {report.resumed_from_epoch}, trained" if report.resumed_from_epoch else "trained"
     else:
-        summary.skipped = len(report.images)
         verb = "finished result found, not redone"
-    last = report.history[-1] if report.history else {}
+    last = report.history[-1] if report.history and report.trained else {}
     shown = ", ".join(f"{name} {value:.4f}" for name, value in last.items())
-    announce(f"{stage.name}: {verb} on {len(report.images)} images -> {report.artifact} {shown}".rstrip())
-    return summary
-
-
-def serve_late_images(ws: Workspace, stage: Stage, key: str, ids: list[str], late: list[str], fitted_on: int) -> StageSummary:
-    summary = StageSummary(stage.name, key, total=len(ids), skipped=len(ids) - len(late))
-    for image_id in late:
-        ws.mark_done(stage.name, image_id, key)
-        ws.clear_failure(stage.name, image_id)
-    if late:
-        summary.done = len(late)
-        summary.note = f"{len(late)} joined late, served by the model fitted on {fitted_on} images"
-        announce(f"{stage.name}: {summary.note}")
+    announce(f"{stage.name}: {verb} on {len(report.images)} images -> {report.artifact} {shown}".rstrip()
+             + (f" ({summary.note})" if summary.note else ""))
     return summary

@@ -29,6 +29,7 @@ from prefect import get_run_logger, task
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, run_block_in_task, single_torch_thread
 from wsss_core.backbones import Backbone, build_backbone
 from wsss_core.crf import CRFConfig
+from wsss_core.config import ids_digest
 from wsss_core.errors import BadInputError
 from wsss_core.graphnet.config import (
     GRAPH_ARRAYS,
@@ -189,23 +190,40 @@ def gcn_batch(
 ) -> BatchReport:
     """One GCN per image, the whole batch trained at once as a block-diagonal graph.
 
-    init: the gcn-weights stage whose shared GCN every image's GCN starts from.
+    init: the gcn-weights stage whose shared GCN every image's GCN starts from (an image
+    that joined after that fit starts from the one fitted with it; see gcn_fit).
     """
     target = resolve_device(device)
-    weights = None
-    if init is not None:
-        weights = load_gcn_weights(gcn_weights_path(workspace, init, workspace.stage_key(init) or ""))
+    init_key = workspace.stage_key(init) if init is not None else None
+    models: dict[str, GCNWeights] = {}
 
-    def compute(batch: list[GraphInput]) -> list[np.ndarray]:
-        return propagate_gcn(batch, config, target, init=weights)
+    def start_weights(image_id: str) -> GCNWeights | None:
+        if init is None:
+            return None
+        main = gcn_weights_path(workspace, init, init_key or "")
+        path = main.with_name(workspace.served_by(init, image_id, init_key or "") or main.name)
+        if path.name not in models:
+            models[path.name] = load_gcn_weights(path)
+        return models[path.name]
+
+    def load(image_id: str) -> tuple[GraphInput, GCNWeights | None]:
+        return load_graph_input(workspace, graphs, seeds, image_id), start_weights(image_id)
+
+    def compute(batch: list[tuple[GraphInput, GCNWeights | None]]) -> list[np.ndarray]:
+        # one block per starting model; an image's result does not depend on its block
+        results: list[np.ndarray | None] = [None] * len(batch)
+        for weights in {id(w): w for _, w in batch}.values():
+            members = [n for n, (_, w) in enumerate(batch) if w is weights]
+            outputs = propagate_gcn([batch[n][0] for n in members], config, target, init=weights)
+            for n, output in zip(members, outputs, strict=True):
+                results[n] = output
+        return results  # type: ignore[return-value]
 
     def write(image_id: str, probabilities: np.ndarray) -> None:
         workspace.write_array(stage, image_id, probabilities.astype(np.float32))
 
     with single_torch_thread(target):
-        return run_block_in_task(
-            workspace, stage, key, image_ids, lambda i: load_graph_input(workspace, graphs, seeds, i), compute, write
-        )
+        return run_block_in_task(workspace, stage, key, image_ids, load, compute, write)
 
 
 @task(name="gcn-fit", tags=["gpu"], persist_result=False)
@@ -222,7 +240,10 @@ def gcn_fit(
     """One shared GCN fitted on the seeds of all the given images (dataset-level).
 
     Reuses the file when one of the same key exists; written atomically, so a crash
-    leaves either no file or a whole one.
+    leaves either no file or a whole one. Images that joined after that fit (not in the
+    ids the file records) get a GCN fitted on every given image, used for them only:
+    exactly the model a clean run of these images would fit (seconds of work), while the
+    images already done keep theirs (wsss_core.refit).
     """
     path = gcn_weights_path(workspace, stage, key)
     report = DatasetReport(stage, str(path))
@@ -235,20 +256,39 @@ def gcn_fit(
             message = str(error) or type(error).__name__
             workspace.record_failure(stage, image_id, type(error).__name__, message, key)
             report.failed[image_id] = message
-    if path.is_file():
-        return report
     if not items:
         raise BadInputError(workspace.path, "no image with a graph and seeds to fit the GCN on")
+    if path.is_file():
+        fitted = fitted_images(path)
+        late = [i for i in report.images if fitted is not None and i not in fitted]
+        if late:
+            late_path = path.with_name(f"{path.stem}-with-{ids_digest(report.images)}.npz")
+            if not late_path.is_file():
+                fit_and_save(items, report.images, config, device, late_path)
+            report.served_by = {image_id: late_path.name for image_id in late}
+            report.late_note = f"the shared GCN fitted again with them, used for them only ({late_path.name})"
+        return report
     get_run_logger().info("%s: fitting one shared GCN on the seeds of %d images", stage, len(items))
+    fit_and_save(items, report.images, config, device, path)
+    report.trained = True
+    return report
+
+
+def fit_and_save(items: list[GraphInput], image_ids: list[str], config: GCNConfig, device: str | None, path: Path) -> None:
+    """Fit the shared GCN and write it, with the ids it learned from, atomically."""
     target = resolve_device(device)
     with single_torch_thread(target):
         fitted = pretrain_gcn(items, config, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npz")
-    np.savez(partial, **fitted.to_arrays())
+    np.savez(partial, **fitted.to_arrays(), image_ids=np.array(image_ids, dtype=str))
     os.replace(partial, path)
-    report.trained = True
-    return report
+
+
+def fitted_images(path: Path) -> set[str] | None:
+    """The ids a shared GCN file was fitted on (None: a file from before they were recorded)."""
+    with np.load(path) as arrays:
+        return set(arrays["image_ids"].tolist()) if "image_ids" in arrays else None
 
 
 @task(name="label-propagation-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)

@@ -105,9 +105,9 @@ def split_batches(image_ids: Sequence[str], batch_size: int) -> list[list[str]]:
 class DatasetReport:
     """What a dataset-level stage (a training, the shared GCN fit) did with its images.
 
-    images: the images it learned from (the runner marks them done under the stage's
-    key); failed: images left out, with the reason; trained: False when a finished
-    result of the same key was found and reused.
+    images: the images it learned from or serves (the runner marks them done under the
+    stage's key); failed: images left out, with the reason; trained: False when a
+    finished result of the same key was found and reused.
     """
 
     stage: str
@@ -118,3 +118,7 @@ class DatasetReport:
     resumed_from_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    # Images that joined after the model was fitted and are served by another artifact than
+    # `artifact` (the shared GCN fits one for them): image -> artifact file name.
+    served_by: dict[str, str] = field(default_factory=dict)
+    late_note: str = ""  # how the late images were served, for the summary

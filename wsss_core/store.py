@@ -401,10 +401,24 @@ class Workspace:
         base = self.path / "markers" / check_stage_name(stage)
         return base / key if key else base
 
-    def mark_done(self, stage: str, image_id: str, key: str) -> None:
-        """Written last, after every array of the image: its presence means 'whole'."""
+    def mark_done(self, stage: str, image_id: str, key: str, served_by: str | None = None) -> None:
+        """Written last, after every array of the image: its presence means 'whole'.
+
+        served_by: for a dataset-level stage, the model file that serves this image when it
+        is not the stage's main one (an image that joined after the fit).
+        """
         check_image_id(image_id)
-        write_json_atomic(self._marker_dir(stage, key) / f"{image_id}.json", {"time": time.time()})
+        payload: dict[str, Any] = {"time": time.time()}
+        if served_by:
+            payload["served_by"] = served_by
+        write_json_atomic(self._marker_dir(stage, key) / f"{image_id}.json", payload)
+
+    def served_by(self, stage: str, image_id: str, key: str) -> str | None:
+        """The model file a dataset-level stage's marker names for this image (None: the main one)."""
+        try:
+            return json.loads((self._marker_dir(stage, key) / f"{check_image_id(image_id)}.json").read_text()).get("served_by")
+        except (FileNotFoundError, ValueError):
+            return None
 
     def is_done(self, stage: str, image_id: str, key: str) -> bool:
         if not _IMAGE_ID.match(image_id):
