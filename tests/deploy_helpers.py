@@ -266,19 +266,28 @@ class DeployedProject:
         with self.client() as client:
             deployment_id = client.read_deployment_by_name(deployment).id
             flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=dict(parameters or {}))
+        return self.wait(flow_run.id, deployment, timeout)
+
+    def retry(self, flow_run: FlowRun, timeout: float = RUN_TIMEOUT_S) -> FlowRun:
+        """`prefect flow-run retry` a finished run (the worker runs it again); wait for its final state."""
+        self.server.cli("flow-run", "retry", str(flow_run.id))
+        return self.wait(flow_run.id, f"retry of {flow_run.name}", timeout)
+
+    def wait(self, flow_run_id: Any, label: str, timeout: float = RUN_TIMEOUT_S) -> FlowRun:
+        with self.client() as client:
             deadline = time.monotonic() + timeout
             while True:
-                flow_run = client.read_flow_run(flow_run.id)
+                flow_run = client.read_flow_run(flow_run_id)
                 if flow_run.state is not None and flow_run.state.is_final():
                     return flow_run
                 if not self.worker.running():
                     raise DeploymentTestError(
                         f"the worker exited (code {self.worker.process.returncode}) while flow run "
-                        f"{flow_run.name!r} of {deployment!r} was {flow_run.state_name}\n{self.logs()}"
+                        f"{flow_run.name!r} of {label!r} was {flow_run.state_name}\n{self.logs()}"
                     )
                 if time.monotonic() > deadline:
                     raise DeploymentTestError(
-                        f"flow run {flow_run.name!r} of {deployment!r} still {flow_run.state_name} after "
+                        f"flow run {flow_run.name!r} of {label!r} still {flow_run.state_name} after "
                         f"{timeout:.0f} s\n{self.flow_run_logs(flow_run)}\n{self.logs()}"
                     )
                 time.sleep(0.5)

@@ -25,7 +25,10 @@ def dataset(tmp_path_factory):
     return root, train_ids
 
 
-DEPLOYMENTS = ("run/run", "graphnet/graphnet", "affinitynet/affinitynet", "ingest/ingest", "superpixels/superpixels")
+DEPLOYMENTS = (
+    "run/run", "graphnet/graphnet", "affinitynet/affinitynet", "ingest/ingest", "superpixels/superpixels",
+    "retry-failed/retry-failed",
+)
 
 
 def test_deploy_registers_every_deployment_with_the_checkout_as_working_directory(deployed_project):
@@ -80,3 +83,36 @@ def test_a_misspelt_setting_fails_the_run_instead_of_being_ignored(deployed_proj
     assert flow_run.state.is_failed(), f"{flow_run.state_name}\n{deployed_project.flow_run_logs(flow_run)}"
     assert "no setting 'epoch'" in deployed_project.flow_run_logs(flow_run)
     assert not (tmp_path / "never").exists()
+
+
+def test_failed_images_fail_the_run_and_both_retries_redo_only_them(deployed_project, dataset, tmp_path):
+    import shutil
+
+    root, train_ids = dataset
+    broken = tmp_path / "data"
+    shutil.copytree(root, broken)
+    jpegs = [broken / "JPEGImages" / f"{image_id}.jpg" for image_id in train_ids[:2]]
+    originals = [jpeg.read_bytes() for jpeg in jpegs]
+    for jpeg, original in zip(jpegs, originals):
+        jpeg.write_bytes(original[:100])  # truncated
+    workspace = tmp_path / "ws"
+    parameters = {"root": str(broken), "workspace": str(workspace), "split": ["train"], "execution": {"progress": False}}
+    flow_run = deployed_project.run("ingest/ingest", parameters)
+    # Failed, with the count: what the UI, automations and `prefect flow-run retry` see
+    assert flow_run.state.is_failed(), flow_run.state_name
+    assert flow_run.state.message.startswith("2 image(s) failed (ingest 2)"), flow_run.state.message
+    ws = Workspace(workspace)
+    assert ws.image_ids() == sorted(train_ids[2:])
+    done_before = {p.name: p.read_text() for p in (workspace / "markers" / "ingest").rglob("*.json")}
+
+    jpegs[0].write_bytes(originals[0])
+    retried = deployed_project.retry(flow_run)  # `prefect flow-run retry`: the worker runs it again
+    assert retried.state.is_failed() and retried.state.message.startswith("1 image(s) failed (ingest 1)")
+    assert ws.image_ids() == sorted(train_ids[:1] + train_ids[2:])
+    done_after = {p.name: p.read_text() for p in (workspace / "markers" / "ingest").rglob("*.json")}
+    assert {name: done_after[name] for name in done_before} == done_before  # the others were not redone
+
+    jpegs[1].write_bytes(originals[1])
+    final = deployed_project.run("retry-failed/retry-failed", {"workspace": str(workspace), "log_to_mlflow": False})
+    deployed_project.assert_completed(final)
+    assert ws.image_ids() == sorted(train_ids) and not ws.failures("ingest")
