@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -73,6 +74,15 @@ def read_bytes(path: str | Path) -> bytes:
         raise BadInputError(path, "is a directory, not a file") from None
     except PermissionError:
         raise BadInputError(path, "permission denied") from None
+
+
+def refuse_outside_link(path: Path, *allowed: Path) -> None:
+    """A link (or a link in a link) whose target lies outside every allowed folder is refused:
+    a dataset must not make ingest read (and copy into the workspace) files from elsewhere.
+    Links inside the dataset, and a linked image folder as a whole, are fine."""
+    real = Path(os.path.realpath(path))
+    if real != path and not any(real.is_relative_to(folder) for folder in allowed):
+        raise BadInputError(path, f"symlink points outside the dataset root (to {real})")
 
 
 def read_xml(path: str | Path) -> ElementTree.Element:
