@@ -4,17 +4,24 @@ Presets, weights fallbacks and engines are resolved inside the flows, so a Prefe
 deployment or a Dask worker runs exactly what a command runs. Heavy libraries (torch,
 prefect, mlflow) are imported only by the command that needs them: `wsss --help` and
 `wsss status` start fast.
+
+Errors a user can cause end in one line on stderr, `error: <file or thing>: <problem>`, and
+exit 2 (WsssGroup); images that failed make a finished command exit 1 (finish). `wsss --debug`
+shows the tracebacks instead.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from wsss_core.errors import WsssError
 from wsss_core.registries import (
@@ -28,13 +35,62 @@ from wsss_core.registries import (
     SUPERVISIONS,
 )
 
+# Errors a user can cause (a wrong request, an unusable dataset, workspace or output folder, a
+# file system that refuses): reported in one line, exit 2. Anything else is a bug: traceback.
+REPORTED_ERRORS = (WsssError, OSError)
+DEBUG_KEY = "wsss.debug"
+
+
+def debugging() -> bool:
+    """True under `wsss --debug ...`."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(DEBUG_KEY))
+
+
+def describe_os_error(error: OSError) -> str:
+    """'<file>: permission denied' rather than '[Errno 13] Permission denied: <file>'."""
+    problem = (error.strerror or str(error) or type(error).__name__).lower()
+    if error.filename is None:
+        return problem
+    where = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
+    return f"{where}: {problem}"
+
+
+def error_line(error: BaseException) -> str:
+    return describe_os_error(error) if isinstance(error, OSError) and not isinstance(error, WsssError) else str(error)
+
+
+class WsssGroup(TyperGroup):
+    """The `wsss` group: a reported error of any command becomes `error: <file or thing>: <problem>`
+    on stderr and exit 2, unless --debug asks for the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except REPORTED_ERRORS as error:
+            if ctx.meta.get(DEBUG_KEY):
+                raise
+            typer.echo(f"error: {error_line(error)}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="wsss",
     help="Weakly-supervised semantic segmentation at dataset scale: weak labels in, dense pseudo masks out.",
+    cls=WsssGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (and Prefect's) instead of one line.")] = False,
+) -> None:
+    """Options of every command (given before it: wsss --debug ingest ...)."""
+    ctx.meta[DEBUG_KEY] = debug
 
 
 def checked(names: tuple[str, ...]) -> Callable[..., Any]:
@@ -117,19 +173,50 @@ def parse_settings(assignments: list[str] | None) -> dict[str, Any]:
     return settings
 
 
-def call_flow(target: str, **parameters: Any) -> Any:
-    """Import the flow `module:name` and run it; our errors become one line and exit 2.
+class ReportedErrorFilter(logging.Filter):
+    """Drops a log record whose exception the CLI reports itself in one line.
 
-    A flow whose images failed ends Failed but still returns what it did (finish() exits 1).
+    Prefect's flow engine logs a failing flow's exception with its traceback ("Encountered
+    exception during execution") before re-raising it to call_flow; its task engine does the
+    same for a task's. The filter sits on the console handlers only: the run's log in the
+    Prefect API (the UI) keeps the traceback.
     """
+
+    enabled = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (self.enabled and isinstance(error, REPORTED_ERRORS))
+
+
+CONSOLE_FILTER = ReportedErrorFilter()
+
+
+def quiet_prefect_console(enabled: bool) -> None:
+    """Put CONSOLE_FILTER on Prefect's console handlers (once), on or off."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    CONSOLE_FILTER.enabled = enabled
+    loggers = [logging.getLogger()] + [
+        logger for name, logger in logging.Logger.manager.loggerDict.items()
+        if name.startswith("prefect") and isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and CONSOLE_FILTER not in handler.filters:
+                handler.addFilter(CONSOLE_FILTER)
+
+
+def call_flow(target: str, **parameters: Any) -> Any:
+    """Import the flow `module:name` and run it; its reported errors reach WsssGroup without
+    Prefect printing their traceback first. A flow whose images failed ends Failed but still
+    returns what it did (finish() exits 1)."""
     from flows.common import flow_result
     from wsss_core.registry import resolve_target
 
     flow = resolve_target(target)
-    try:
-        return flow_result(flow, **parameters)
-    except WsssError as error:
-        fail(str(error))
+    quiet_prefect_console(not debugging())
+    return flow_result(flow, **parameters)
 
 
 def finish(summaries: list, started: float) -> None:
@@ -227,33 +314,28 @@ def status(
     """Per-stage counts of done / failed / pending images, and the failed images with their errors."""
     from flows.status import print_status
 
-    try:
-        print_status(workspace, all_failures)
-    except WsssError as error:
-        fail(str(error))
+    print_status(workspace, all_failures)
 
 
 @app.command()
 def export(
     workspace: WorkspaceOpt,
-    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, or pseudo/<method>.")],
-    out: Annotated[Path, typer.Option(help="Folder for <image id>.png files.")],
+    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, or pseudo/<method> (others hold no class masks).")],
+    out: Annotated[Path, typer.Option(help="Folder for <image id>.png files (made if missing; not a file).")],
 ) -> None:
     """Write a stage's masks as palette PNGs (pixel value = class index, 255 = void), one per image."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from wsss_core.export import export_masks, exportable_ids
+    from wsss_core.export import check_out_dir, export_masks, exportable_ids
     from wsss_core.store import Workspace
 
     ws = Workspace(workspace)
-    try:
-        total = len(exportable_ids(ws.require(), stage))
-        with Progress(console=Console(stderr=True)) as bar:
-            task = bar.add_task(f"export {stage}", total=total)
-            written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task))
-    except WsssError as error:
-        fail(str(error))
+    check_out_dir(out)  # before the progress bar shows
+    total = len(exportable_ids(ws.require(), stage))
+    with Progress(console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"export {stage}", total=total)
+        written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task))
     typer.echo(f"wrote {len(written)} masks of {stage} to {out}", err=True)
 
 

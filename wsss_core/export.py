@@ -8,24 +8,39 @@ from pathlib import Path
 import numpy as np
 
 from wsss_core.data.image_io import save_palette_png
-from wsss_core.errors import WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.registries import mask_method_of_stage
+from wsss_core.store import Workspace
 
 # Arrays written by ingest rather than by a stage of their own.
 INGESTED_MASKS = ("gt", "scribbles")
+
+
+def is_mask_stage(stage: str) -> bool:
+    """gt, scribbles and pseudo/<method>[-crf] hold class masks; superpixels, graphs, cams, seeds
+    and the rest hold other arrays (label maps, scores) that must not be written as class PNGs."""
+    return stage in INGESTED_MASKS or mask_method_of_stage(stage) is not None
+
+
+def exportable_stages(workspace: Workspace) -> list[str]:
+    """The mask stages a workspace can export: the ingested ones and its pseudo-mask stages."""
+    return [*INGESTED_MASKS, *(s for s in workspace.stages() if mask_method_of_stage(s) is not None)]
 
 
 def exportable_ids(workspace: Workspace, stage: str) -> list[str]:
     """Images whose mask for `stage` is complete."""
     if stage in INGESTED_MASKS:
         return [i for i in workspace.image_ids() if workspace.has_array(stage, i)]
-    if stage == INGEST_STAGE or workspace.stage_meta(stage) is None:
-        known = ", ".join(s for s in workspace.stages() if s != INGEST_STAGE)
+    if not is_mask_stage(stage) or workspace.stage_meta(stage) is None:
         raise WorkspaceError(
-            f"{workspace.path}: no mask stage {stage!r} (exportable: {', '.join(INGESTED_MASKS)}"
-            + (f", {known})" if known else ")")
+            f"{workspace.path}: no mask stage {stage!r} (exportable: {', '.join(exportable_stages(workspace))})"
         )
     return sorted(workspace.done_ids(stage))
+
+
+def check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a folder (export writes one <image id>.png per image there)")
 
 
 def check_class_mask(stage: str, image_id: str, mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
@@ -49,9 +64,11 @@ def export_masks(
 ) -> list[Path]:
     """Write one PNG per complete image of the stage; returns the files written."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    image_ids = exportable_ids(workspace.require(), stage)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for image_id in exportable_ids(workspace.require(), stage):
+    for image_id in image_ids:
         image_shape = workspace.array_shape("images", image_id)
         mask = check_class_mask(stage, image_id, workspace.read_array(stage, image_id), image_shape)
         path = out_dir / f"{image_id}.png"

@@ -49,7 +49,7 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
 def check_image_id(image_id: str) -> str:
     """Image ids become file and array names: letters, digits, '.', '_', '-' only."""
     if not _IMAGE_ID.match(image_id) or image_id in {".", ".."}:
-        raise BadInputError(image_id, "invalid image id (allowed: letters, digits, '.', '_', '-')")
+        raise BadInputError(image_id, f"invalid image id {image_id!r} (allowed: letters, digits, '.', '_', '-')")
     return image_id
 
 

@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from flows.common import Execution, local_cluster_kwargs, make_task_runner
+from flows.common import Execution, engine_session, local_cluster_kwargs, make_task_runner
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.store import Workspace
@@ -122,3 +122,38 @@ def test_local_cluster_listens_on_loopback_only():
     assert dashboard_port != 8787  # a free port, not the shared default
     assert (os.getpid(), "127.0.0.1", dashboard_port) in listening
     assert len(worker_pids) == 2 and worker_pids <= {pid for pid, _, _ in listening}, (worker_pids, listening)
+
+
+def _tree_listeners() -> list[tuple[int, str, int]]:
+    """(pid, ip, port) of every listening TCP socket of this process and its descendants, read per
+    process (no system-wide scan, which needs root on some systems)."""
+    me = psutil.Process()
+    found = []
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            connections = process.net_connections("inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found += [(process.pid, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
+    return found
+
+
+def test_nothing_this_session_starts_listens_beyond_loopback():
+    """A dask engine session (its LocalCluster, dashboard included) and the temporary Prefect server
+    the tests run against (a child process, as for a `wsss` command without PREFECT_API_URL):
+    every listener of this process tree is on 127.0.0.1 or ::1, never 0.0.0.0 or ::."""
+    from urllib.parse import urlparse
+
+    from prefect.settings import PREFECT_API_URL
+
+    with engine_session(Execution(engine="dask", workers=1)) as runner:
+        runner.client.wait_for_workers(1, timeout=60)  # the cluster starts with the client
+        dashboard_port = runner._cluster.scheduler.http_server.port
+        listening = _tree_listeners()
+    outside = [entry for entry in listening if entry[1] not in ("127.0.0.1", "::1")]
+    assert outside == [], f"listening beyond loopback: {outside} (all: {listening})"
+    ports = {port for _, _, port in listening}
+    assert dashboard_port in ports
+    api = urlparse(PREFECT_API_URL.value())
+    if api.hostname in ("127.0.0.1", "localhost"):  # the harness's own server, not one set from outside
+        assert api.port in ports, (api.port, listening)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flows.common import Execution, ImagesFailedError
+from flows.common import Execution, ImagesFailedError, flow_result
 from flows.ingest import ingest_flow
 from wsss_core.data.readers import open_reader
 from wsss_core.errors import DatasetError, WorkspaceError
@@ -125,6 +125,25 @@ def test_bad_images_become_failure_records_and_the_rest_goes_on(synthetic_root, 
     again = failed.value.result
     assert again.done == 1 and set(again.failed) == {"../../etc/passwd", "missing_image"}
     assert ws.split_ids("train") == sorted(ids)
+
+
+def test_an_id_with_a_space_and_an_outside_link_fail_under_their_own_names(synthetic_root, tmp_path):
+    import os
+    import shutil
+
+    root = tmp_path / "odd"
+    shutil.copytree(synthetic_root, root)
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    outside = tmp_path / "outside.jpg"
+    shutil.move(root / "JPEGImages" / f"{ids[0]}.jpg", outside)
+    os.symlink(outside, root / "JPEGImages" / f"{ids[0]}.jpg")
+    with open(root / "ImageSets/Segmentation/train.txt", "a") as handle:
+        handle.write(f"{ids[1]} copy\n")
+    summary = flow_result(ingest_flow, root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False))
+    assert set(summary.failed) == {ids[0], f"{ids[1]} copy"}
+    assert f"invalid image id '{ids[1]} copy'" in summary.failed[f"{ids[1]} copy"]
+    assert "symlink points outside the dataset root" in summary.failed[ids[0]]
+    assert f"{ids[0]}.jpg" in summary.failed[ids[0]]
 
 
 def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from wsss_core.data.classes import check_class_list
-from wsss_core.data.image_io import ReadOptions, load_rgb, read_bytes
+from wsss_core.data.image_io import ReadOptions, load_rgb, read_bytes, refuse_outside_link
 from wsss_core.data.sample import IGNORE_INDEX, Box, Sample
 from wsss_core.errors import BadInputError, DatasetError
 
@@ -168,6 +168,7 @@ class CocoReader:
             raise BadInputError(
                 self.root, f"file_name {entry['file_name']!r} of image {image_id} escapes {self.image_dir}"
             )
+        refuse_outside_link(path, self.image_dir)
         return path
 
     def load(self, image_id: str) -> Sample:

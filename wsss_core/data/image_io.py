@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
+import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +76,15 @@ def read_bytes(path: str | Path) -> bytes:
         raise BadInputError(path, "permission denied") from None
 
 
+def refuse_outside_link(path: Path, *allowed: Path) -> None:
+    """A link (or a link in a link) whose target lies outside every allowed folder is refused:
+    a dataset must not make ingest read (and copy into the workspace) files from elsewhere.
+    Links inside the dataset, and a linked image folder as a whole, are fine."""
+    real = Path(os.path.realpath(path))
+    if real != path and not any(real.is_relative_to(folder) for folder in allowed):
+        raise BadInputError(path, f"symlink points outside the dataset root (to {real})")
+
+
 def read_xml(path: str | Path) -> ElementTree.Element:
     """Parse an XML file and return its root element.
 
@@ -86,20 +98,41 @@ def read_xml(path: str | Path) -> ElementTree.Element:
         raise BadInputError(path, f"cannot parse XML: {error}") from None
 
 
+# catch_warnings swaps the process-wide warning filters: two threads opening images at once
+# could restore each other's filters. Only the header parse (Image.open) is serialised.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_header(path: str | Path, data: bytes) -> Image.Image:
+    """Image.open on the bytes, with Pillow's decompression-bomb warning turned into a refusal
+    (it would otherwise go raw to stderr and the image be decoded anyway)."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombWarning as warning:
+            raise BadInputError(path, f"possible decompression bomb: {warning}") from None
+
+
 def _open_image(path: str | Path, max_side: int | None) -> Image.Image:
     """Open and fully decode an image; refuse it before decoding when it is too large."""
     data = read_bytes(path)
+    if not data:
+        raise BadInputError(path, "empty file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = _open_header(path, data)
         width, height = image.size
         if max_side is not None and max(width, height) > max_side:
             raise BadInputError(path, f"image is {width}x{height}, larger than max_side={max_side}")
         image.load()  # full decode: a truncated file fails here, not later
     except BadInputError:
         raise
+    except Image.UnidentifiedImageError:
+        # Pillow's own message names the in-memory stream (<_io.BytesIO object at 0x...>), not the file.
+        raise BadInputError(path, "cannot decode image: not in an image format Pillow reads") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        # Pillow reports broken data as OSError / UnidentifiedImageError (and a few
-        # plugins as SyntaxError / ValueError); the bytes are already in memory.
+        # Pillow reports broken data as OSError (and a few plugins as SyntaxError /
+        # ValueError); the bytes are already in memory.
         raise BadInputError(path, f"cannot decode image: {error}") from None
     return image
 

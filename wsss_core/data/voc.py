@@ -20,7 +20,7 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from wsss_core.data.classes import read_class_list
-from wsss_core.data.image_io import ReadOptions, load_label_map, load_rgb, read_bytes, read_xml
+from wsss_core.data.image_io import ReadOptions, load_label_map, load_rgb, read_bytes, read_xml, refuse_outside_link
 from wsss_core.data.sample import IGNORE_INDEX, Box, Sample
 from wsss_core.data.scribbles import rasterise_scribble_xml
 from wsss_core.errors import BadInputError, DatasetError
@@ -33,8 +33,9 @@ SPLIT_DIR = Path("ImageSets") / "Segmentation"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png")
 
 
-def checked_file_in(directory: Path, image_id: str, suffix: str) -> Path:
-    """directory/<image_id><suffix>, refusing ids that would leave the directory."""
+def checked_file_in(directory: Path, image_id: str, suffix: str, root: Path | None = None) -> Path:
+    """directory/<image_id><suffix>, refusing ids that would leave the directory, and a file that
+    is a link to somewhere outside both the dataset root and the directory."""
     if (
         not image_id
         or image_id in {".", ".."}
@@ -43,10 +44,11 @@ def checked_file_in(directory: Path, image_id: str, suffix: str) -> Path:
     ):
         raise BadInputError(image_id, f"invalid image id {image_id!r}: ids are file stems, not paths")
     folder = directory.resolve()
-    # abspath normalises without following a symlinked file (datasets are often built of links)
+    # abspath normalises without following a symlinked file: the link itself is checked below
     path = Path(os.path.abspath(folder / f"{image_id}{suffix}"))
     if path.parent != folder:
         raise BadInputError(image_id, f"image id {image_id!r} escapes {directory}")
+    refuse_outside_link(path, folder, *([root.resolve()] if root else []))
     return path
 
 
@@ -55,10 +57,23 @@ def labels_in(label_map: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(label_map) if v not in (0, IGNORE_INDEX)]
 
 
+# VOC's classification lists (ImageSets/Main/<class>_<split>.txt) add a column: 1, -1 or 0.
+_CLASSIFICATION_FLAGS = {"1", "-1", "0"}
+
+
+def split_list_id(line: str) -> str:
+    """The id on one line of a split list: the whole line (stripped), so that an id with a space
+    is reported as itself, not as its first word; "<id> <flag>" of a classification list -> id."""
+    words = line.split()
+    if len(words) == 2 and words[1] in _CLASSIFICATION_FLAGS:
+        return words[0]
+    return line.strip()
+
+
 def read_split_list(path: Path) -> list[str]:
-    """Ids of a split list: the first word of each non-blank line; repeats dropped, order kept."""
+    """Ids of a split list, one per non-blank, non-# line; repeats dropped, order kept."""
     text = read_bytes(path).decode("utf-8-sig", errors="replace")
-    ids = [line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    ids = [split_list_id(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return list(dict.fromkeys(ids))
 
 
@@ -164,23 +179,23 @@ class VocReader:
 
     def image_path(self, image_id: str) -> Path:
         for suffix in IMAGE_SUFFIXES:
-            path = checked_file_in(self.root / IMAGE_DIR, image_id, suffix)
+            path = checked_file_in(self.root / IMAGE_DIR, image_id, suffix, self.root)
             if path.is_file():
                 return path
-        return checked_file_in(self.root / IMAGE_DIR, image_id, IMAGE_SUFFIXES[0])
+        return checked_file_in(self.root / IMAGE_DIR, image_id, IMAGE_SUFFIXES[0], self.root)
 
     def _gt(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
         for folder in GT_DIRS:
-            path = checked_file_in(self.root / folder, image_id, ".png")
+            path = checked_file_in(self.root / folder, image_id, ".png", self.root)
             if path.is_file():
                 return load_label_map(path, expected_shape=shape, num_classes=len(self.classes), kind="mask")
         return None
 
     def _scribble(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
-        png = checked_file_in(self.scribbles_dir, image_id, ".png")
+        png = checked_file_in(self.scribbles_dir, image_id, ".png", self.root)
         if png.is_file():
             return load_label_map(png, expected_shape=shape, num_classes=len(self.classes), kind="scribble")
-        xml = checked_file_in(self.scribbles_dir, image_id, ".xml")
+        xml = checked_file_in(self.scribbles_dir, image_id, ".xml", self.root)
         if xml.is_file():
             return rasterise_scribble_xml(xml, shape, self.classes, self.options.scribble_stroke_width)
         return None
@@ -191,7 +206,7 @@ class VocReader:
         shape = image.shape[:2]
         gt = self._gt(image_id, shape)
         scribble = self._scribble(image_id, shape)
-        annotation = checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml")
+        annotation = checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml", self.root)
         boxes: list[Box] = []
         if annotation.is_file():
             boxes, tags, notes = read_voc_annotation(annotation, self.classes, shape)

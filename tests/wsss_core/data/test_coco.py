@@ -182,3 +182,16 @@ def test_open_reader_for_coco(tmp_path):
     assert isinstance(reader, CocoReader) and reader.image_ids() == ["img_a", "img_b"]
     with pytest.raises(DatasetError, match="scribbles_dir is for VOC"):
         open_reader(path, format="coco", image_dir=tmp_path / "images", scribbles_dir=tmp_path)
+
+
+def test_an_image_that_links_outside_the_image_folder_is_refused(tmp_path):
+    path = write_dataset(tmp_path)
+    outside = tmp_path / "elsewhere.png"
+    (tmp_path / "images" / "img_a.png").rename(outside)
+    (tmp_path / "images" / "img_a.png").symlink_to(outside)
+    (tmp_path / "images" / "sub" / "img_b.png").rename(tmp_path / "images" / "b.png")
+    (tmp_path / "images" / "sub" / "img_b.png").symlink_to(tmp_path / "images" / "b.png")  # inside: fine
+    reader = CocoReader(path, tmp_path / "images")
+    with pytest.raises(BadInputError, match=r"img_a\.png: symlink points outside the dataset root"):
+        reader.load("img_a")
+    assert reader.load("img_b").image.shape == (H, W, 3)

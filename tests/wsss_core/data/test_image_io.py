@@ -165,3 +165,26 @@ def test_read_xml_reports_broken_files(tmp_path):
     (tmp_path / "bad.xml").write_text("<annotation><object></annotation>")
     with pytest.raises(BadInputError, match=r"bad\.xml: cannot parse XML"):
         read_xml(tmp_path / "bad.xml")
+
+
+def test_empty_and_unknown_files_are_named_by_their_path_not_pillows_stream(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(BadInputError, match=r"empty\.jpg: empty file \(0 bytes\)") as caught:
+        load_rgb(tmp_path / "empty.jpg")
+    assert "BytesIO" not in str(caught.value)
+    (tmp_path / "text.png").write_bytes(b"hello")
+    with pytest.raises(BadInputError, match=r"text\.png: cannot decode image") as caught:
+        load_label_map(tmp_path / "text.png", expected_shape=(H, W), num_classes=3)
+    assert "BytesIO" not in str(caught.value)
+
+
+def test_decompression_bomb_warning_fails_the_image_instead_of_going_to_stderr(tmp_path, monkeypatch, recwarn):
+    save(gradient_rgb(), tmp_path / "bomb.png")  # 16x12 = 192 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow warns above 100, refuses above 200
+    with pytest.raises(BadInputError, match=r"bomb\.png: possible decompression bomb"):
+        load_rgb(tmp_path / "bomb.png", ReadOptions(max_side=None))
+    with pytest.raises(BadInputError, match=r"bomb\.png: possible decompression bomb"):
+        load_label_map(tmp_path / "bomb.png", expected_shape=(H, W), num_classes=3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert load_rgb(tmp_path / "bomb.png")[0].shape == (H, W, 3)

@@ -148,11 +148,40 @@ def test_ids_that_escape_the_root_are_refused(dataset, image_id):
     assert caught.value.path == image_id
 
 
-def test_symlinked_images_are_not_mistaken_for_escapes(dataset, tmp_path):
-    outside = write_jpeg(tmp_path / "elsewhere", "real", seed=5)
-    os.symlink(outside, dataset / "JPEGImages" / "linked.jpg")
+def test_symlinks_inside_the_dataset_are_followed(dataset, tmp_path):
+    inside = write_jpeg(dataset / "originals", "real", seed=5)
+    os.symlink(inside, dataset / "JPEGImages" / "linked.jpg")
     sample = VocReader(dataset).load("linked")
-    assert np.array_equal(sample.image, np.asarray(Image.open(outside)))
+    assert np.array_equal(sample.image, np.asarray(Image.open(inside)))
+    # a linked image folder as a whole is the dataset's own folder, wherever it lives
+    shared = tmp_path / "shared"
+    (dataset / "JPEGImages").rename(shared)
+    os.symlink(shared, dataset / "JPEGImages")
+    assert VocReader(dataset).load("a").image.shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("folder, name", [("JPEGImages", "linked.jpg"), ("SegmentationClass", "a.png"),
+                                          ("Annotations", "a.xml"), ("scribbles", "a.png")])
+def test_a_symlink_to_a_file_outside_the_dataset_is_refused(dataset, tmp_path, folder, name):
+    outside = tmp_path / "elsewhere" / name
+    outside.parent.mkdir()
+    target = dataset / folder / name
+    if target.exists():
+        target.rename(outside)
+    else:
+        write_jpeg(tmp_path / "x", "real", seed=5).rename(outside)
+    os.symlink(outside, target)
+    image_id = Path(name).stem
+    with pytest.raises(BadInputError, match="symlink points outside the dataset root") as caught:
+        VocReader(dataset).load(image_id)
+    assert caught.value.path == str(target)
+
+
+def test_split_list_lines_are_whole_ids_except_classification_flags(dataset):
+    write_split(dataset, "spaced", "a b\n c \n# comment\nd  1\ne -1\nf\t0\nb\n")
+    assert VocReader(dataset, split="spaced").image_ids() == ["a b", "c", "d", "e", "f", "b"]
+    with pytest.raises(BadInputError, match=r"JPEGImages/a b\.jpg: file not found"):
+        VocReader(dataset, split="spaced").load("a b")
 
 
 def test_per_image_problems_name_the_file(dataset):
