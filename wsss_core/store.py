@@ -18,6 +18,7 @@ single flow process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -479,7 +480,14 @@ def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
 
 
 def _safe_name(image_id: str) -> str:
-    """Failure records also exist for ids that are not valid (e.g. '../x' in a split list)."""
+    """The record file name of an id: the id itself when valid (as in older workspaces).
+
+    Records also exist for ids that are not valid (e.g. '../x' or 'uni_é' in a split
+    list). Their sanitised form alone would give 'uni_é' and 'uni_ü' one record, so a
+    hash of the real id follows, after a '~' that no valid id holds: distinct ids get
+    distinct names, and no invalid id's name is a valid id's.
+    """
     if _IMAGE_ID.match(image_id):
         return image_id
-    return "invalid-" + re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:150]
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return "invalid-" + re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:150] + "~" + digest

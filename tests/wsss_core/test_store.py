@@ -210,3 +210,17 @@ def test_records_and_markers_from_many_processes(tmp_path):
     leftovers = [p for p in (ws.path / "records").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert json.loads((ws.path / "records/failures/superpixels/img000.json").read_text())["kind"] == "ValueError"
+
+
+def test_distinct_invalid_ids_never_share_a_record(tmp_path):
+    ws = make_workspace(tmp_path)
+    bad = ["uni_é", "uni_ü", "../x", "..\\x", "a b"]
+    for image_id in bad:
+        ws.record_failure(INGEST_STAGE, image_id, "BadInputError", f"bad {image_id}", "k0")
+    ws.record_failure(INGEST_STAGE, "good", "BadInputError", "bad good", "k0")
+    assert sorted(r.image_id for r in ws.failures(INGEST_STAGE)) == sorted([*bad, "good"])
+    assert ws.status(INGEST_STAGE).failed == len(bad) + 1
+    # valid ids keep their plain record names, so older workspaces stay readable
+    assert (ws.path / "records/failures/ingest/good.json").is_file()
+    ws.clear_failure(INGEST_STAGE, "uni_é")
+    assert sorted(r.image_id for r in ws.failures(INGEST_STAGE)) == sorted(["uni_ü", "../x", "..\\x", "a b", "good"])
