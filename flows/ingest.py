@@ -77,6 +77,8 @@ def run_ingest(
             )
     finally:
         record_split_members(ws, key, split_lists)
+        # Failures of ids these splits no longer list go; other splits' records stay.
+        ws.reconcile_ingest_failures(split_lists)
 
 
 @flow(name="ingest")
@@ -93,6 +95,7 @@ def ingest_flow(
     """Ingest every image of one or more splits; images already ingested are skipped.
 
     An image listed by several splits is ingested once. Each split's membership is
-    recorded for its ingested images, even when the run stops early.
+    recorded for its ingested images, even when the run stops early; a failure record
+    of an id that these splits listed before but list no longer is dropped.
     """
     return run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution)

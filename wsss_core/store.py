@@ -6,7 +6,8 @@ Layout of a workspace directory::
                                 superpixels/<id>, pseudo/gcn-scribbles/<id>; root attributes hold the
                                 dataset description and each stage's config and key.
     markers/<stage>/<key>/<id>  completion markers, written after the image's arrays
-    records/failures/<stage>/<id>.json   one failure record per (stage, image)
+    records/failures/<stage>/<id>.json   one failure record per (stage, image); an ingest failure
+                                also names the split(s) whose list holds the id
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
     splits/<split>.json         the ids of one split (e.g. train, val) that were ingested
 
@@ -26,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,11 @@ class StageRecord:
     message: str
     key: str = ""
     time: float = 0.0
+    # Ingest failures: the splits whose list named the id (empty: unknown, as in older records).
+    splits: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", tuple(self.splits))  # a list when read back from JSON
 
 
 @dataclass(frozen=True)
@@ -416,9 +422,15 @@ class Workspace:
     def _record_dir(self, kind: str, stage: str) -> Path:
         return self.path / "records" / kind / check_stage_name(stage)
 
-    def record_failure(self, stage: str, image_id: str, kind: str, message: str, key: str = "") -> None:
-        record = StageRecord(stage, image_id, kind, message, key, time.time())
-        write_json_atomic(self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json", asdict(record))
+    def record_failure(
+        self, stage: str, image_id: str, kind: str, message: str, key: str = "", splits: Iterable[str] = ()
+    ) -> None:
+        record = StageRecord(stage, image_id, kind, message, key, time.time(), tuple(sorted(splits)))
+        self._write_record(record)
+
+    def _write_record(self, record: StageRecord) -> None:
+        path = self._record_dir("failures", record.stage) / f"{_safe_name(record.image_id)}.json"
+        write_json_atomic(path, asdict(record))
 
     def clear_failure(self, stage: str, image_id: str) -> None:
         (self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json").unlink(missing_ok=True)
@@ -436,16 +448,45 @@ class Workspace:
         return self._records("warnings", stage)
 
     def _records(self, kind: str, stage: str) -> list[StageRecord]:
+        return [record for _, record in self._record_files(kind, stage)]
+
+    def _record_files(self, kind: str, stage: str) -> list[tuple[Path, StageRecord]]:
+        """Each record with its file (older workspaces may name a record otherwise than _safe_name)."""
         folder = self._record_dir(kind, stage)
         if not folder.is_dir():
             return []
         records = []
         for path in sorted(folder.glob("*.json")):
             try:
-                records.append(StageRecord(**json.loads(path.read_text())))
+                records.append((path, StageRecord(**json.loads(path.read_text()))))
             except (OSError, ValueError, TypeError):
                 continue  # removed or replaced while we listed it
         return records
+
+    def reconcile_ingest_failures(self, split_lists: dict[str, Sequence[str]]) -> list[StageRecord]:
+        """After ingesting the splits of split_lists (split -> the ids its list names now):
+        each ingest failure record names the splits that list its id, and a record whose
+        id no split lists any more goes. Returns the records dropped.
+
+        Only the splits ingested now are judged: a record of `train` stays when `val` is
+        ingested. A record from before records named splits (none named) goes only when
+        every split of the workspace was ingested now and none lists its id. Flow process only.
+        """
+        members = {split: set(ids) for split, ids in split_lists.items()}
+        judged_all = set(self.splits()) <= set(members)
+        dropped = []
+        for path, record in self._record_files("failures", INGEST_STAGE):
+            listing = {split for split, ids in members.items() if record.image_id in ids}
+            if not record.splits and not listing:
+                keep: set[str] | None = None if judged_all else set()
+            else:
+                keep = (set(record.splits) - set(members)) | listing
+            if keep is None or (record.splits and not keep):
+                path.unlink(missing_ok=True)
+                dropped.append(record)
+            elif keep != set(record.splits):
+                write_json_atomic(path, asdict(replace(record, splits=tuple(sorted(keep)))))
+        return dropped
 
     # ------------------------------------------------------------------- status
     def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
@@ -456,7 +497,8 @@ class Workspace:
         """
         key = self.stage_key(stage)
         done_all = self.done_ids(stage, key)
-        failed_all = {r.image_id for r in self.failures(stage)} - done_all
+        splits = set(self.splits())
+        failed_all = {r.image_id for r in self.failures(stage) if _relevant(r, key, splits)} - done_all
         if image_ids is not None:
             ids = set(image_ids)
         elif stage == INGEST_STAGE:
@@ -466,6 +508,34 @@ class Workspace:
         done, failed = done_all & ids, failed_all & ids
         pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
+
+
+def _relevant(record: StageRecord, key: str | None, splits: set[str]) -> bool:
+    """A failure still worth counting. Not one made under another config's key, nor an
+    ingest failure none of whose splits is in the workspace: begin_stage and
+    reconcile_ingest_failures remove those, but a run interrupted in between may leave one."""
+    if record.key and record.key != key:
+        return False
+    return not record.splits or bool(set(record.splits) & splits)
+
+
+def prune_failures(ws: Workspace, known_ids: Iterable[str]) -> list[StageRecord]:
+    """Drop the failure records, of every stage, of ids that are no longer in the dataset.
+
+    known_ids: every id the dataset's split lists name now, over all the splits of the
+    workspace (not only those a run works on: another split's failures would go too).
+    Markers, arrays and warnings are left alone: an ingested image that left the lists
+    stays in the workspace. Returns the dropped records. Run by the flow process only
+    (no stage of this workspace running), e.g. before retrying failed images.
+    """
+    known = set(known_ids)
+    dropped = []
+    for stage in ws.stages():
+        for path, record in ws._record_files("failures", stage):
+            if record.image_id not in known:
+                path.unlink(missing_ok=True)
+                dropped.append(record)
+    return dropped
 
 
 def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:

@@ -134,3 +134,27 @@ def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_pat
     (other / "classes.txt").write_text("background\nthing\n")
     with pytest.raises(WorkspaceError, match="made from dataset"):
         ingest_flow(root=str(other), workspace=str(tmp_path / "ws2"), execution=Execution(progress=False))
+
+
+def test_an_id_removed_from_its_split_list_loses_its_failure_record(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    lists = root / "ImageSets/Segmentation"
+    train = (lists / "train.txt").read_text()
+    (lists / "train.txt").write_text(train + "gone_from_train\n")
+    (lists / "val.txt").write_text((lists / "val.txt").read_text() + "missing_in_val\n")
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    ingest_flow(root=str(root), workspace=workspace, split="val", execution=Execution(progress=False))
+    ws = Workspace(workspace)
+    assert {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)} == {
+        "gone_from_train": ("train",), "missing_in_val": ("val",)
+    }
+    (lists / "train.txt").write_text(train)
+    again = ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    assert again.ok and again.total == len(train.split())
+    # the run and status now agree; val's failure was not train's to drop
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["missing_in_val"]
+    assert ws.status(INGEST_STAGE).failed == 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError, WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, split_counts
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, prune_failures, split_counts
 
 DATASET = {"name": "voc:toy", "format": "voc", "root": "/data/toy", "classes": ["background", "cat"], "split": "train"}
 
@@ -224,3 +224,58 @@ def test_distinct_invalid_ids_never_share_a_record(tmp_path):
     assert (ws.path / "records/failures/ingest/good.json").is_file()
     ws.clear_failure(INGEST_STAGE, "uni_é")
     assert sorted(r.image_id for r in ws.failures(INGEST_STAGE)) == sorted(["uni_ü", "../x", "..\\x", "a b", "good"])
+
+
+def test_ingest_failures_follow_the_split_lists(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.bind_dataset({**DATASET, "split": "val"})
+    for image_id in ("x", "y", "z"):
+        ws.record_failure(INGEST_STAGE, image_id, "BadInputError", "unreadable jpeg", "k0")
+    # train lists x and y, val lists y and z: each record learns its splits
+    ws.reconcile_ingest_failures({"train": ["a", "x", "y"]})
+    ws.reconcile_ingest_failures({"val": ["b", "y", "z"]})
+    splits = {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)}
+    assert splits == {"x": ("train",), "y": ("train", "val"), "z": ("val",)}
+    # y leaves train's list: it stays for val; x leaves train: gone; val's z is untouched
+    dropped = ws.reconcile_ingest_failures({"train": ["a", "b"]})
+    assert [r.image_id for r in dropped] == ["x"]
+    assert {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)} == {"y": ("val",), "z": ("val",)}
+    assert ws.status(INGEST_STAGE).failed == 2
+    ws.reconcile_ingest_failures({"val": ["b"]})
+    assert ws.failures(INGEST_STAGE) == [] and ws.status(INGEST_STAGE).failed == 0
+
+
+def test_records_without_splits_go_only_when_every_split_was_judged(tmp_path):
+    ws = ingested_workspace(tmp_path)  # one split, train
+    path = ws.path / "records/failures/ingest/old.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"stage": "ingest", "image_id": "old", "kind": "BadInputError", "message": "m", "key": "k0"}))
+    assert ws.failures(INGEST_STAGE)[0].splits == ()  # an older record still loads
+    ws.bind_dataset({**DATASET, "split": "val"})
+    ws.reconcile_ingest_failures({"val": ["a"]})  # train was not judged: old may be train's
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["old"]
+    ws.reconcile_ingest_failures({"train": ["a", "b"], "val": ["c"]})
+    assert ws.failures(INGEST_STAGE) == []
+
+
+def test_prune_failures_drops_every_stage_s_records_of_unknown_ids(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.begin_stage("seeds/scribbles", "k2", {})
+    ws.record_failure(INGEST_STAGE, "gone", "BadInputError", "m", "k0")
+    ws.record_failure(INGEST_STAGE, "../x", "BadInputError", "m", "k0")
+    ws.record_failure("seeds/scribbles", "gone", "ValueError", "m", "k2")
+    ws.record_failure("seeds/scribbles", "a", "ValueError", "m", "k2")
+    ws.record_warnings("seeds/scribbles", "gone", ["note"], "k2")
+    dropped = prune_failures(ws, ["a", "b", "c", "d", "../x"])
+    assert sorted((r.stage, r.image_id) for r in dropped) == [("ingest", "gone"), ("seeds/scribbles", "gone")]
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["../x"]
+    assert [r.image_id for r in ws.failures("seeds/scribbles")] == ["a"]
+    assert [r.image_id for r in ws.warnings("seeds/scribbles")] == ["gone"]
+
+
+def test_status_ignores_failures_of_another_config(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    ws.record_failure("superpixels", "a", "ValueError", "boom", "k1")
+    ws.record_failure("superpixels", "b", "ValueError", "boom", "k-old")  # left by an interrupted run
+    assert ws.status("superpixels").failed == 1
