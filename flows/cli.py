@@ -175,7 +175,14 @@ def ingest(
     ] = ["train"],  # noqa: B006 - typer reads the default
     scribbles: Annotated[Optional[Path], typer.Option(help="Scribble folder (default: ROOT/scribbles).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="Image folder (COCO).")] = None,
-    max_side: Annotated[int, typer.Option(help="Reject images whose longer side exceeds this.", min=1)] = 4096,
+    max_side: Annotated[
+        int,
+        typer.Option(
+            help="Reject images whose longer side exceeds this. Changing it re-reads nothing: images "
+            "refused before are retried under the new limit; images already ingested are kept.",
+            min=1,
+        ),
+    ] = 4096,
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Read a dataset into a workspace. Images already ingested are skipped."""

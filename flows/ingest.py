@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
@@ -22,6 +23,36 @@ def split_names(split: str | Sequence[str]) -> list[str]:
     if not names:
         raise DatasetError("no split given")
     return list(dict.fromkeys(check_split_name(name) for name in names))
+
+
+# Read options that only refuse images and never change a stored array: not in the key,
+# so raising a limit retries the refused images without re-reading (or making stale)
+# anything already ingested.
+REFUSAL_OPTIONS = ("max_side",)
+
+
+def ingest_config(description: dict[str, Any], scribbles_dir: str | None, options: ReadOptions) -> dict[str, Any]:
+    """What decides the ingested arrays. The split is not part of it: adding a second split keeps the first."""
+    return {
+        "dataset": {k: v for k, v in description.items() if k != "split"},
+        "scribbles_dir": scribbles_dir,
+        "options": {k: v for k, v in config_to_dict(options).items() if k not in REFUSAL_OPTIONS},
+    }
+
+
+def ingest_key(config: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """The ingest stage's key; previous: the stage's recorded meta (None: first ingest).
+
+    Workspaces made before REFUSAL_OPTIONS left the key kept max_side in their recorded
+    config: when that config equals this one but for those options, its key stays,
+    rather than re-ingesting every image and making every later stage stale.
+    """
+    if previous is not None:
+        options = {k: v for k, v in previous.get("config", {}).get("options", {}).items() if k not in REFUSAL_OPTIONS}
+        recorded = {**previous.get("config", {}), "options": options}
+        if config_to_dict(recorded) == config_to_dict(config):
+            return previous["key"]
+    return config_hash(config)
 
 
 def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]]) -> None:
@@ -60,14 +91,8 @@ def run_ingest(
     ws = Workspace(workspace)
     for reader in readers:
         ws.bind_dataset(reader.describe())  # WorkspaceError when the workspace holds another dataset
-    description = readers[0].describe()
-    # The split is not part of the key: adding a second split keeps the first.
-    config = {
-        "dataset": {k: v for k, v in description.items() if k != "split"},
-        "scribbles_dir": scribbles_dir,
-        "options": config_to_dict(options),
-    }
-    key = config_hash(config)
+    config = ingest_config(readers[0].describe(), scribbles_dir, options)
+    key = ingest_key(config, ws.stage_meta(INGEST_STAGE))
     ws.begin_stage(INGEST_STAGE, key, config)
     try:
         # One reader loads every id: a VOC reader's load() does not depend on its split.
