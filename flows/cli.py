@@ -237,6 +237,24 @@ def status(
 
 
 @app.command()
+def check(
+    workspace: WorkspaceOpt,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Read back every stored array of every done image; an unreadable one is marked not done
+    (a failure record in the stage that wrote it) so that the next run recomputes it.
+    Exit 0: all readable; 1: something was repaired."""
+    from flows.check import run_check
+
+    try:
+        report = run_check(workspace, progress)
+    except WsssError as error:
+        fail(str(error))
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
 def export(
     workspace: WorkspaceOpt,
     stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, or pseudo/<method>.")],

@@ -34,17 +34,27 @@ from typing import Any
 import numpy as np
 import zarr
 
-from wsss_core.errors import BadInputError, WorkspaceError
+from wsss_core.errors import BadInputError, StoredArrayError, WorkspaceError
 
 STORE_NAME = "store.zarr"
 SPLITS_DIR = "splits"
 INGEST_STAGE = "ingest"
+# The array groups the ingest stage writes (tasks/ingest.py write_sample); every other
+# group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
+INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
 AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
+
+
+def owning_stage(array: str) -> str:
+    """The stage that writes an array group, and so must recompute it: ingest for the
+    ingested arrays ("images", "gt", ...), else the stage of that name ("graphs" for
+    graphs/<id>/edges, "seeds/scribbles" for seeds/scribbles/<id>/labels)."""
+    return INGEST_STAGE if array in INGEST_ARRAYS else array
 
 
 def check_image_id(image_id: str) -> str:
@@ -355,15 +365,31 @@ class Workspace:
         if data.size:
             array[...] = data
 
+    # Reading: a stored file that cannot be decoded (zarr 3 raises RuntimeError "Zstd
+    # decompression error" for a truncated chunk, ValueError for a broken zarr.json) is a
+    # StoredArrayError naming the file. Plain OSErrors pass unchanged: the runner retries
+    # them as passing I/O trouble rather than recomputing the array.
+
     def _open_array(self, stage: str, image_id: str, name: str | None) -> zarr.Array:
         path = self.store_path / self._array_path(stage, image_id, name)
         try:
             return zarr.open_array(path, mode="r")
         except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError) as error:
             raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata
+            raise _unreadable(stage, image_id, name, path / "zarr.json", error) from error
 
     def read_array(self, stage: str, image_id: str, name: str | None = None) -> np.ndarray:
-        return self._open_array(stage, image_id, name)[...]
+        array = self._open_array(stage, image_id, name)
+        try:
+            return array[...]
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the data
+            path = self.store_path / self._array_path(stage, image_id, name)
+            raise _unreadable(stage, image_id, name, _chunk_file(path), error) from error
 
     def array_shape(self, stage: str, image_id: str, name: str | None = None) -> tuple[int, ...]:
         """The shape from the array's metadata, without reading its data."""
@@ -404,6 +430,25 @@ class Workspace:
         if not _IMAGE_ID.match(image_id):
             return False  # an invalid id (e.g. '../x' in a split list) is never done
         return (self._marker_dir(stage, key) / f"{image_id}.json").exists()
+
+    def invalidate(self, stage: str, image_id: str, kind: str, message: str) -> None:
+        """Make a done image not done: a failure record says why, and its marker goes, so the
+        stage's next run (or retry-failed) recomputes it. For a stored array found unreadable.
+
+        An ingest failure names the splits whose record lists the image (so that
+        reconcile_ingest_failures can judge it). Any process may call this.
+        """
+        key = self.stage_key(stage)
+        splits = self._listing_splits(image_id) if stage == INGEST_STAGE else ()
+        self.record_failure(stage, image_id, kind, message, key or "", splits)
+        if key is not None:
+            (self._marker_dir(stage, key) / f"{check_image_id(image_id)}.json").unlink(missing_ok=True)
+
+    def _listing_splits(self, image_id: str) -> list[str]:
+        legacy = self._legacy_split()
+        if legacy is not None:
+            return [legacy]
+        return [s for s in self._recorded_splits() if image_id in (self._read_split(s) or set())]
 
     def done_ids(self, stage: str, key: str | None = None) -> set[str]:
         key = key or self.stage_key(stage)
@@ -508,6 +553,17 @@ class Workspace:
         done, failed = done_all & ids, failed_all & ids
         pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
+
+
+def _unreadable(array: str, image_id: str, name: str | None, path: Path, error: Exception) -> StoredArrayError:
+    problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return StoredArrayError(owning_stage(array), array, image_id, name, path, problem)
+
+
+def _chunk_file(array_path: Path) -> Path:
+    """The file a read of an array failed on: its chunk (write_array stores one), else its folder."""
+    chunks = sorted(p for p in (array_path / "c").rglob("*") if p.is_file()) if (array_path / "c").is_dir() else []
+    return chunks[0] if len(chunks) == 1 else array_path
 
 
 def _relevant(record: StageRecord, key: str | None, splits: set[str]) -> bool:

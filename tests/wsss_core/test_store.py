@@ -279,3 +279,51 @@ def test_status_ignores_failures_of_another_config(tmp_path):
     ws.record_failure("superpixels", "a", "ValueError", "boom", "k1")
     ws.record_failure("superpixels", "b", "ValueError", "boom", "k-old")  # left by an interrupted run
     assert ws.status("superpixels").failed == 1
+
+
+def truncate_chunk(ws: Workspace, array_path: str):
+    chunks = [p for p in (ws.store_path / array_path / "c").rglob("*") if p.is_file()]
+    assert len(chunks) == 1, chunks
+    chunks[0].write_bytes(chunks[0].read_bytes()[:10])
+    return chunks[0]
+
+
+def test_an_unreadable_stored_array_is_named_with_its_stage_and_file(tmp_path):
+    from wsss_core.errors import StoredArrayError
+
+    ws = make_workspace(tmp_path)
+    ws.write_array("images", "a", np.arange(60, dtype=np.uint8).reshape(4, 5, 3))
+    ws.write_array("graphs", "a", np.arange(6, dtype=np.int64).reshape(3, 2), name="edges")
+    chunk = truncate_chunk(ws, "images/a")
+    with pytest.raises(StoredArrayError) as caught:
+        ws.read_array("images", "a")
+    error = caught.value
+    assert (error.stage, error.array, error.image_id, error.path) == (INGEST_STAGE, "images", "a", str(chunk))
+    assert str(chunk) in str(error) and "stage ingest" in str(error) and "decompression" in str(error).lower()
+    truncate_chunk(ws, "graphs/a/edges")
+    with pytest.raises(StoredArrayError, match=r"graphs/a/edges \(stage graphs\)") as caught:
+        ws.read_array("graphs", "a", "edges")
+    assert caught.value.stage == "graphs" and caught.value.name == "edges"
+    (ws.store_path / "graphs/a/edges/zarr.json").write_text("{broken")
+    with pytest.raises(StoredArrayError, match=r"edges/zarr.json: stored array"):
+        ws.array_shape("graphs", "a", "edges")
+    with pytest.raises(WorkspaceError, match="no array images/b"):  # missing is not unreadable
+        ws.read_array("images", "b")
+
+
+def test_owning_stage():
+    from wsss_core.store import owning_stage
+
+    assert [owning_stage(a) for a in ("images", "gt", "scribbles", "boxes", "tags")] == [INGEST_STAGE] * 5
+    assert owning_stage("superpixels") == "superpixels"
+    assert owning_stage("seeds/scribbles") == "seeds/scribbles"
+
+
+def test_invalidate_makes_an_image_not_done(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.add_to_split("train", ["a", "b"])
+    ws.invalidate(INGEST_STAGE, "a", "unreadable", "images/a/c/0/0/0: broken")
+    assert ws.image_ids() == ["b", "c", "d"] and ws.split_ids("train") == ["b"]
+    [record] = ws.failures(INGEST_STAGE)
+    assert (record.image_id, record.kind, record.splits, record.key) == ("a", "unreadable", ("train",), "k0")
+    assert ws.status(INGEST_STAGE).failed == 1
