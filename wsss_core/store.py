@@ -598,11 +598,16 @@ def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
     """A stage's counts per split, for `wsss status`: one row per split beside the whole-workspace one.
 
     Splits whose images are not recorded are left out (ws.unrecorded_splits() names
-    them). For the ingest stage a split's images are its ingested ones, so its
-    failed and pending are 0: ingest failures belong to no split yet.
+    them). For the ingest stage a split's images are its ingested ones and the failed
+    ids whose record names the split (older records name none: they count in no split).
     """
     skip = set(ws.unrecorded_splits())
-    return {split: ws.status(stage, ws.split_ids(split)) for split in ws.splits() if split not in skip}
+    failed = ws.failures(stage) if stage == INGEST_STAGE else []
+    return {
+        split: ws.status(stage, ws.split_ids(split) + [r.image_id for r in failed if split in r.splits])
+        for split in ws.splits()
+        if split not in skip
+    }
 
 
 def _safe_name(image_id: str) -> str:

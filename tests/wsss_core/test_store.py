@@ -176,15 +176,16 @@ def test_split_counts(tmp_path):
     ws.add_to_split("train", ["a", "b", "c"])
     ws.add_to_split("val", ["d"])
     ws.record_failure(INGEST_STAGE, "x", "BadInputError", "truncated", "k0")
+    ws.record_failure(INGEST_STAGE, "y", "BadInputError", "truncated", "k0", splits=["val"])
     ws.begin_stage("superpixels", "k1", {})
     ws.mark_done("superpixels", "a", "k1")
     ws.record_failure("superpixels", "b", "ValueError", "boom", "k1")
     counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, "superpixels").items()}
     assert counts == {"train": (1, 1, 1), "val": (0, 0, 1)}
     counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, INGEST_STAGE).items()}
-    assert counts == {"train": (3, 0, 0), "val": (1, 0, 0)}
+    assert counts == {"train": (3, 0, 0), "val": (1, 1, 0)}  # x names no split
     whole = ws.status(INGEST_STAGE)
-    assert (whole.done, whole.failed, whole.pending) == (4, 1, 0)
+    assert (whole.done, whole.failed, whole.pending) == (4, 2, 0)
 
 
 def _write_records(path, worker):
