@@ -374,11 +374,13 @@ class Workspace:
         path = self.store_path / self._array_path(stage, image_id, name)
         try:
             return zarr.open_array(path, mode="r")
-        except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError) as error:
-            raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
-        except OSError:
+        except OSError as error:
+            if isinstance(error, FileNotFoundError) and not (path / "zarr.json").exists():
+                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
             raise
         except Exception as error:  # noqa: BLE001 - any decoding error of the metadata
+            if not (path / "zarr.json").exists():  # zarr says ArrayNotFoundError
+                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
             raise _unreadable(stage, image_id, name, path / "zarr.json", error) from error
 
     def read_array(self, stage: str, image_id: str, name: str | None = None) -> np.ndarray:

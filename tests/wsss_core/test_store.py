@@ -308,6 +308,9 @@ def test_an_unreadable_stored_array_is_named_with_its_stage_and_file(tmp_path):
     (ws.store_path / "graphs/a/edges/zarr.json").write_text("{broken")
     with pytest.raises(StoredArrayError, match=r"edges/zarr.json: stored array"):
         ws.array_shape("graphs", "a", "edges")
+    (ws.store_path / "graphs/a/edges/zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    with pytest.raises(StoredArrayError, match=r"edges/zarr.json: stored array"):
+        ws.read_array("graphs", "a", "edges")
     with pytest.raises(WorkspaceError, match="no array images/b"):  # missing is not unreadable
         ws.read_array("images", "b")
 
