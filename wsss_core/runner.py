@@ -21,9 +21,10 @@ from wsss_core.store import Workspace
 
 logger = logging.getLogger(__name__)
 
-# A step computes and writes one image's outputs; it may return warnings to record.
 # The kind of failure record of a stored array that cannot be read back.
 UNREADABLE = "unreadable"
+
+# A step computes and writes one image's outputs; it may return warnings to record.
 Step = Callable[[str], "list[str] | None"]
 
 

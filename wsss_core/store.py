@@ -473,11 +473,7 @@ class Workspace:
         self, stage: str, image_id: str, kind: str, message: str, key: str = "", splits: Iterable[str] = ()
     ) -> None:
         record = StageRecord(stage, image_id, kind, message, key, time.time(), tuple(sorted(splits)))
-        self._write_record(record)
-
-    def _write_record(self, record: StageRecord) -> None:
-        path = self._record_dir("failures", record.stage) / f"{_safe_name(record.image_id)}.json"
-        write_json_atomic(path, asdict(record))
+        write_json_atomic(self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json", asdict(record))
 
     def clear_failure(self, stage: str, image_id: str) -> None:
         (self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json").unlink(missing_ok=True)
@@ -524,11 +520,12 @@ class Workspace:
         dropped = []
         for path, record in self._record_files("failures", INGEST_STAGE):
             listing = {split for split, ids in members.items() if record.image_id in ids}
-            if not record.splits and not listing:
-                keep: set[str] | None = None if judged_all else set()
-            else:
+            if record.splits or listing:
                 keep = (set(record.splits) - set(members)) | listing
-            if keep is None or (record.splits and not keep):
+                gone = not keep
+            else:  # names no split: unknown, unless every split was judged now
+                keep, gone = set(), judged_all
+            if gone:
                 path.unlink(missing_ok=True)
                 dropped.append(record)
             elif keep != set(record.splits):
