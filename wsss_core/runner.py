@@ -66,6 +66,20 @@ def failure_kind(error: BaseException) -> str:
     return "transient" if is_transient(error) else type(error).__name__
 
 
+def record_image_failure(workspace: Workspace, stage: str, key: str, image_id: str, error: Exception) -> str:
+    """Record one image's failure of a stage; returns the message.
+
+    An input array found unreadable (StoredArrayError) is also recorded in the stage that
+    wrote it, whose marker for the image goes: that stage's next run recomputes it.
+    """
+    message = str(error) or type(error).__name__
+    kind = failure_kind(error)
+    workspace.record_failure(stage, image_id, kind, message, key)
+    if isinstance(error, StoredArrayError) and error.stage != stage:
+        workspace.invalidate(error.stage, image_id, kind, message)
+    return message
+
+
 def run_batch(
     workspace: Workspace,
     stage: str,
@@ -92,14 +106,9 @@ def run_batch(
             if is_transient(error) and not final_attempt:
                 report.transient[image_id] = message
                 continue
-            kind = failure_kind(error)
             logger.warning("%s: %s failed: %s", stage, image_id, message)
             logger.debug("%s", traceback.format_exc())
-            workspace.record_failure(stage, image_id, kind, message, key)
-            if isinstance(error, StoredArrayError) and error.stage != stage:
-                # The stage that wrote the array recomputes it on its next run.
-                workspace.invalidate(error.stage, image_id, kind, message)
-            report.failed[image_id] = message
+            report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
             continue
         if warnings:
             workspace.record_warnings(stage, image_id, warnings, key)
