@@ -266,7 +266,14 @@ def ingest(
     ] = ["train"],  # noqa: B006 - typer reads the default
     scribbles: Annotated[Optional[Path], typer.Option(help="Scribble folder (default: ROOT/scribbles).")] = None,
     image_dir: Annotated[Optional[Path], typer.Option(help="Image folder (COCO).")] = None,
-    max_side: Annotated[int, typer.Option(help="Reject images whose longer side exceeds this.", min=1)] = 4096,
+    max_side: Annotated[
+        int,
+        typer.Option(
+            help="Reject images whose longer side exceeds this. Changing it re-reads nothing: images "
+            "refused before are retried under the new limit; images already ingested are kept.",
+            min=1,
+        ),
+    ] = 4096,
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Read a dataset into a workspace. Images already ingested are skipped."""
@@ -315,6 +322,24 @@ def status(
     from flows.status import print_status
 
     print_status(workspace, all_failures)
+
+
+@app.command()
+def check(
+    workspace: WorkspaceOpt,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Read back every stored array of every done image; an unreadable one is marked not done
+    (a failure record in the stage that wrote it) so that the next run recomputes it.
+    Exit 0: all readable; 1: something was repaired."""
+    from flows.check import run_check
+
+    try:
+        report = run_check(workspace, progress)
+    except WsssError as error:
+        fail(str(error))
+    if report.problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
@@ -22,6 +23,36 @@ def split_names(split: str | Sequence[str]) -> list[str]:
     if not names:
         raise DatasetError("no split given")
     return list(dict.fromkeys(check_split_name(name) for name in names))
+
+
+# Read options that only refuse images and never change a stored array: not in the key,
+# so raising a limit retries the refused images without re-reading (or making stale)
+# anything already ingested.
+REFUSAL_OPTIONS = ("max_side",)
+
+
+def ingest_config(description: dict[str, Any], scribbles_dir: str | None, options: ReadOptions) -> dict[str, Any]:
+    """What decides the ingested arrays. The split is not part of it: adding a second split keeps the first."""
+    return {
+        "dataset": {k: v for k, v in description.items() if k != "split"},
+        "scribbles_dir": scribbles_dir,
+        "options": {k: v for k, v in config_to_dict(options).items() if k not in REFUSAL_OPTIONS},
+    }
+
+
+def ingest_key(config: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """The ingest stage's key; previous: the stage's recorded meta (None: first ingest).
+
+    Workspaces made before REFUSAL_OPTIONS left the key kept max_side in their recorded
+    config: when that config equals this one but for those options, its key stays,
+    rather than re-ingesting every image and making every later stage stale.
+    """
+    if previous is not None:
+        options = {k: v for k, v in previous.get("config", {}).get("options", {}).items() if k not in REFUSAL_OPTIONS}
+        recorded = {**previous.get("config", {}), "options": options}
+        if config_to_dict(recorded) == config_to_dict(config):
+            return previous["key"]
+    return config_hash(config)
 
 
 def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]]) -> None:
@@ -64,14 +95,8 @@ def run_ingest(
     ws = Workspace(workspace)
     for reader in readers:
         ws.bind_dataset(reader.describe())  # WorkspaceError when the workspace holds another dataset
-    description = readers[0].describe()
-    # The split is not part of the key: adding a second split keeps the first.
-    config = {
-        "dataset": {k: v for k, v in description.items() if k != "split"},
-        "scribbles_dir": scribbles_dir,
-        "options": config_to_dict(options),
-    }
-    key = config_hash(config)
+    config = ingest_config(readers[0].describe(), scribbles_dir, options)
+    key = ingest_key(config, ws.stage_meta(INGEST_STAGE))
     ws.begin_stage(INGEST_STAGE, key, config)
     if only_ids is None:  # a retry keeps the request it retries
         ws.remember_request(f"{INGEST_STAGE}/{'+'.join(sorted(split_lists))}", "flows.ingest:ingest_flow", {
@@ -86,6 +111,8 @@ def run_ingest(
             )
     finally:
         record_split_members(ws, key, split_lists)
+        # Failures of ids these splits no longer list go; other splits' records stay.
+        ws.reconcile_ingest_failures(split_lists)
 
 
 @flow(name="ingest")
@@ -103,9 +130,10 @@ def ingest_flow(
     """Ingest every image of one or more splits; images already ingested are skipped.
 
     An image listed by several splits is ingested once. Each split's membership is
-    recorded for its ingested images, even when the run stops early. only_ids: ingest
-    just these of the listed images (a retry). Ends Failed (with the count) when images
-    failed; the summary is still returned.
+    recorded for its ingested images, even when the run stops early; a failure record
+    of an id that these splits listed before but list no longer is dropped. only_ids:
+    ingest just these of the listed images (a retry). Ends Failed (with the count) when
+    images failed; the summary is still returned.
     """
     summary = run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution, only_ids)
     return outcome(summary, [summary], workspace)

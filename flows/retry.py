@@ -25,7 +25,7 @@ from wsss_core.data.image_io import ReadOptions
 from wsss_core.data.readers import open_reader
 from wsss_core.errors import UsageError, WsssError
 from wsss_core.registry import resolve_target
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import INGEST_STAGE, Workspace, prune_failures
 
 RETRY_RUN_NAME = "retry-failed"
 
@@ -51,8 +51,8 @@ def dataset_ids(ws: Workspace) -> set[str] | None:
     None when a list cannot be read (the dataset moved): then no record is dropped."""
     listed: set[str] = set()
     ingests = [r for name, r in ws.requests().items() if name.split("/")[0] == INGEST_STAGE]
-    if not ingests:
-        return None
+    if not ingests or set(ws.splits()) - {s for r in ingests for s in r["parameters"]["split"]}:
+        return None  # a split ingested before requests were remembered: its list is unknown
     try:
         for request in ingests:
             params = request["parameters"]
@@ -69,19 +69,15 @@ def dataset_ids(ws: Workspace) -> set[str] | None:
 
 
 def drop_unlisted(ws: Workspace, failed: dict[str, list[str]], listed: set[str] | None) -> int:
-    """Remove the failure records of ids the dataset no longer lists; returns how many went."""
+    """Remove the failure records of ids the dataset no longer lists (every stage); returns how many went."""
     if listed is None:
         return 0
-    dropped = 0
+    dropped = prune_failures(ws, listed)
     for stage, ids in list(failed.items()):
-        gone = [i for i in ids if i not in listed]
-        for image_id in gone:
-            ws.clear_failure(stage, image_id)
-        dropped += len(gone)
         failed[stage] = [i for i in ids if i in listed]
         if not failed[stage]:
             del failed[stage]
-    return dropped
+    return len(dropped)
 
 
 def retry_request(name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str) -> object:

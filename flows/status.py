@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from wsss_core.errors import WorkspaceError
@@ -39,6 +40,6 @@ def print_status(workspace: Path, all_failures: bool = False) -> None:
         if failures:
             console.print(f"[red]{stage}: {len(failures)} failed[/red]")
             for record in failures[:limit]:
-                console.print(f"  {record.image_id} [{record.kind}] {record.message}")
+                console.print(escape(f"  {record.image_id} [{record.kind}] {record.message}"))  # not markup
             if limit is not None and len(failures) > limit:
                 console.print(f"  ... {len(failures) - limit} more (--all lists them)")

@@ -50,7 +50,7 @@ from wsss_core.psa.config import (
     score_mask,
 )
 from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
-from wsss_core.runner import BatchReport, DatasetReport
+from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace, write_json_atomic
 from wsss_core.tracking import tracked_run
 
@@ -187,9 +187,7 @@ def usable_images(
         try:
             check(image_id)
         except Exception as error:  # noqa: BLE001 - recorded, the image is left out
-            message = str(error) or type(error).__name__
-            workspace.record_failure(stage, image_id, type(error).__name__, message, key)
-            failed[image_id] = message
+            failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
             continue
         usable.append(image_id)
     return usable, failed

@@ -50,7 +50,7 @@ from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propaga
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registry import resolve_target
-from wsss_core.runner import BatchReport, DatasetReport
+from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
 from wsss_core.store import Workspace
 from wsss_core.weights import WeightsChoice
 
@@ -253,9 +253,7 @@ def gcn_fit(
             items.append(load_graph_input(workspace, graphs, seeds, image_id))
             report.images.append(image_id)
         except Exception as error:  # noqa: BLE001 - a bad image is left out and recorded
-            message = str(error) or type(error).__name__
-            workspace.record_failure(stage, image_id, type(error).__name__, message, key)
-            report.failed[image_id] = message
+            report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
     if not items:
         raise BadInputError(workspace.path, "no image with a graph and seeds to fit the GCN on")
     if path.is_file():

@@ -35,3 +35,19 @@ class TransientError(WsssError, OSError):
 
 class UsageError(WsssError, ValueError):
     """The request itself is wrong (an unknown name, a bad override): exit 2, nothing ran."""
+
+
+class StoredArrayError(WorkspaceError):
+    """A stored array cannot be read back (a truncated or damaged file in store.zarr).
+
+    stage: the stage that wrote it (its owner, which must recompute it); array: the
+    array's group (images, graphs, ...); name: the array inside the image's group (e.g.
+    edges), or None; path: the file at fault.
+    """
+
+    def __init__(self, stage: str, array: str, image_id: str, name: str | None, path: object, problem: str):
+        self.stage, self.array, self.image_id, self.name = stage, array, image_id, name
+        self.path = str(path)
+        self.problem = problem
+        where = f"{array}/{image_id}" + (f"/{name}" if name else "")
+        super().__init__(f"{self.path}: stored array {where} (stage {stage}) is unreadable: {problem}")

@@ -2,7 +2,9 @@
 
 For each image of a batch: skip it when its marker for the stage's key exists, else
 run the step (which writes the image's arrays), then write the marker. A step that
-raises is recorded as a failure of that image only; its neighbours go on. I/O errors
+raises is recorded as a failure of that image only; its neighbours go on. A step that
+finds an input array of an earlier stage unreadable (StoredArrayError) also makes that
+stage's image not done (record + marker removed), so its next run recomputes it. I/O errors
 (OSError that is not a bad input) are collected as transient: the caller may retry
 the batch, and the retry redoes only those images.
 """
@@ -14,10 +16,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wsss_core.errors import BadInputError
+from wsss_core.errors import BadInputError, StoredArrayError
 from wsss_core.store import Workspace
 
 logger = logging.getLogger(__name__)
+
+# The kind of failure record of a stored array that cannot be read back.
+UNREADABLE = "unreadable"
 
 # A step computes and writes one image's outputs; it may return warnings to record.
 Step = Callable[[str], "list[str] | None"]
@@ -55,6 +60,26 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+def failure_kind(error: BaseException) -> str:
+    if isinstance(error, StoredArrayError):
+        return UNREADABLE
+    return "transient" if is_transient(error) else type(error).__name__
+
+
+def record_image_failure(workspace: Workspace, stage: str, key: str, image_id: str, error: Exception) -> str:
+    """Record one image's failure of a stage; returns the message.
+
+    An input array found unreadable (StoredArrayError) is also recorded in the stage that
+    wrote it, whose marker for the image goes: that stage's next run recomputes it.
+    """
+    message = str(error) or type(error).__name__
+    kind = failure_kind(error)
+    workspace.record_failure(stage, image_id, kind, message, key)
+    if isinstance(error, StoredArrayError) and error.stage != stage:
+        workspace.invalidate(error.stage, image_id, kind, message)
+    return message
+
+
 def run_batch(
     workspace: Workspace,
     stage: str,
@@ -81,11 +106,9 @@ def run_batch(
             if is_transient(error) and not final_attempt:
                 report.transient[image_id] = message
                 continue
-            kind = "transient" if is_transient(error) else type(error).__name__
             logger.warning("%s: %s failed: %s", stage, image_id, message)
             logger.debug("%s", traceback.format_exc())
-            workspace.record_failure(stage, image_id, kind, message, key)
-            report.failed[image_id] = message
+            report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
             continue
         if warnings:
             workspace.record_warnings(stage, image_id, warnings, key)

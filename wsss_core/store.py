@@ -6,7 +6,8 @@ Layout of a workspace directory::
                                 superpixels/<id>, pseudo/gcn-scribbles/<id>; root attributes hold the
                                 dataset description and each stage's config and key.
     markers/<stage>/<key>/<id>  completion markers, written after the image's arrays
-    records/failures/<stage>/<id>.json   one failure record per (stage, image)
+    records/failures/<stage>/<id>.json   one failure record per (stage, image); an ingest failure
+                                also names the split(s) whose list holds the id
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
     splits/<split>.json         the ids of one split (e.g. train, val) that were ingested
     (root attribute "requests") how each pipeline was last asked for, for `wsss retry-failed`
@@ -19,6 +20,7 @@ single flow process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,24 +28,34 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from wsss_core.errors import BadInputError, WorkspaceError
+from wsss_core.errors import BadInputError, StoredArrayError, WorkspaceError
 
 STORE_NAME = "store.zarr"
 SPLITS_DIR = "splits"
 INGEST_STAGE = "ingest"
+# The array groups the ingest stage writes (tasks/ingest.py write_sample); every other
+# group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
+INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
 AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
+
+
+def owning_stage(array: str) -> str:
+    """The stage that writes an array group, and so must recompute it: ingest for the
+    ingested arrays ("images", "gt", ...), else the stage of that name ("graphs" for
+    graphs/<id>/edges, "seeds/scribbles" for seeds/scribbles/<id>/labels)."""
+    return INGEST_STAGE if array in INGEST_ARRAYS else array
 
 
 def check_image_id(image_id: str) -> str:
@@ -91,6 +103,11 @@ class StageRecord:
     message: str
     key: str = ""
     time: float = 0.0
+    # Ingest failures: the splits whose list named the id (empty: unknown, as in older records).
+    splits: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", tuple(self.splits))  # a list when read back from JSON
 
 
 @dataclass(frozen=True)
@@ -361,15 +378,33 @@ class Workspace:
         if data.size:
             array[...] = data
 
+    # Reading: a stored file that cannot be decoded (zarr 3 raises RuntimeError "Zstd
+    # decompression error" for a truncated chunk, ValueError for a broken zarr.json) is a
+    # StoredArrayError naming the file. Plain OSErrors pass unchanged: the runner retries
+    # them as passing I/O trouble rather than recomputing the array.
+
     def _open_array(self, stage: str, image_id: str, name: str | None) -> zarr.Array:
         path = self.store_path / self._array_path(stage, image_id, name)
         try:
             return zarr.open_array(path, mode="r")
-        except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError) as error:
-            raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+        except OSError as error:
+            if isinstance(error, FileNotFoundError) and not (path / "zarr.json").exists():
+                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata
+            if not (path / "zarr.json").exists():  # zarr says ArrayNotFoundError
+                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+            raise _unreadable(stage, image_id, name, path / "zarr.json", error) from error
 
     def read_array(self, stage: str, image_id: str, name: str | None = None) -> np.ndarray:
-        return self._open_array(stage, image_id, name)[...]
+        array = self._open_array(stage, image_id, name)
+        try:
+            return array[...]
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the data
+            path = self.store_path / self._array_path(stage, image_id, name)
+            raise _unreadable(stage, image_id, name, _chunk_file(path), error) from error
 
     def array_shape(self, stage: str, image_id: str, name: str | None = None) -> tuple[int, ...]:
         """The shape from the array's metadata, without reading its data."""
@@ -425,6 +460,25 @@ class Workspace:
             return False  # an invalid id (e.g. '../x' in a split list) is never done
         return (self._marker_dir(stage, key) / f"{image_id}.json").exists()
 
+    def invalidate(self, stage: str, image_id: str, kind: str, message: str) -> None:
+        """Make a done image not done: a failure record says why, and its marker goes, so the
+        stage's next run (or retry-failed) recomputes it. For a stored array found unreadable.
+
+        An ingest failure names the splits whose record lists the image (so that
+        reconcile_ingest_failures can judge it). Any process may call this.
+        """
+        key = self.stage_key(stage)
+        splits = self._listing_splits(image_id) if stage == INGEST_STAGE else ()
+        self.record_failure(stage, image_id, kind, message, key or "", splits)
+        if key is not None:
+            (self._marker_dir(stage, key) / f"{check_image_id(image_id)}.json").unlink(missing_ok=True)
+
+    def _listing_splits(self, image_id: str) -> list[str]:
+        legacy = self._legacy_split()
+        if legacy is not None:
+            return [legacy]
+        return [s for s in self._recorded_splits() if image_id in (self._read_split(s) or set())]
+
     def done_ids(self, stage: str, key: str | None = None) -> set[str]:
         key = key or self.stage_key(stage)
         if key is None:
@@ -442,8 +496,10 @@ class Workspace:
     def _record_dir(self, kind: str, stage: str) -> Path:
         return self.path / "records" / kind / check_stage_name(stage)
 
-    def record_failure(self, stage: str, image_id: str, kind: str, message: str, key: str = "") -> None:
-        record = StageRecord(stage, image_id, kind, message, key, time.time())
+    def record_failure(
+        self, stage: str, image_id: str, kind: str, message: str, key: str = "", splits: Iterable[str] = ()
+    ) -> None:
+        record = StageRecord(stage, image_id, kind, message, key, time.time(), tuple(sorted(splits)))
         write_json_atomic(self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json", asdict(record))
 
     def clear_failure(self, stage: str, image_id: str) -> None:
@@ -462,16 +518,46 @@ class Workspace:
         return self._records("warnings", stage)
 
     def _records(self, kind: str, stage: str) -> list[StageRecord]:
+        return [record for _, record in self._record_files(kind, stage)]
+
+    def _record_files(self, kind: str, stage: str) -> list[tuple[Path, StageRecord]]:
+        """Each record with its file (older workspaces may name a record otherwise than _safe_name)."""
         folder = self._record_dir(kind, stage)
         if not folder.is_dir():
             return []
         records = []
         for path in sorted(folder.glob("*.json")):
             try:
-                records.append(StageRecord(**json.loads(path.read_text())))
+                records.append((path, StageRecord(**json.loads(path.read_text()))))
             except (OSError, ValueError, TypeError):
                 continue  # removed or replaced while we listed it
         return records
+
+    def reconcile_ingest_failures(self, split_lists: dict[str, Sequence[str]]) -> list[StageRecord]:
+        """After ingesting the splits of split_lists (split -> the ids its list names now):
+        each ingest failure record names the splits that list its id, and a record whose
+        id no split lists any more goes. Returns the records dropped.
+
+        Only the splits ingested now are judged: a record of `train` stays when `val` is
+        ingested. A record from before records named splits (none named) goes only when
+        every split of the workspace was ingested now and none lists its id. Flow process only.
+        """
+        members = {split: set(ids) for split, ids in split_lists.items()}
+        judged_all = set(self.splits()) <= set(members)
+        dropped = []
+        for path, record in self._record_files("failures", INGEST_STAGE):
+            listing = {split for split, ids in members.items() if record.image_id in ids}
+            if record.splits or listing:
+                keep = (set(record.splits) - set(members)) | listing
+                gone = not keep
+            else:  # names no split: unknown, unless every split was judged now
+                keep, gone = set(), judged_all
+            if gone:
+                path.unlink(missing_ok=True)
+                dropped.append(record)
+            elif keep != set(record.splits):
+                write_json_atomic(path, asdict(replace(record, splits=tuple(sorted(keep)))))
+        return dropped
 
     # ------------------------------------------------------------------- status
     def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
@@ -482,7 +568,8 @@ class Workspace:
         """
         key = self.stage_key(stage)
         done_all = self.done_ids(stage, key)
-        failed_all = {r.image_id for r in self.failures(stage)} - done_all
+        splits = set(self.splits())
+        failed_all = {r.image_id for r in self.failures(stage) if _relevant(r, key, splits)} - done_all
         if image_ids is not None:
             ids = set(image_ids)
         elif stage == INGEST_STAGE:
@@ -494,19 +581,70 @@ class Workspace:
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
 
 
+def _unreadable(array: str, image_id: str, name: str | None, path: Path, error: Exception) -> StoredArrayError:
+    problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return StoredArrayError(owning_stage(array), array, image_id, name, path, problem)
+
+
+def _chunk_file(array_path: Path) -> Path:
+    """The file a read of an array failed on: its chunk (write_array stores one), else its folder."""
+    chunks = sorted(p for p in (array_path / "c").rglob("*") if p.is_file()) if (array_path / "c").is_dir() else []
+    return chunks[0] if len(chunks) == 1 else array_path
+
+
+def _relevant(record: StageRecord, key: str | None, splits: set[str]) -> bool:
+    """A failure still worth counting. Not one made under another config's key, nor an
+    ingest failure none of whose splits is in the workspace: begin_stage and
+    reconcile_ingest_failures remove those, but a run interrupted in between may leave one."""
+    if record.key and record.key != key:
+        return False
+    return not record.splits or bool(set(record.splits) & splits)
+
+
+def prune_failures(ws: Workspace, known_ids: Iterable[str]) -> list[StageRecord]:
+    """Drop the failure records, of every stage, of ids that are no longer in the dataset.
+
+    known_ids: every id the dataset's split lists name now, over all the splits of the
+    workspace (not only those a run works on: another split's failures would go too).
+    Markers, arrays and warnings are left alone: an ingested image that left the lists
+    stays in the workspace. Returns the dropped records. Run by the flow process only
+    (no stage of this workspace running), e.g. before retrying failed images.
+    """
+    known = set(known_ids)
+    dropped = []
+    for stage in ws.stages():
+        for path, record in ws._record_files("failures", stage):
+            if record.image_id not in known:
+                path.unlink(missing_ok=True)
+                dropped.append(record)
+    return dropped
+
+
 def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
     """A stage's counts per split, for `wsss status`: one row per split beside the whole-workspace one.
 
     Splits whose images are not recorded are left out (ws.unrecorded_splits() names
-    them). For the ingest stage a split's images are its ingested ones, so its
-    failed and pending are 0: ingest failures belong to no split yet.
+    them). For the ingest stage a split's images are its ingested ones and the failed
+    ids whose record names the split (older records name none: they count in no split).
     """
     skip = set(ws.unrecorded_splits())
-    return {split: ws.status(stage, ws.split_ids(split)) for split in ws.splits() if split not in skip}
+    failed = ws.failures(stage) if stage == INGEST_STAGE else []
+    return {
+        split: ws.status(stage, ws.split_ids(split) + [r.image_id for r in failed if split in r.splits])
+        for split in ws.splits()
+        if split not in skip
+    }
 
 
 def _safe_name(image_id: str) -> str:
-    """Failure records also exist for ids that are not valid (e.g. '../x' in a split list)."""
+    """The record file name of an id: the id itself when valid (as in older workspaces).
+
+    Records also exist for ids that are not valid (e.g. '../x' or 'uni_é' in a split
+    list). Their sanitised form alone would give 'uni_é' and 'uni_ü' one record, so a
+    hash of the real id follows, after a '~' that no valid id holds: distinct ids get
+    distinct names, and no invalid id's name is a valid id's.
+    """
     if _IMAGE_ID.match(image_id):
         return image_id
-    return "invalid-" + re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:150]
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return "invalid-" + re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:150] + "~" + digest

@@ -161,3 +161,89 @@ def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_pat
     (other / "classes.txt").write_text("background\nthing\n")
     with pytest.raises(WorkspaceError, match="made from dataset"):
         ingest_flow(root=str(other), workspace=str(tmp_path / "ws2"), execution=Execution(progress=False))
+
+
+def test_an_id_removed_from_its_split_list_loses_its_failure_record(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    lists = root / "ImageSets/Segmentation"
+    train = (lists / "train.txt").read_text()
+    (lists / "train.txt").write_text(train + "gone_from_train\n")
+    (lists / "val.txt").write_text((lists / "val.txt").read_text() + "missing_in_val\n")
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    ingest_flow(root=str(root), workspace=workspace, split="val", execution=Execution(progress=False))
+    ws = Workspace(workspace)
+    assert {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)} == {
+        "gone_from_train": ("train",), "missing_in_val": ("val",)
+    }
+    (lists / "train.txt").write_text(train)
+    again = ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    assert again.ok and again.total == len(train.split())
+    # the run and status now agree; val's failure was not train's to drop
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["missing_in_val"]
+    assert ws.status(INGEST_STAGE).failed == 1
+
+
+def test_the_ingest_key_ignores_max_side_but_not_stroke_width():
+    from wsss_core.config import config_hash
+    from flows.ingest import ingest_config, ingest_key
+    from wsss_core.data.image_io import ReadOptions
+
+    description = {"name": "voc:x", "format": "voc", "root": "/x", "classes": ["background", "a"], "split": "train"}
+    default = ingest_config(description, None, ReadOptions())
+    assert default == ingest_config(description, None, ReadOptions(max_side=6000))
+    assert default != ingest_config(description, None, ReadOptions(scribble_stroke_width=5))
+    key = ingest_key(default, None)
+    assert ingest_key(default, {"key": key, "config": default}) == key
+    # a workspace made when max_side was in the key keeps its key, whatever the limit now
+    legacy = {**default, "options": {"max_side": 4096, "scribble_stroke_width": 3}}
+    legacy_meta = {"key": config_hash(legacy), "config": legacy}
+    assert ingest_key(ingest_config(description, None, ReadOptions(max_side=6000)), legacy_meta) == config_hash(legacy)
+    assert ingest_key(ingest_config(description, None, ReadOptions(scribble_stroke_width=5)), legacy_meta) != config_hash(legacy)
+
+
+def add_large_image(root, tmp_path, image_id="big_000000", width=160, height=120):
+    """Copy one image of a larger synthetic dataset (all its files) into root's train list."""
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    big = generate_dataset(tmp_path / "big", SyntheticConfig(n_images=1, width=width, height=height, seed=5))
+    source = (big / "ImageSets/Segmentation/train.txt").read_text().split()[0]
+    for folder in ("Annotations", "JPEGImages", "SegmentationClass", "scribbles"):
+        for path in (big / folder).glob(f"{source}.*"):
+            (root / folder / f"{image_id}{path.suffix}").write_bytes(path.read_bytes())
+    with open(root / "ImageSets/Segmentation/train.txt", "a") as handle:
+        handle.write(f"{image_id}\n")
+
+
+def test_a_new_max_side_re_reads_nothing_and_retries_the_refused_images(synthetic_root, tmp_path):
+    import shutil
+
+    from flows.superpixels import superpixels_flow
+    from wsss_core.data.image_io import ReadOptions
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    add_large_image(root, tmp_path)
+    workspace = str(tmp_path / "ws")
+    quiet = Execution(progress=False)
+    first = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=100), execution=quiet)
+    assert list(first.failed) == ["big_000000"] and "larger than max_side=100" in first.failed["big_000000"]
+    superpixels_flow(workspace=workspace, execution=quiet)
+    ws = Workspace(workspace)
+    key = ws.stage_key(INGEST_STAGE)
+    small = ws.image_ids()
+    marker_times = {i: (ws.path / "markers/ingest" / key / f"{i}.json").stat().st_mtime_ns for i in small}
+
+    smaller = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=50), execution=quiet)
+    assert smaller.done == 0 and smaller.skipped == len(small)  # kept, not re-read (nor refused)
+    larger = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=6000), execution=quiet)
+    assert larger.ok and larger.done == 1 and larger.skipped == len(small)
+    assert ws.stage_key(INGEST_STAGE) == key and not ws.is_stale("superpixels")
+    assert ws.array_shape("images", "big_000000") == (120, 160, 3)
+    assert ws.failures(INGEST_STAGE) == []
+    for image_id, mtime in marker_times.items():
+        assert (ws.path / "markers/ingest" / key / f"{image_id}.json").stat().st_mtime_ns == mtime
+    assert ws.done_ids("superpixels") == set(small)  # the new image is pending there, the rest kept

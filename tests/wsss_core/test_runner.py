@@ -65,3 +65,24 @@ def test_split_batches():
     assert split_batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
     with pytest.raises(ValueError):
         split_batches(["a"], 0)
+
+
+def test_an_unreadable_input_array_sends_its_image_back_to_the_stage_that_wrote_it(ws):
+    from wsss_core.runner import UNREADABLE
+
+    ws.begin_stage("source", "s", {})
+    for image_id in ("a", "b"):
+        ws.write_array("source", image_id, np.full((3, 3), 1, np.uint8))
+        ws.mark_done("source", image_id, "s")
+    chunk = next(p for p in (ws.store_path / "source/b/c").rglob("*") if p.is_file())
+    chunk.write_bytes(b"\x00garbage")
+
+    def step(image_id):
+        ws.write_array("double", image_id, ws.read_array("source", image_id) * 2)
+
+    report = run_batch(ws, "double", "k", ["a", "b"], step)
+    assert report.done == ["a"] and str(chunk) in report.failed["b"]
+    for stage in ("double", "source"):
+        [record] = ws.failures(stage)
+        assert (record.image_id, record.kind) == ("b", UNREADABLE) and str(chunk) in record.message
+    assert ws.done_ids("source") == {"a"}  # the source stage recomputes b on its next run

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError, WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, split_counts
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, prune_failures, split_counts
 
 DATASET = {"name": "voc:toy", "format": "voc", "root": "/data/toy", "classes": ["background", "cat"], "split": "train"}
 
@@ -176,15 +176,16 @@ def test_split_counts(tmp_path):
     ws.add_to_split("train", ["a", "b", "c"])
     ws.add_to_split("val", ["d"])
     ws.record_failure(INGEST_STAGE, "x", "BadInputError", "truncated", "k0")
+    ws.record_failure(INGEST_STAGE, "y", "BadInputError", "truncated", "k0", splits=["val"])
     ws.begin_stage("superpixels", "k1", {})
     ws.mark_done("superpixels", "a", "k1")
     ws.record_failure("superpixels", "b", "ValueError", "boom", "k1")
     counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, "superpixels").items()}
     assert counts == {"train": (1, 1, 1), "val": (0, 0, 1)}
     counts = {s: (st.done, st.failed, st.pending) for s, st in split_counts(ws, INGEST_STAGE).items()}
-    assert counts == {"train": (3, 0, 0), "val": (1, 0, 0)}
+    assert counts == {"train": (3, 0, 0), "val": (1, 1, 0)}  # x names no split
     whole = ws.status(INGEST_STAGE)
-    assert (whole.done, whole.failed, whole.pending) == (4, 1, 0)
+    assert (whole.done, whole.failed, whole.pending) == (4, 2, 0)
 
 
 def _write_records(path, worker):
@@ -210,3 +211,123 @@ def test_records_and_markers_from_many_processes(tmp_path):
     leftovers = [p for p in (ws.path / "records").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert json.loads((ws.path / "records/failures/superpixels/img000.json").read_text())["kind"] == "ValueError"
+
+
+def test_distinct_invalid_ids_never_share_a_record(tmp_path):
+    ws = make_workspace(tmp_path)
+    bad = ["uni_é", "uni_ü", "../x", "..\\x", "a b"]
+    for image_id in bad:
+        ws.record_failure(INGEST_STAGE, image_id, "BadInputError", f"bad {image_id}", "k0")
+    ws.record_failure(INGEST_STAGE, "good", "BadInputError", "bad good", "k0")
+    assert sorted(r.image_id for r in ws.failures(INGEST_STAGE)) == sorted([*bad, "good"])
+    assert ws.status(INGEST_STAGE).failed == len(bad) + 1
+    # valid ids keep their plain record names, so older workspaces stay readable
+    assert (ws.path / "records/failures/ingest/good.json").is_file()
+    ws.clear_failure(INGEST_STAGE, "uni_é")
+    assert sorted(r.image_id for r in ws.failures(INGEST_STAGE)) == sorted(["uni_ü", "../x", "..\\x", "a b", "good"])
+
+
+def test_ingest_failures_follow_the_split_lists(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.bind_dataset({**DATASET, "split": "val"})
+    for image_id in ("x", "y", "z"):
+        ws.record_failure(INGEST_STAGE, image_id, "BadInputError", "unreadable jpeg", "k0")
+    # train lists x and y, val lists y and z: each record learns its splits
+    ws.reconcile_ingest_failures({"train": ["a", "x", "y"]})
+    ws.reconcile_ingest_failures({"val": ["b", "y", "z"]})
+    splits = {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)}
+    assert splits == {"x": ("train",), "y": ("train", "val"), "z": ("val",)}
+    # y leaves train's list: it stays for val; x leaves train: gone; val's z is untouched
+    dropped = ws.reconcile_ingest_failures({"train": ["a", "b"]})
+    assert [r.image_id for r in dropped] == ["x"]
+    assert {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)} == {"y": ("val",), "z": ("val",)}
+    assert ws.status(INGEST_STAGE).failed == 2
+    ws.reconcile_ingest_failures({"val": ["b"]})
+    assert ws.failures(INGEST_STAGE) == [] and ws.status(INGEST_STAGE).failed == 0
+
+
+def test_records_without_splits_go_only_when_every_split_was_judged(tmp_path):
+    ws = ingested_workspace(tmp_path)  # one split, train
+    path = ws.path / "records/failures/ingest/old.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"stage": "ingest", "image_id": "old", "kind": "BadInputError", "message": "m", "key": "k0"}))
+    assert ws.failures(INGEST_STAGE)[0].splits == ()  # an older record still loads
+    ws.bind_dataset({**DATASET, "split": "val"})
+    ws.reconcile_ingest_failures({"val": ["a"]})  # train was not judged: old may be train's
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["old"]
+    ws.reconcile_ingest_failures({"train": ["a", "b"], "val": ["c"]})
+    assert ws.failures(INGEST_STAGE) == []
+
+
+def test_prune_failures_drops_every_stage_s_records_of_unknown_ids(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.begin_stage("seeds/scribbles", "k2", {})
+    ws.record_failure(INGEST_STAGE, "gone", "BadInputError", "m", "k0")
+    ws.record_failure(INGEST_STAGE, "../x", "BadInputError", "m", "k0")
+    ws.record_failure("seeds/scribbles", "gone", "ValueError", "m", "k2")
+    ws.record_failure("seeds/scribbles", "a", "ValueError", "m", "k2")
+    ws.record_warnings("seeds/scribbles", "gone", ["note"], "k2")
+    dropped = prune_failures(ws, ["a", "b", "c", "d", "../x"])
+    assert sorted((r.stage, r.image_id) for r in dropped) == [("ingest", "gone"), ("seeds/scribbles", "gone")]
+    assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["../x"]
+    assert [r.image_id for r in ws.failures("seeds/scribbles")] == ["a"]
+    assert [r.image_id for r in ws.warnings("seeds/scribbles")] == ["gone"]
+
+
+def test_status_ignores_failures_of_another_config(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    ws.record_failure("superpixels", "a", "ValueError", "boom", "k1")
+    ws.record_failure("superpixels", "b", "ValueError", "boom", "k-old")  # left by an interrupted run
+    assert ws.status("superpixels").failed == 1
+
+
+def truncate_chunk(ws: Workspace, array_path: str):
+    chunks = [p for p in (ws.store_path / array_path / "c").rglob("*") if p.is_file()]
+    assert len(chunks) == 1, chunks
+    chunks[0].write_bytes(chunks[0].read_bytes()[:10])
+    return chunks[0]
+
+
+def test_an_unreadable_stored_array_is_named_with_its_stage_and_file(tmp_path):
+    from wsss_core.errors import StoredArrayError
+
+    ws = make_workspace(tmp_path)
+    ws.write_array("images", "a", np.arange(60, dtype=np.uint8).reshape(4, 5, 3))
+    ws.write_array("graphs", "a", np.arange(6, dtype=np.int64).reshape(3, 2), name="edges")
+    chunk = truncate_chunk(ws, "images/a")
+    with pytest.raises(StoredArrayError) as caught:
+        ws.read_array("images", "a")
+    error = caught.value
+    assert (error.stage, error.array, error.image_id, error.path) == (INGEST_STAGE, "images", "a", str(chunk))
+    assert str(chunk) in str(error) and "stage ingest" in str(error) and "decompression" in str(error).lower()
+    truncate_chunk(ws, "graphs/a/edges")
+    with pytest.raises(StoredArrayError, match=r"graphs/a/edges \(stage graphs\)") as caught:
+        ws.read_array("graphs", "a", "edges")
+    assert caught.value.stage == "graphs" and caught.value.name == "edges"
+    (ws.store_path / "graphs/a/edges/zarr.json").write_text("{broken")
+    with pytest.raises(StoredArrayError, match=r"edges/zarr.json: stored array"):
+        ws.array_shape("graphs", "a", "edges")
+    (ws.store_path / "graphs/a/edges/zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    with pytest.raises(StoredArrayError, match=r"edges/zarr.json: stored array"):
+        ws.read_array("graphs", "a", "edges")
+    with pytest.raises(WorkspaceError, match="no array images/b"):  # missing is not unreadable
+        ws.read_array("images", "b")
+
+
+def test_owning_stage():
+    from wsss_core.store import owning_stage
+
+    assert [owning_stage(a) for a in ("images", "gt", "scribbles", "boxes", "tags")] == [INGEST_STAGE] * 5
+    assert owning_stage("superpixels") == "superpixels"
+    assert owning_stage("seeds/scribbles") == "seeds/scribbles"
+
+
+def test_invalidate_makes_an_image_not_done(tmp_path):
+    ws = ingested_workspace(tmp_path)
+    ws.add_to_split("train", ["a", "b"])
+    ws.invalidate(INGEST_STAGE, "a", "unreadable", "images/a/c/0/0/0: broken")
+    assert ws.image_ids() == ["b", "c", "d"] and ws.split_ids("train") == ["b"]
+    [record] = ws.failures(INGEST_STAGE)
+    assert (record.image_id, record.kind, record.splits, record.key) == ("a", "unreadable", ("train",), "k0")
+    assert ws.status(INGEST_STAGE).failed == 1

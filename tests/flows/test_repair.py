@@ -1,0 +1,119 @@
+"""A damaged stored array, as a real run meets it: named, recorded, recomputed."""
+
+import shutil
+
+import numpy as np
+from prefect import flow
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.common import Execution
+from flows.ingest import ingest_flow
+from flows.pipeline import Pipeline, Stage, run_pipeline
+from flows.superpixels import superpixels_flow
+from tasks.graphnet import seeds_batch
+from wsss_core.data.readers import open_reader
+from wsss_core.graphnet.config import resolve_config
+from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
+from wsss_core.superpixels import compute_superpixels
+
+QUIET = Execution(progress=False)
+SEEDS = "seeds/scribbles"
+
+
+@flow(name="seeds-only")
+def seeds_flow(workspace: str):
+    """The GraphNet seeds stage alone: it reads superpixels/<id> and scribbles/<id>."""
+    ws = Workspace(workspace)
+    config = resolve_config("auto").config.seeds_config("scribbles")
+    pipeline = Pipeline("seeds", (Stage(SEEDS, seeds_batch, (INGEST_STAGE, "superpixels"), {"supervision": "scribbles", "config": config}),))
+    return run_pipeline(ws, pipeline, QUIET, ws.image_ids())
+
+
+def damage(ws: Workspace, array_path: str):
+    [chunk] = [p for p in (ws.store_path / array_path / "c").rglob("*") if p.is_file()]
+    chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])
+    return chunk
+
+
+def ingested(synthetic_root, tmp_path) -> Workspace:
+    ingest_flow(root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=QUIET)
+    return Workspace(tmp_path / "ws")
+
+
+def test_ingest_writes_only_the_arrays_it_owns(synthetic_root, tmp_path):
+    ws = ingested(synthetic_root, tmp_path)
+    image_id = ws.image_ids()[0]
+    groups = {p.parent.parent.name for p in ws.store_path.glob(f"*/{image_id}/zarr.json")}
+    assert groups <= set(INGEST_ARRAYS) and {"images", "boxes", "tags"} <= groups
+
+
+def test_a_damaged_image_fails_the_next_stage_by_name_and_is_read_again(synthetic_root, tmp_path):
+    ws = ingested(synthetic_root, tmp_path)
+    image_id = ws.image_ids()[0]
+    chunk = damage(ws, f"images/{image_id}")
+    run = superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    [summary] = run.summaries
+    assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
+    for stage in ("superpixels", INGEST_STAGE):
+        [record] = ws.failures(stage)
+        assert record.kind == "unreadable" and str(chunk) in record.message
+    assert image_id not in ws.image_ids()  # ingest no longer counts it done
+    assert ws.status(INGEST_STAGE).failed == 1
+
+    again = ingest_flow(root=str(synthetic_root), workspace=str(ws.path), execution=QUIET)
+    assert again.ok and again.done == 1
+    reader = open_reader(synthetic_root, format="voc", split="train")
+    assert np.array_equal(ws.read_array("images", image_id), reader.load(image_id).image)
+    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
+    assert ws.done_ids("superpixels") == set(ws.image_ids())
+
+
+def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_root, tmp_path):
+    ws = ingested(synthetic_root, tmp_path)
+    superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    image_id = ws.image_ids()[1]
+    chunk = damage(ws, f"superpixels/{image_id}")
+    [summary] = seeds_flow(str(ws.path)).summaries
+    assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
+    for stage in (SEEDS, "superpixels"):
+        [record] = ws.failures(stage)
+        assert record.kind == "unreadable" and str(chunk) in record.message
+    assert image_id not in ws.done_ids("superpixels") and image_id in ws.image_ids()
+
+    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    expected = compute_superpixels(ws.read_array("images", image_id), resolve_config("auto").config.superpixels)
+    assert np.array_equal(ws.read_array("superpixels", image_id), expected)
+    assert seeds_flow(str(ws.path)).summaries[0].done == 1
+    assert ws.failures(SEEDS) == [] and ws.done_ids(SEEDS) == set(ws.image_ids())
+
+
+def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
+    ws = ingested(synthetic_root, tmp_path)
+    superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    first, second = ws.image_ids()[:2]
+    broken_image = damage(ws, f"images/{first}")
+    broken_superpixels = damage(ws, f"superpixels/{second}")
+    shutil.rmtree(ws.store_path / "tags" / second)  # a marker whose array is gone entirely
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    for text in (str(broken_image), str(broken_superpixels), f"ingest {first}", f"superpixels {second}",
+                 f"ingest {second}", "no array stored", "wsss retry-failed --workspace"):
+        assert text in result.output, text
+    assert {r.image_id for r in ws.failures(INGEST_STAGE)} == {first, second}
+    assert first not in ws.image_ids() and second not in ws.done_ids("superpixels")
+
+    status = runner.invoke(app, ["status", "--workspace", str(ws.path)], catch_exceptions=False)
+    assert f"{first} [unreadable] {broken_image}" in status.output.replace("\n", "")
+
+    clean = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
+    assert clean.exit_code == 0, clean.output
+
+    assert ingest_flow(root=str(synthetic_root), workspace=str(ws.path), execution=QUIET).done == 2
+    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
+    healed = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
+    assert healed.exit_code == 0 and "repaired" in healed.output
