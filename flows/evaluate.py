@@ -33,6 +33,9 @@ def score_stages(
         for stage, matrix in future.result().items():
             totals[stage] = totals[stage].merge(matrix)
     announce(format_iou_table(totals, ws.classes))
+    if len({matrix.images for matrix in totals.values()}) > 1:
+        counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in totals.items())
+        announce(f"the methods were scored on different images ({counts}): the others failed or are pending, see `wsss status`", warning=True)
     results = {stage: matrix.to_dict() for stage, matrix in totals.items()}
     report = ws.path / REPORT_DIR / f"evaluation-{run_name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)

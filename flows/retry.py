@@ -103,7 +103,7 @@ def retry_failed(
     whole = WholeRun()
     dropped = drop_unlisted(ws, failed, dataset_ids(ws))
     if dropped:
-        announce(f"retry-failed: dropped the failure records of {dropped} image(s) the dataset no longer lists")
+        announce(f"retry-failed: dropped {dropped} failure record(s) of images the dataset no longer lists")
     if not failed:
         announce("retry-failed: no failed images to re-run")
         return whole

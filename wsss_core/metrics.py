@@ -22,6 +22,7 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.unpredicted = np.zeros(num_classes, dtype=np.int64)
+        self.images = 0  # how many images were added (methods scored on different images must say so)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> ConfusionMatrix:
         """Add one image's counts; returns self."""
@@ -38,6 +39,7 @@ class ConfusionMatrix:
         c = self.num_classes
         self.matrix += np.bincount(gt[predicted] * c + pred[predicted], minlength=c * c).reshape(c, c)
         self.unpredicted += np.bincount(gt[~predicted], minlength=c)
+        self.images += 1
         return self
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -47,6 +49,7 @@ class ConfusionMatrix:
         merged = ConfusionMatrix(self.num_classes)
         merged.matrix = self.matrix + other.matrix
         merged.unpredicted = self.unpredicted + other.unpredicted
+        merged.images = self.images + other.images
         return merged
 
     def iou(self) -> np.ndarray:
@@ -72,6 +75,7 @@ class ConfusionMatrix:
         """JSON-able summary (nan becomes None)."""
         return {
             "num_classes": self.num_classes,
+            "images": self.images,
             "matrix": self.matrix.tolist(),
             "unpredicted": self.unpredicted.tolist(),
             "iou": [_none_if_nan(v) for v in self.iou()],

@@ -39,3 +39,19 @@ def test_scores_a_stage_against_gt_and_logs_to_mlflow(synthetic_root, tmp_path, 
     runs = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace)).search_runs(["0", "1"])
     metrics = [r.data.metrics for r in runs if r.info.run_name == "t"][0]
     assert metrics["pseudo.perfect.mIoU"] == 1.0
+
+
+def test_methods_scored_on_different_images_say_so(synthetic_root, tmp_path, capsys):
+    workspace = tmp_path / "ws"
+    ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=Execution(progress=False))
+    ws = Workspace(workspace)
+    ids = ws.image_ids()
+    for stage, done in (("pseudo/all", ids), ("pseudo/one-missing", ids[1:])):
+        ws.begin_stage(stage, "k", {})
+        for image_id in done:
+            ws.write_array(stage, image_id, np.zeros_like(ws.read_array("gt", image_id)))
+            ws.mark_done(stage, image_id, "k")
+    results = evaluate_flow(str(workspace), ["pseudo/all", "pseudo/one-missing"], run_name="t", log_to_mlflow=False)
+    assert results["pseudo/all"]["images"] == len(ids) and results["pseudo/one-missing"]["images"] == len(ids) - 1
+    err = capsys.readouterr().err
+    assert "scored on different images" in err and f"pseudo/one-missing {len(ids) - 1}" in err

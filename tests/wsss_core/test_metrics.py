@@ -58,6 +58,7 @@ def test_bad_shapes_and_classes_raise():
 
 def test_to_dict_is_json_ready():
     d = ConfusionMatrix(4).update(PRED, GT).to_dict()
+    assert d["images"] == 1
     assert d["matrix"][0] == [2, 1, 0, 0]
     assert d["iou"][3] is None
     assert d["miou"] == pytest.approx(5 / 9)
