@@ -229,6 +229,7 @@ def finish(summaries: list, started: float) -> None:
             typer.echo(f"  ... and {len(summary.failed) - 10} more (see `wsss status`)", err=True)
     typer.echo(f"finished in {time.perf_counter() - started:.1f} s", err=True)
     if any(not s.ok for s in summaries):
+        typer.echo("images failed: `wsss status` lists them; fix them, then `wsss retry-failed` re-runs just them", err=True)
         raise typer.Exit(1)
 
 
