@@ -189,7 +189,6 @@ def run_dataset_stage(
     """
     recorded = ws.stage_key(stage.name)
     fitted = finished_fit(ws, stage)
-    late: list[str] = []
     if fitted is not None:
         key, fitted_on = fitted
         done = ws.done_ids(stage.name, key)
@@ -223,7 +222,8 @@ def run_dataset_stage(
     summary.failed = dict(report.failed)
     summary.done, summary.skipped = len(new), len(report.images) - len(new)
     if fitted is not None:
-        summary.note = f"{len(new)} joined late: {report.late_note or f'served by the model fitted on {fitted[1]} images'}"
+        if new:
+            summary.note = f"{len(new)} joined late: {report.late_note or f'served by the model fitted on {fitted[1]} images'}"
         verb = "kept"
     elif report.trained:
         verb = f"resumed from epoch {report.resumed_from_epoch}, trained" if report.resumed_from_epoch else "trained"

@@ -173,14 +173,14 @@ def test_an_id_removed_from_its_split_list_loses_its_failure_record(synthetic_ro
     (lists / "train.txt").write_text(train + "gone_from_train\n")
     (lists / "val.txt").write_text((lists / "val.txt").read_text() + "missing_in_val\n")
     workspace = str(tmp_path / "ws")
-    ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
-    ingest_flow(root=str(root), workspace=workspace, split="val", execution=Execution(progress=False))
+    flow_result(ingest_flow, root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    flow_result(ingest_flow, root=str(root), workspace=workspace, split="val", execution=Execution(progress=False))
     ws = Workspace(workspace)
     assert {r.image_id: r.splits for r in ws.failures(INGEST_STAGE)} == {
         "gone_from_train": ("train",), "missing_in_val": ("val",)
     }
     (lists / "train.txt").write_text(train)
-    again = ingest_flow(root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
+    again = flow_result(ingest_flow, root=str(root), workspace=workspace, split="train", execution=Execution(progress=False))
     assert again.ok and again.total == len(train.split())
     # the run and status now agree; val's failure was not train's to drop
     assert [r.image_id for r in ws.failures(INGEST_STAGE)] == ["missing_in_val"]
