@@ -306,6 +306,16 @@ class DeployedProject:
         lines = "\n".join(f"{log.timestamp:%H:%M:%S} {log.name}: {log.message}" for log in logs)
         return f"--- flow run {flow_run.name!r} logs ---\n{lines or '(none)'}"
 
+    def logs_containing(self, flow_run: FlowRun, text: str, timeout: float = 30.0) -> str:
+        """The flow run's logs once they contain `text` (a run's last logs reach the server a
+        little after its final state), or the logs as they are after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = self.flow_run_logs(flow_run)
+            if text in logs or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.5)
+
     def assert_completed(self, flow_run: FlowRun) -> None:
         state = flow_run.state
         if state is None or not state.is_completed():

@@ -81,7 +81,7 @@ def test_a_misspelt_setting_fails_the_run_instead_of_being_ignored(deployed_proj
         "run/run", {"workspace": str(tmp_path / "never"), "settings": {"graphnet": {"overrides": {"gcn.epoch": 3}}}}
     )
     assert flow_run.state.is_failed(), f"{flow_run.state_name}\n{deployed_project.flow_run_logs(flow_run)}"
-    assert "no setting 'epoch'" in deployed_project.flow_run_logs(flow_run)
+    assert "no setting 'epoch'" in deployed_project.logs_containing(flow_run, "no setting 'epoch'")
     assert not (tmp_path / "never").exists()
 
 

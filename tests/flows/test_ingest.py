@@ -229,17 +229,17 @@ def test_a_new_max_side_re_reads_nothing_and_retries_the_refused_images(syntheti
     add_large_image(root, tmp_path)
     workspace = str(tmp_path / "ws")
     quiet = Execution(progress=False)
-    first = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=100), execution=quiet)
+    first = flow_result(ingest_flow, root=str(root), workspace=workspace, options=ReadOptions(max_side=100), execution=quiet)
     assert list(first.failed) == ["big_000000"] and "larger than max_side=100" in first.failed["big_000000"]
-    superpixels_flow(workspace=workspace, execution=quiet)
+    flow_result(superpixels_flow, workspace=workspace, execution=quiet)
     ws = Workspace(workspace)
     key = ws.stage_key(INGEST_STAGE)
     small = ws.image_ids()
     marker_times = {i: (ws.path / "markers/ingest" / key / f"{i}.json").stat().st_mtime_ns for i in small}
 
-    smaller = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=50), execution=quiet)
+    smaller = flow_result(ingest_flow, root=str(root), workspace=workspace, options=ReadOptions(max_side=50), execution=quiet)
     assert smaller.done == 0 and smaller.skipped == len(small)  # kept, not re-read (nor refused)
-    larger = ingest_flow(root=str(root), workspace=workspace, options=ReadOptions(max_side=6000), execution=quiet)
+    larger = flow_result(ingest_flow, root=str(root), workspace=workspace, options=ReadOptions(max_side=6000), execution=quiet)
     assert larger.ok and larger.done == 1 and larger.skipped == len(small)
     assert ws.stage_key(INGEST_STAGE) == key and not ws.is_stale("superpixels")
     assert ws.array_shape("images", "big_000000") == (120, 160, 3)

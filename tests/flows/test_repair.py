@@ -7,7 +7,7 @@ from prefect import flow
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.common import Execution
+from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.pipeline import Pipeline, Stage, run_pipeline
 from flows.superpixels import superpixels_flow
@@ -37,7 +37,7 @@ def damage(ws: Workspace, array_path: str):
 
 
 def ingested(synthetic_root, tmp_path) -> Workspace:
-    ingest_flow(root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=QUIET)
+    flow_result(ingest_flow, root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=QUIET)
     return Workspace(tmp_path / "ws")
 
 
@@ -52,7 +52,7 @@ def test_a_damaged_image_fails_the_next_stage_by_name_and_is_read_again(syntheti
     ws = ingested(synthetic_root, tmp_path)
     image_id = ws.image_ids()[0]
     chunk = damage(ws, f"images/{image_id}")
-    run = superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    run = flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     [summary] = run.summaries
     assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
     for stage in ("superpixels", INGEST_STAGE):
@@ -61,18 +61,18 @@ def test_a_damaged_image_fails_the_next_stage_by_name_and_is_read_again(syntheti
     assert image_id not in ws.image_ids()  # ingest no longer counts it done
     assert ws.status(INGEST_STAGE).failed == 1
 
-    again = ingest_flow(root=str(synthetic_root), workspace=str(ws.path), execution=QUIET)
+    again = flow_result(ingest_flow, root=str(synthetic_root), workspace=str(ws.path), execution=QUIET)
     assert again.ok and again.done == 1
     reader = open_reader(synthetic_root, format="voc", split="train")
     assert np.array_equal(ws.read_array("images", image_id), reader.load(image_id).image)
-    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
     assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
     assert ws.done_ids("superpixels") == set(ws.image_ids())
 
 
 def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
-    superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     image_id = ws.image_ids()[1]
     chunk = damage(ws, f"superpixels/{image_id}")
     [summary] = seeds_flow(str(ws.path)).summaries
@@ -82,7 +82,7 @@ def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_r
         assert record.kind == "unreadable" and str(chunk) in record.message
     assert image_id not in ws.done_ids("superpixels") and image_id in ws.image_ids()
 
-    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
     expected = compute_superpixels(ws.read_array("images", image_id), resolve_config("auto").config.superpixels)
     assert np.array_equal(ws.read_array("superpixels", image_id), expected)
     assert seeds_flow(str(ws.path)).summaries[0].done == 1
@@ -91,7 +91,7 @@ def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_r
 
 def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
-    superpixels_flow(workspace=str(ws.path), execution=QUIET)
+    flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     first, second = ws.image_ids()[:2]
     broken_image = damage(ws, f"images/{first}")
     broken_superpixels = damage(ws, f"superpixels/{second}")
@@ -112,8 +112,8 @@ def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     clean = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
     assert clean.exit_code == 0, clean.output
 
-    assert ingest_flow(root=str(synthetic_root), workspace=str(ws.path), execution=QUIET).done == 2
-    assert superpixels_flow(workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(ingest_flow, root=str(synthetic_root), workspace=str(ws.path), execution=QUIET).done == 2
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
     assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
     healed = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
     assert healed.exit_code == 0 and "repaired" in healed.output
