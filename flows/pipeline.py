@@ -151,9 +151,17 @@ def finished_by(ws: Workspace, upstream: tuple[str, ...], image_ids: list[str]) 
     return [i for i in image_ids if all(i in d for d in done)]
 
 
-def fit_config(stage: Stage, ids: list[str]) -> dict[str, Any]:
-    """What a dataset-level stage's key hashes: its parameters and the images it is fitted on."""
-    return {**stage.params, "images": ids_digest(ids), "fitted_on": len(ids)}
+FIT_FIELDS = ("images", "fitted_on", "refit_of")
+
+
+def fit_config(stage: Stage, ids: list[str], refit_of: str | None = None) -> dict[str, Any]:
+    """What a dataset-level stage's key hashes: its parameters and the images it is fitted on.
+
+    refit_of: the key of the model this fit replaces; a refit can see the same ids as the
+    fit before it (an image it refused, now fixed) and must not find that fit's result.
+    """
+    config = {**stage.params, "images": ids_digest(ids), "fitted_on": len(ids)}
+    return {**config, "refit_of": refit_of} if refit_of else config
 
 
 def finished_fit(ws: Workspace, stage: Stage) -> tuple[str, int] | None:
@@ -163,10 +171,10 @@ def finished_fit(ws: Workspace, stage: Stage) -> tuple[str, int] | None:
     recorded = (meta or {}).get("config", {})
     if "images" not in recorded or "fitted_on" not in recorded:
         return None  # never fitted, or fitted before the late-image rule: fit by the current rule
-    key, _ = stage_key(ws, stage.name, {**stage.params, "images": recorded["images"], "fitted_on": recorded["fitted_on"]}, stage.reads)
+    key, _ = stage_key(ws, stage.name, {**stage.params, **{k: recorded[k] for k in FIT_FIELDS if k in recorded}}, stage.reads)
     if key != meta["key"] or not ws.done_ids(stage.name, key):
         return None
-    return key, int(recorded["fitted_on"])
+    return key, int(meta.get("fitted_on", recorded["fitted_on"]))  # the images it kept, once it ran
 
 
 def run_dataset_stage(
@@ -189,6 +197,7 @@ def run_dataset_stage(
     """
     recorded = ws.stage_key(stage.name)
     fitted = finished_fit(ws, stage)
+    refit_of = None
     if fitted is not None:
         key, fitted_on = fitted
         done = ws.done_ids(stage.name, key)
@@ -203,8 +212,9 @@ def run_dataset_stage(
                 f"{fitted_on} (more than {refit.late_fraction:.0%}): fitting it again on all {len(ids)}"
             )
             fitted = None
+            refit_of = key
     if fitted is None:
-        key = prepare_stage(ws, stage.name, fit_config(stage, ids), stage.reads)
+        key = prepare_stage(ws, stage.name, fit_config(stage, ids, refit_of), stage.reads)
     summary = StageSummary(stage.name, key, total=len(ids), refitted=key != recorded)
     if not ids:
         summary.note = "no images to learn from"
@@ -214,6 +224,8 @@ def run_dataset_stage(
     if not isinstance(report, DatasetReport):
         raise TypeError(f"{stage.name}: task returned {type(report).__name__}, not a DatasetReport")
     run.trainings[stage.name] = report
+    if fitted is None:
+        ws.note_stage(stage.name, fitted_on=len(report.images))  # not the images it refused
     done = ws.done_ids(stage.name, key)
     new = [i for i in report.images if i not in done]
     for image_id in new:

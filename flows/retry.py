@@ -13,6 +13,7 @@ images (that would drop every other image's result).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,13 +82,16 @@ def drop_unlisted(ws: Workspace, failed: dict[str, list[str]], listed: set[str] 
 
 
 def retry_request(name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str) -> object:
-    """Call the remembered flow again with its parameters, on only_ids."""
+    """Call the remembered flow again with its parameters, on only_ids (its own evaluation off:
+    the retry evaluates what it re-ran once, at the end)."""
+    flow = resolve_target(request["flow"])
     parameters = dict(request["parameters"])
     if name.split("/")[0] == INGEST_STAGE:
         parameters["options"] = ReadOptions(**parameters["options"])
-    else:
-        parameters.update(evaluate=False, log_to_mlflow=False, run_name=RETRY_RUN_NAME)
-    return flow_result(resolve_target(request["flow"]), workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
+    accepted = inspect.signature(flow.fn).parameters
+    quiet = {"evaluate": False, "log_to_mlflow": False, "run_name": RETRY_RUN_NAME}
+    parameters.update({k: v for k, v in quiet.items() if k in accepted})
+    return flow_result(flow, workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
 
 
 def retry_failed(

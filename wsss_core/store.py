@@ -341,6 +341,14 @@ class Workspace:
         self._root("a").require_group(stage)
         return changed
 
+    def note_stage(self, stage: str, **values: Any) -> None:
+        """Add facts learned while a stage ran to its record (e.g. how many images a model was fitted on)."""
+        stages = dict(self.attrs.get("stages", {}))
+        if stage not in stages:
+            raise WorkspaceError(f"{self.path}: stage {stage!r} has not begun")
+        stages[stage] = {**stages[stage], **values}
+        self._update_attrs(stages=stages)
+
     def remember_request(self, name: str, flow: str, parameters: dict[str, Any]) -> None:
         """Record how a pipeline was last asked for (the flow `module:name` and its parameters),
         so that a retry can run its failed images again with the same settings."""

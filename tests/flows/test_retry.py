@@ -155,3 +155,22 @@ def test_remembered_requests_are_plain_json(synthetic_root, tmp_path):
     assert list(requests) == ["ingest/train"]
     assert requests["ingest/train"]["flow"] == "flows.ingest:ingest_flow"
     json.dumps(requests)
+
+
+def test_a_damaged_stored_image_is_read_again_by_retry_failed(synthetic_root, tmp_path):
+    from flows.superpixels import superpixels_flow
+
+    path = str(tmp_path / "ws")
+    ws = Workspace(path)
+    flow_result(ingest_flow, root=str(synthetic_root), workspace=path, execution=QUIET)
+    damaged = ws.image_ids()[0]
+    [chunk] = [p for p in (ws.store_path / "images" / damaged / "c").rglob("*") if p.is_file()]
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    run = flow_result(superpixels_flow, workspace=path, execution=QUIET)
+    assert list(run.summaries[0].failed) == [damaged] and damaged not in ws.image_ids()
+    assert [r.kind for r in ws.failures(INGEST_STAGE)] == ["unreadable"]
+
+    retried = flow_result(retry_failed_flow, workspace=path, execution=QUIET, log_to_mlflow=False)
+    assert [s.done for s in retried.ingest] == [1]
+    assert damaged in ws.image_ids() and damaged in ws.done_ids("superpixels")
+    assert not ws.failures(INGEST_STAGE) and not ws.failures("superpixels")
