@@ -25,7 +25,15 @@ from wsss_core.errors import BadInputError, DatasetError
 from wsss_core.psa.affinitynet import pad_labels
 from wsss_core.segmentation.config import SegmentationTrainConfig
 from wsss_core.segmentation.model import SegmentationNet
-from wsss_core.training import Augmentation, AugmentedItems, EpochCallback, augment, fit, pad_batch
+from wsss_core.training import (
+    Augmentation,
+    AugmentedItems,
+    EpochCallback,
+    augment,
+    fit,
+    pad_batch,
+    use_frozen_batchnorm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +137,8 @@ def train_segmentation(
             f"config is for {config.backbone} at stride {config.output_stride}, "
             f"the model is {model.arch} at stride {model.output_stride}"
         )
-    if min(len(images), config.batch_size) < 2 and config.batchnorm != "frozen":
+    frozen = use_frozen_batchnorm(config.batchnorm, model.backbone.weights_record.used != "none")
+    if min(len(images), config.batch_size) < 2 and not frozen:
         # ASPP's image-pooling branch batch-normalises one value per image and channel.
         raise ValueError(f"training batch norm needs batches of at least 2 images ({len(images)} images, "
                          f"batch size {config.batch_size})")

@@ -89,3 +89,15 @@ def test_offline_torchvision_weights_fall_back_to_a_fitting_checkpoint_else_rand
     assert other.backbone == "resnet50"
     mobile = resolve_segmentation_weights("deeplabv3_mobilenet_v3_large", "DEFAULT")
     assert mobile.fallback and mobile.weights == "none" and mobile.requested == "DEFAULT"
+
+
+def test_a_previous_rounds_checkpoint_starts_the_next_rounds_backbone(tmp_path):
+    torch.manual_seed(2)
+    previous = SegmentationNet("deeplabv3_mobilenet_v3_large", 3, 16)
+    path = tmp_path / "round1.pt"
+    optimizer = torch.optim.SGD(previous.parameters(), lr=0.1)
+    save_checkpoint(path, checkpoint_state(previous, optimizer, 1, previous.checkpoint_meta(), {}, []))
+    choice = resolve_segmentation_weights("deeplabv3_mobilenet_v3_large", str(path))
+    model = build_segmentation_model("deeplabv3_mobilenet_v3_large", 5, 16, choice)  # another class count
+    torch.testing.assert_close(model.backbone["16"][0].weight, previous.backbone["16"][0].weight)
+    assert not torch.equal(model.classifier[4].bias[:3], previous.classifier[4].bias)  # the head starts afresh
