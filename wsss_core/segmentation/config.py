@@ -64,13 +64,17 @@ class SegmentationTrainConfig(TrainConfig):
         ResNet-18 DeepLabV3 at stride 16 (not in torchvision; built here), because its
         backbone is the small AffinityNet preset's CAM classifier, the only trained
         backbone there is offline. Crops of 160 from scale 0.5-1.5, batch 8, 10 epochs.
-        Measured (benchmarks/segmentation.py): see its results.
+        Measured (benchmarks/segmentation.py, results/segmentation.json) from random init
+        on 160 synthetic 256x192 images with ground-truth labels, mIoU of 40 held-out
+        images: lr 0.02 72.4, 0.01 69.9; MobileNetV3-Large at lr 0.01 12.0 (all
+        background: its batch norm momentum 0.01 leaves the running statistics far from
+        converged after 200 steps). ~10 training images/s on 2 shared CPU cores.
         """
         return cls(
             backbone="deeplabv3_resnet18",
             epochs=10,
             batch_size=8,
-            lr=0.01,
+            lr=0.02,
             crop_size=160,
             scale_range=(0.5, 1.5),
         )

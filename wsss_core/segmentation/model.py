@@ -202,7 +202,8 @@ def build_segmentation_model(
     state_dict, record = _backbone_state_dict(model.backbone_name, backbone_weights.weights)
     if state_dict is not None:
         load_backbone_weights(model, state_dict, backbone_weights.weights)
-    model.backbone.weights_record = WeightsRecord(backbone_weights.requested, record.used, backbone_weights.note)
+    note = backbone_weights.note if state_dict is not None else record.reason  # failed since it was resolved
+    model.backbone.weights_record = WeightsRecord(backbone_weights.requested, record.used, note)
     return model
 
 
