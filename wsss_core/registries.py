@@ -87,6 +87,36 @@ PSA_PRESETS: Registry[str] = Registry("AffinityNet preset")
 PSA_PRESETS.register("paper", "wsss_core.psa.config:AffinityNetPathConfig.paper", "PSA's schedule, ResNet-50")
 PSA_PRESETS.register("small", "wsss_core.psa.config:AffinityNetPathConfig.small", "ResNet-18 from scratch, CPU-sized")
 
+# ----------------------------------------------------------------------------- segmentation rounds
+
+
+@dataclass(frozen=True)
+class SegmentationArch:
+    """A DeepLabV3 variant (wsss_core.segmentation.model): the torchvision classification
+    backbone whose weights start it, and the output strides it can be built at."""
+
+    backbone: str
+    strides: tuple[int, ...]
+
+
+SEGMENTATION_ARCHS: Registry[SegmentationArch] = Registry("segmentation network")
+SEGMENTATION_ARCHS.register("deeplabv3_resnet50", SegmentationArch("resnet50", (8, 16)), "torchvision's default")
+SEGMENTATION_ARCHS.register("deeplabv3_resnet101", SegmentationArch("resnet101", (8, 16)))
+SEGMENTATION_ARCHS.register(
+    "deeplabv3_mobilenet_v3_large", SegmentationArch("mobilenet_v3_large", (16,)), "torchvision's, stride 16 only"
+)
+SEGMENTATION_ARCHS.register(
+    "deeplabv3_resnet18", SegmentationArch("resnet18", (8, 16)), "not in torchvision; fits the small CAM backbone"
+)
+
+SEGMENTATION_PRESETS: Registry[str] = Registry("segmentation preset")
+SEGMENTATION_PRESETS.register(
+    "paper", "wsss_core.segmentation.config:SegmentationConfig.paper", "DeepLabV3's VOC schedule, ResNet-50"
+)
+SEGMENTATION_PRESETS.register(
+    "small", "wsss_core.segmentation.config:SegmentationConfig.small", "CPU-sized"
+)
+
 # ----------------------------------------------------------------------------- pseudo-mask methods
 
 

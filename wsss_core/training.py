@@ -243,11 +243,17 @@ def epoch_loader(
     batches: list[np.ndarray],
     collate: Callable[[list], Any],
     num_workers: int,
+    multiprocessing_context: str | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A loader over one epoch's index batches; workers are started per epoch (they copy ``items``)."""
+    """A loader over one epoch's index batches; workers are started per epoch (they copy ``items``).
+
+    multiprocessing_context: None is the platform's default (fork on Linux); "spawn" for
+    callers that may run inside Prefect, where forked workers die (its threads and locks).
+    """
     items.epoch = epoch
     return torch.utils.data.DataLoader(
-        items, batch_sampler=[b.tolist() for b in batches], collate_fn=collate, num_workers=num_workers
+        items, batch_sampler=[b.tolist() for b in batches], collate_fn=collate, num_workers=num_workers,
+        multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
     )
 
 
@@ -325,11 +331,13 @@ def fit(
     checkpoint_path: str | Path | None,
     on_epoch_end: EpochCallback | None,
     summarise: Callable[[list[Any]], dict[str, float]] | None = None,
+    multiprocessing_context: str | None = None,
 ) -> None:
     """The epoch loop both networks share: poly SGD, a checkpoint per epoch, resume from it.
 
     ``model`` needs ``backbone``, ``head_modules()`` and ``checkpoint_meta()``;
     ``batch_loss(model, batch on device) -> (loss, output)``, ``summarise(outputs)`` adds metrics.
+    multiprocessing_context: of the loader workers (``epoch_loader``).
     """
     n_items = len(items)
     if n_items == 0:
@@ -349,7 +357,7 @@ def fit(
             freeze_batchnorm(model)
         losses, outputs = [], []
         batches = epoch_batches(n_items, config.batch_size, config.seed, epoch)
-        for step, batch in enumerate(epoch_loader(items, epoch, batches, collate, config.num_workers)):
+        for step, batch in enumerate(epoch_loader(items, epoch, batches, collate, config.num_workers, multiprocessing_context)):
             set_poly_lr(optimizer, epoch * steps_per_epoch + step, max_step, config.poly_power)
             loss, output = batch_loss(model, [t.to(device) for t in batch])
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,75 @@
+"""A round's labels: DeepLabV3's softmax averaged over scales and flips, optionally a dense CRF, argmax."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsss_core.backbones import normalise_images
+from wsss_core.cam import resize_image
+from wsss_core.crf import CRFConfig, crf_inference
+from wsss_core.errors import BadInputError
+from wsss_core.segmentation.config import SegmentationInferenceConfig
+from wsss_core.segmentation.model import SegmentationNet
+
+
+def predict_probabilities(
+    model: SegmentationNet,
+    image: np.ndarray,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """(C, H, W) float32 class probabilities of an HxWx3 uint8 image, summing to 1 per pixel.
+
+    Each scale's (and its mirror's) softmax is resized to the image bilinearly and the
+    results are averaged. bfloat16 autocast on CUDA, softmax in float32.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BadInputError("image", f"expected HxWx3 uint8, got {image.shape} {image.dtype}")
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {tuple(scales)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(device).eval()
+    height, width = image.shape[:2]
+    total = torch.zeros((model.num_classes, height, width), device=device)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for scale in scales:
+            scaled = resize_image(image, scale)
+            batch = np.stack([scaled, scaled[:, ::-1]]) if flip else scaled[None]
+            probs = F.softmax(model(normalise_images(batch, device)).float(), dim=1)
+            probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+            total += probs[0]
+            if flip:
+                total += probs[1].flip(-1)
+    total /= len(scales) * (2 if flip else 1)
+    return total.cpu().numpy().astype(np.float32)
+
+
+def predict_mask(
+    model: SegmentationNet,
+    image: np.ndarray,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crf: CRFConfig | None = None,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """HxW uint8 class indices: argmax of ``predict_probabilities``, after a dense CRF when ``crf``."""
+    probs = predict_probabilities(model, image, scales, flip, device)
+    if crf is not None:
+        probs = crf_inference(image, probs, crf)
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def predict_round_mask(
+    model: SegmentationNet,
+    image: np.ndarray,
+    config: SegmentationInferenceConfig = SegmentationInferenceConfig(),
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """One image's label for the next round, as ``config`` says (scales, flip, CRF)."""
+    crf = config.crf_config if config.crf else None
+    return predict_mask(model, image, config.scales, config.flip, crf, device)
