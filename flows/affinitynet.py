@@ -3,9 +3,9 @@
     train-cam -> cams -> pseudo/cam -> affinity-labels -> train-affinitynet
         -> rw -> pseudo/rw [-> pseudo/rw-crf] -> evaluate (CAM, CAM+RW, CAM+RW+CRF)
 
-The two trainings are dataset-level rows: images that join after a training are served
-by the trained network until they pass the refit rule's share (wsss_core.refit); then it
-trains again on every image (and what follows is recomputed).
+The two trainings are dataset-level rows that train again whenever images join after them
+(RETRAIN_ON_ANY_LATE_IMAGE, wsss_core.refit): served by networks trained without them,
+late images lost far more than training noise (benchmarks/late_images_psa.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import affinitynet as t
 from wsss_core.psa.config import AffinityNetPathConfig, resolve_config
+from wsss_core.refit import RefitRule
 from wsss_core.registries import AUTO
 from wsss_core.store import INGEST_STAGE, Workspace
+
+
+# A late image served by networks trained without it loses more than the training noise
+# (benchmarks/late_images_psa.py), and only a training with it gives it a clean run's masks.
+RETRAIN_ON_ANY_LATE_IMAGE = RefitRule(late_fraction=0.0)
 
 
 def affinitynet_pipeline(
@@ -38,7 +44,8 @@ def affinitynet_pipeline(
     stride = config.random_walk.stride
     rows = [
         Stage(t.TRAIN_CAM, t.train_cam_task, (INGEST_STAGE,),
-              {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True),
+              {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True,
+              refit=RETRAIN_ON_ANY_LATE_IMAGE),
         Stage(t.CAMS, t.cams_batch, (INGEST_STAGE, t.TRAIN_CAM),
               {"config": config.cam_inference, "model": t.TRAIN_CAM}, {"device": device}),
         Stage(t.PSEUDO_CAM, t.cam_masks_batch, (t.CAMS,), {"config": config.cam_mask, "cams": t.CAMS}, step=t.CAMS, masks=True),
@@ -47,7 +54,7 @@ def affinitynet_pipeline(
         Stage(t.TRAIN_AFFINITYNET, t.train_affinitynet_task,
               (INGEST_STAGE, t.AFFINITY_LABELS) + ((t.TRAIN_CAM,) if from_cam else ()),
               {"config": config.affinity_train, "weights": weights["affinitynet"], "labels": t.AFFINITY_LABELS,
-               "init_from_cam": from_cam}, training, dataset_level=True),
+               "init_from_cam": from_cam}, training, dataset_level=True, refit=RETRAIN_ON_ANY_LATE_IMAGE),
         Stage(t.RW, t.random_walk_batch, (INGEST_STAGE, t.CAMS, t.TRAIN_AFFINITYNET),
               {"config": config.random_walk, "cams": t.CAMS, "model": t.TRAIN_AFFINITYNET}, {"device": device},
               step="random-walk"),

@@ -45,8 +45,8 @@ class Stage:
     params: the task's arguments that decide its output (hashed into the key).
     runtime: arguments that do not (device, threads).
     step: the name `--until` stops after (rows may share one; default: the stage name).
-    dataset_level: one task over every eligible image (a training); its key also hashes
-    the ids of those images, so a changed image set retrains.
+    dataset_level: one task over every eligible image (a training); images that join after
+    it ran are served or refitted by its refit rule (wsss_core.refit).
     masks: writes class masks (pseudo/<method>), which are evaluated and exportable.
     """
 
@@ -58,6 +58,7 @@ class Stage:
     step: str = ""
     dataset_level: bool = False
     masks: bool = False
+    refit: RefitRule | None = None  # a dataset-level row's own late-image rule (default: the run's)
 
     @property
     def until_step(self) -> str:
@@ -124,7 +125,9 @@ def run_pipeline(
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
             if stage.dataset_level:
-                summary = run_dataset_stage(ws, stage, finished_by(ws, pipeline.gates(stage), image_ids), runner, run, refit, only)
+                summary = run_dataset_stage(
+                    ws, stage, finished_by(ws, pipeline.gates(stage), image_ids), runner, run, stage.refit or refit, only
+                )
                 if only is not None and summary.refitted:
                     announce(f"{stage.name}: fitted again, so every image's later stages are recomputed")
                     only = None

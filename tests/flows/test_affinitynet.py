@@ -143,8 +143,8 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
         "rw": len(good), "pseudo/rw": len(good), "pseudo/rw-crf": len(good),
     }
 
-    # the bad image, fixed, is retried with the last request's settings; 1 late image of 9 is over
-    # the 10% the refit rule serves, so both networks train again with it and every image follows
+    # the bad image, fixed, is retried with the last request's settings; any late image trains
+    # both networks again (their refit rule), and every image follows
     ws.write_array("tags", bad, original_tags)
     retried = flow_result(retry_failed_flow, workspace=str(workspace), execution=Execution(batch_size=4, progress=False), log_to_mlflow=False)
     assert [report.trained for report in retried.paths["affinitynet"].trainings.values()] == [True, True]
