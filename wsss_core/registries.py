@@ -12,6 +12,17 @@ from wsss_core.registry import Registry
 
 AUTO = "auto"  # a preset chosen by the pipeline from the machine and the data
 
+
+def choose_sized_preset(presets: Registry, preset: str, n_images: int, has_gpu: bool, paper_min_images: int) -> tuple[str, str]:
+    """(preset name, why) for a path with "paper" and "small" presets: "auto" is "paper" from
+    paper_min_images images with a GPU, else "small"."""
+    if preset != AUTO:
+        return presets.check(preset), "asked for"
+    if n_images >= paper_min_images and has_gpu:
+        return "paper", f"auto: {n_images} images and a GPU"
+    reason = f"{n_images} images < {paper_min_images}" if n_images < paper_min_images else "no GPU"
+    return "small", f"auto: {reason}"
+
 # ----------------------------------------------------------------------------- engines
 
 ENGINES: Registry[None] = Registry("engine")

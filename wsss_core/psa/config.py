@@ -28,7 +28,7 @@ from wsss_core.config import apply_overrides
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.psa.random_walk import RandomWalkConfig
-from wsss_core.registries import AUTO, BACKBONES, PSA_PRESETS
+from wsss_core.registries import BACKBONES, PSA_PRESETS, choose_sized_preset
 from wsss_core.weights import resolve_pretrained
 
 
@@ -124,12 +124,7 @@ class ResolvedConfig:
 
 def choose_preset(preset: str, n_images: int, has_gpu: bool) -> tuple[str, str]:
     """(preset name, why): "auto" is "paper" from PAPER_MIN_IMAGES images with a GPU, else "small"."""
-    if preset != AUTO:
-        return PSA_PRESETS.check(preset), "asked for"
-    if n_images >= PAPER_MIN_IMAGES and has_gpu:
-        return "paper", f"auto: {n_images} images and a GPU"
-    reason = f"{n_images} images < {PAPER_MIN_IMAGES}" if n_images < PAPER_MIN_IMAGES else "no GPU"
-    return "small", f"auto: {reason}"
+    return choose_sized_preset(PSA_PRESETS, preset, n_images, has_gpu, PAPER_MIN_IMAGES)
 
 
 def resolve_config(

@@ -14,7 +14,7 @@ from typing import Any
 
 from wsss_core.config import apply_overrides
 from wsss_core.crf import CRFConfig
-from wsss_core.registries import AUTO, SEGMENTATION_ARCHS, SEGMENTATION_PRESETS
+from wsss_core.registries import SEGMENTATION_ARCHS, SEGMENTATION_PRESETS, choose_sized_preset
 from wsss_core.training import BatchNormMode, TrainConfig
 from wsss_core.weights import WeightsChoice
 
@@ -129,12 +129,7 @@ class ResolvedSegmentationConfig:
 
 def choose_preset(preset: str, n_images: int, has_gpu: bool) -> tuple[str, str]:
     """(preset name, why): "auto" is "paper" from PAPER_MIN_IMAGES images with a GPU, else "small"."""
-    if preset != AUTO:
-        return SEGMENTATION_PRESETS.check(preset), "asked for"
-    if n_images >= PAPER_MIN_IMAGES and has_gpu:
-        return "paper", f"auto: {n_images} images and a GPU"
-    reason = f"{n_images} images < {PAPER_MIN_IMAGES}" if n_images < PAPER_MIN_IMAGES else "no GPU"
-    return "small", f"auto: {reason}"
+    return choose_sized_preset(SEGMENTATION_PRESETS, preset, n_images, has_gpu, PAPER_MIN_IMAGES)
 
 
 def resolve_config(
