@@ -12,7 +12,7 @@ from flows.common import Execution, StageSummary, engine_session, outcome, run_s
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
-from wsss_core.data.readers import open_reader
+from wsss_core.data.readers import DatasetReader, open_reader
 from wsss_core.errors import DatasetError
 from wsss_core.store import INGEST_STAGE, Workspace, check_split_name
 
@@ -66,6 +66,39 @@ def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[st
         ws.add_to_split(name, [i for i in ids if i in done])
 
 
+def open_splits(
+    root: str,
+    format: str,
+    split: str | Sequence[str],
+    scribbles_dir: str | None,
+    image_dir: str | None,
+    options: ReadOptions,
+) -> tuple[list[DatasetReader], dict[str, list[str]]]:
+    """A reader per requested split, and each split's listed ids by split name.
+
+    A COCO reader's split is its file's stem, whatever was asked. DatasetError when a list is missing.
+    """
+    names = split_names(split)
+    if format == "coco" and len(names) > 1:
+        raise DatasetError("a COCO instances file is one split (named after the file); ingest each file in its own run")
+    readers = [
+        open_reader(
+            Path(root), format=format, split=name, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
+        )
+        for name in names
+    ]
+    return readers, {check_split_name(r.describe()["split"]): r.image_ids() for r in readers}
+
+
+def ingest_request_name(splits: Sequence[str]) -> str:
+    """The name an ingest of these splits is remembered under (Workspace.remember_request)."""
+    return f"{INGEST_STAGE}/{'+'.join(sorted(splits))}"
+
+
+def is_ingest_request(name: str) -> bool:
+    return name.split("/")[0] == INGEST_STAGE
+
+
 def run_ingest(
     root: str,
     workspace: str,
@@ -77,17 +110,7 @@ def run_ingest(
     execution: Execution,
     only_ids: list[str] | None = None,
 ) -> StageSummary:
-    names = split_names(split)
-    if format == "coco" and len(names) > 1:
-        raise DatasetError("a COCO instances file is one split (named after the file); ingest each file in its own run")
-    readers = [
-        open_reader(
-            Path(root), format=format, split=name, scribbles_dir=scribbles_dir, image_dir=image_dir, options=options
-        )
-        for name in names
-    ]
-    # Split name -> its ids; a COCO reader's split is its file's stem, whatever was asked.
-    split_lists = {check_split_name(r.describe()["split"]): r.image_ids() for r in readers}  # DatasetError: no list
+    readers, split_lists = open_splits(root, format, split, scribbles_dir, image_dir, options)
     image_ids = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
     if only_ids is not None:
         wanted = set(only_ids)
@@ -99,7 +122,7 @@ def run_ingest(
     key = ingest_key(config, ws.stage_meta(INGEST_STAGE))
     ws.begin_stage(INGEST_STAGE, key, config)
     if only_ids is None:  # a retry keeps the request it retries
-        ws.remember_request(f"{INGEST_STAGE}/{'+'.join(sorted(split_lists))}", "flows.ingest:ingest_flow", {
+        ws.remember_request(ingest_request_name(split_lists), "flows.ingest:ingest_flow", {
             "root": root, "format": format, "split": sorted(split_lists), "scribbles_dir": scribbles_dir,
             "image_dir": image_dir, "options": config_to_dict(options),
         })

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from pathlib import Path
 
 from prefect import flow
 
 from flows.common import Execution, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
+from flows.ingest import is_ingest_request, open_splits
 from flows.run import WholeRun
 from wsss_core.data.image_io import ReadOptions
-from wsss_core.data.readers import open_reader
 from wsss_core.errors import UsageError, WsssError
 from wsss_core.registry import resolve_target
 from wsss_core.store import INGEST_STAGE, Workspace, prune_failures
@@ -50,19 +49,14 @@ def failed_ids(ws: Workspace, stages: Sequence[str] | None = None, ids: Sequence
 def dataset_ids(ws: Workspace) -> set[str] | None:
     """Every id the dataset's split lists name now, read through the remembered ingest requests;
     None when a list cannot be read (the dataset moved): then no record is dropped."""
-    listed: set[str] = set()
-    ingests = [r for name, r in ws.requests().items() if name.split("/")[0] == INGEST_STAGE]
-    if not ingests or set(ws.splits()) - {s for r in ingests for s in r["parameters"]["split"]}:
+    ingests = [r["parameters"] for name, r in ws.requests().items() if is_ingest_request(name)]
+    if not ingests or set(ws.splits()) - {s for params in ingests for s in params["split"]}:
         return None  # a split ingested before requests were remembered: its list is unknown
+    listed: set[str] = set()
     try:
-        for request in ingests:
-            params = request["parameters"]
-            for split in params["split"]:
-                reader = open_reader(
-                    Path(params["root"]), format=params["format"], split=split, scribbles_dir=params["scribbles_dir"],
-                    image_dir=params["image_dir"], options=ReadOptions(**params["options"]),
-                )
-                listed.update(reader.image_ids())
+        for params in ingests:
+            _, split_lists = open_splits(**{**params, "options": ReadOptions(**params["options"])})
+            listed.update(*split_lists.values())
     except (WsssError, OSError) as error:
         announce(f"retry-failed: cannot list the dataset ({error}); keeping every failure record", warning=True)
         return None
@@ -86,7 +80,7 @@ def retry_request(name: str, request: dict, only_ids: list[str], execution: Exec
     the retry evaluates what it re-ran once, at the end)."""
     flow = resolve_target(request["flow"])
     parameters = dict(request["parameters"])
-    if name.split("/")[0] == INGEST_STAGE:
+    if is_ingest_request(name):
         parameters["options"] = ReadOptions(**parameters["options"])
     accepted = inspect.signature(flow.fn).parameters
     quiet = {"evaluate": False, "log_to_mlflow": False, "run_name": RETRY_RUN_NAME}
@@ -115,7 +109,7 @@ def retry_failed(
     announce(f"retry-failed: {len(retried)} image(s): " + ", ".join(f"{s} {len(f)}" for s, f in failed.items()))
     requests = ws.requests()
     for name, request in requests.items():
-        is_ingest = name.split("/")[0] == INGEST_STAGE
+        is_ingest = is_ingest_request(name)
         if is_ingest and INGEST_STAGE not in failed:
             continue
         try:
@@ -128,9 +122,7 @@ def retry_failed(
             whole.ingest.append(result)
         else:
             whole.paths[name] = result
-    remembered = {s for run in whole.paths.values() for s in (x.stage for x in run.summaries)} | (
-        {INGEST_STAGE} if whole.ingest else set()
-    )
+    remembered = {summary.stage for summary in whole.summaries}
     for stage in failed:
         if stage not in remembered and stage not in whole.skipped:
             whole.skipped[stage] = "no remembered request runs this stage (it ran before retries were possible): re-run its command"
