@@ -32,6 +32,8 @@ from wsss_core.registries import (
     PATHS,
     PROPAGATIONS,
     PSA_PRESETS,
+    SEGMENTATION_ARCHS,
+    SEGMENTATION_PRESETS,
     SUPERVISIONS,
 )
 
@@ -466,6 +468,55 @@ def affinitynet(
         weights=weights, stride=int(stride) if stride else None, crf=crf, overrides=overrides or None,
         splits=splits_of(split), until=until, evaluate=evaluate, log_to_mlflow=mlflow, device=device,
         train_threads=train_threads, execution=execution,
+    )
+    finish(run.summaries, started)
+
+
+@app.command()
+@with_execution
+def segment(
+    workspace: WorkspaceOpt,
+    labels: Annotated[str, typer.Option(help="The pseudo masks of round 0: a method of the workspace (gcn-scribbles, rw-crf, ...).")],
+    rounds: Annotated[int, typer.Option(help="Rounds: round k trains on round k-1's labels and predicts round k's.", min=1)] = 1,
+    preset: Annotated[
+        str,
+        typer.Option(
+            callback=checked((AUTO, *SEGMENTATION_PRESETS.names())),
+            help=f"{SEGMENTATION_PRESETS.help()}; auto: paper from 1000 training images with a GPU, else small.",
+        ),
+    ] = AUTO,
+    backbone: Annotated[
+        Optional[str], typer.Option(callback=checked(SEGMENTATION_ARCHS.names()), help="DeepLabV3 variant (default: the preset's).")
+    ] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(help="Backbone weights: torchvision name, checkpoint path, or none (offline fallback: the CAM classifier when it fits, else random init)."),
+    ] = None,
+    output_stride: Annotated[Optional[int], typer.Option(callback=checked(("8", "16")), help="8 or 16 (default: the preset's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the preset's training epochs (same as --set train.epochs=N).", min=1)] = None,
+    train_split: Annotated[str, typer.Option(help="The split whose labels the network trains on.")] = "train",
+    until: Annotated[Optional[str], typer.Option(help="Stop after this step: round-1, round-2, ...")] = None,
+    train_threads: Annotated[Optional[int], typer.Option(help="Torch threads of a CPU training (default: one per core).", min=1)] = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    device: DeviceOpt = None,
+    evaluate: EvaluateOpt = True,
+    mlflow: MlflowOpt = True,
+    execution: dict[str, Any] | None = None,
+) -> None:
+    """Segmentation rounds: DeepLabV3 trained on pseudo masks (train split) predicts every image; repeat.
+
+    Writes pseudo/<method>/round-<k> (exportable) and evaluates round 0 and every round.
+    """
+    overrides = parse_settings(set_)
+    if epochs is not None:
+        overrides["train.epochs"] = epochs
+    started = time.perf_counter()
+    run = call_flow(
+        "flows.segment:segment_flow", workspace=str(workspace), labels=labels, rounds=rounds, preset=preset,
+        backbone=backbone, weights=weights, output_stride=int(output_stride) if output_stride else None,
+        overrides=overrides or None, train_split=train_split, splits=splits_of(split), until=until, evaluate=evaluate,
+        log_to_mlflow=mlflow, device=device, train_threads=train_threads, execution=execution,
     )
     finish(run.summaries, started)
 

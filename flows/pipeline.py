@@ -48,6 +48,7 @@ class Stage:
     dataset_level: one task over every eligible image (a training); images that join after
     it ran are served or refitted by its refit rule (wsss_core.refit).
     masks: writes class masks (pseudo/<method>), which are evaluated and exportable.
+    splits: only the run's images of these splits (a segmentation training: the train split).
     """
 
     name: str
@@ -59,6 +60,7 @@ class Stage:
     dataset_level: bool = False
     masks: bool = False
     refit: RefitRule | None = None  # a dataset-level row's own late-image rule (default: the run's)
+    splits: tuple[str, ...] | None = None
 
     @property
     def until_step(self) -> str:
@@ -124,15 +126,13 @@ def run_pipeline(
     only = set(only) if only is not None else None
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
+            ids = finished_by(ws, pipeline.gates(stage), in_splits(ws, stage.splits, image_ids))
             if stage.dataset_level:
-                summary = run_dataset_stage(
-                    ws, stage, finished_by(ws, pipeline.gates(stage), image_ids), runner, run, stage.refit or refit, only
-                )
+                summary = run_dataset_stage(ws, stage, ids, runner, run, stage.refit or refit, only)
                 if only is not None and summary.refitted:
                     announce(f"{stage.name}: fitted again, so every image's later stages are recomputed")
                     only = None
             else:
-                ids = finished_by(ws, pipeline.gates(stage), image_ids)
                 if only is not None:
                     ids = [i for i in ids if i in only]
                 key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads, keep_key=only is not None)
@@ -146,6 +146,14 @@ def run_pipeline(
             if until == stage.until_step and (following is None or following.until_step != until):
                 break
     return run
+
+
+def in_splits(ws: Workspace, splits: tuple[str, ...] | None, image_ids: list[str]) -> list[str]:
+    """The images of image_ids that are in any of the splits (None: all of them)."""
+    if splits is None:
+        return image_ids
+    members = set(ws.select_ids(list(splits)))
+    return [i for i in image_ids if i in members]
 
 
 def finished_by(ws: Workspace, upstream: tuple[str, ...], image_ids: list[str]) -> list[str]:

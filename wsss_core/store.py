@@ -589,6 +589,20 @@ class Workspace:
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
 
 
+class ArrayColumn(Sequence):
+    """One stage's arrays of some images, read when indexed: a lazy, picklable dataset column
+    (training loader workers are spawned processes that get a copy)."""
+
+    def __init__(self, workspace: Workspace, stage: str, image_ids: Sequence[str], name: str | None = None):
+        self.workspace, self.stage, self.image_ids, self.name = workspace, stage, list(image_ids), name
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return self.workspace.read_array(self.stage, self.image_ids[index], self.name)
+
+
 def _unreadable(array: str, image_id: str, name: str | None, path: Path, error: Exception) -> StoredArrayError:
     problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return StoredArrayError(owning_stage(array), array, image_id, name, path, problem)

@@ -1,0 +1,219 @@
+"""Flow: segmentation rounds, both papers' last stage, as a table.
+
+    pseudo/<method> -> train-segmentation/<method>/round-1 (train split's labels)
+        -> pseudo/<method>/round-1 (every image) -> train-segmentation/<method>/round-2
+        -> pseudo/<method>/round-2 ... -> evaluate (round 0 = the pseudo masks, then every round)
+
+Round k trains DeepLabV3 on round k-1's labels of the train split, then predicts every
+image: those predictions are round k's labels (exportable like any pseudo masks), and
+on the other splits (val) they are what the round is evaluated on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import flow
+
+from flows.affinitynet import default_train_threads, has_gpu
+from flows.common import Execution, announce, outcome
+from flows.evaluate import evaluate_flow, has_ground_truth
+from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
+from tasks import segmentation as t
+from tasks.affinitynet import TRAIN_CAM
+from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.registries import AUTO, mask_method_of_stage
+from wsss_core.segmentation.config import SegmentationConfig, resolve_config
+from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
+from wsss_core.weights import WeightsChoice
+
+ROUND_NAME = re.compile(r"round-[0-9]+")
+DEFAULT_TRAIN_SPLIT = "train"
+
+
+def round_stages(labels: str, k: int) -> tuple[str, str]:
+    """(training stage, mask stage) of round k on the label set pseudo/<method>."""
+    method = labels.removeprefix("pseudo/")
+    return f"train-segmentation/{method}/round-{k}", f"{labels}/round-{k}"
+
+
+def labels_stage(ws: Workspace, labels: str) -> str:
+    """pseudo/<method> for "<method>" or "pseudo/<method>": a finished pseudo-mask set of the workspace."""
+    stage = labels if labels.startswith("pseudo/") else f"pseudo/{labels}"
+    available = [s for s in ws.stages() if mask_method_of_stage(s) and not ROUND_NAME.fullmatch(s.rsplit("/", 1)[-1])]
+    if mask_method_of_stage(stage) is None or ROUND_NAME.fullmatch(stage.rsplit("/", 1)[-1]) or stage not in available:
+        raise UsageError(
+            f"--labels {labels}: not a pseudo-mask set of this workspace (it has: {', '.join(available) or 'none yet'}; "
+            "run a path first; round k trains on round k-1 by itself)"
+        )
+    if not ws.done_ids(stage):
+        raise WorkspaceError(f"{ws.path}: {stage} has no finished masks yet")
+    return stage
+
+
+def segmentation_pipeline(
+    labels: str,
+    rounds: int,
+    config: SegmentationConfig,
+    weights: WeightsChoice,
+    backbone_from: dict[str, str] | None = None,
+    train_split: str = DEFAULT_TRAIN_SPLIT,
+    device: str | None = None,
+    train_threads: int | None = None,
+    log_to_mlflow: bool = True,
+) -> Pipeline:
+    """The rounds' table: a training row (the train split, dataset-level) and a prediction row per round.
+
+    backbone_from: the stage and key of the pipeline checkpoint the backbone starts from
+    (the CAM classifier, offline): hashed into the training's key, so it trains again
+    when that checkpoint changes.
+    """
+    training = {"device": device, "threads": train_threads, "log_to_mlflow": log_to_mlflow}
+    rows, previous = [], labels
+    for k in range(1, rounds + 1):
+        train_stage, masks_stage = round_stages(labels, k)
+        params: dict[str, Any] = {"config": config.train, "weights": weights, "labels": previous, "round": k}
+        if backbone_from:
+            params["backbone_from"] = backbone_from
+        rows += [
+            Stage(train_stage, t.train_segmentation_task, (INGEST_STAGE, previous), params, training,
+                  step=f"round-{k}", dataset_level=True, splits=(train_split,)),
+            Stage(masks_stage, t.predict_round_batch, (INGEST_STAGE, train_stage),
+                  {"config": config.inference, "model": train_stage}, {"device": device}, step=f"round-{k}", masks=True),
+        ]
+        previous = masks_stage
+    return Pipeline(f"segment-{labels.removeprefix('pseudo/')}", tuple(rows))
+
+
+def check_image_ids(ws: Workspace) -> None:
+    """pseudo/<method>/round-<k> is a group beside the images' arrays: an image may not have that name."""
+    clashing = [i for i in ws.image_ids() if ROUND_NAME.fullmatch(i)]
+    if clashing:
+        raise WorkspaceError(f"{ws.path}: image ids {clashing[:3]} clash with the rounds' stage names (round-<k>)")
+
+
+def train_images(ws: Workspace, train_split: str, labels: str) -> list[str]:
+    if train_split not in ws.splits():
+        raise UsageError(
+            f"--train-split {train_split}: no such split in {ws.path} (splits: {', '.join(ws.splits()) or 'none'})"
+        )
+    done = ws.done_ids(labels)
+    ids = [i for i in ws.split_ids(train_split) if i in done]
+    if not ids:
+        raise WorkspaceError(f"{ws.path}: no image of split {train_split!r} has finished {labels} masks to train on")
+    return ids
+
+
+def backbone_source(ws: Workspace) -> tuple[str | None, dict[str, str] | None]:
+    """(the CAM classifier's checkpoint, {stage, key}) when its training finished, else (None, None):
+    offline, the only trained backbone the pipeline has."""
+    key = ws.stage_key(TRAIN_CAM)
+    if key is None or not ws.done_ids(TRAIN_CAM, key) or not (ws.path / CAM_CHECKPOINT).is_file():
+        return None, None
+    return str(ws.path / CAM_CHECKPOINT), {"stage": TRAIN_CAM, "key": key}
+
+
+def round_overrides(backbone: str | None, weights: str | None, output_stride: int | None,
+                    overrides: dict[str, Any] | None) -> dict[str, Any]:
+    named = {"train.backbone": backbone, "train.weights": weights, "train.output_stride": output_stride}
+    return {**{k: v for k, v in named.items() if v is not None}, **(overrides or {})}
+
+
+def run_segment(
+    workspace: str,
+    labels: str,
+    rounds: int,
+    preset: str,
+    backbone: str | None,
+    weights: str | None,
+    output_stride: int | None,
+    overrides: dict[str, Any] | None,
+    train_split: str,
+    splits: list[str] | None,
+    until: str | None,
+    evaluate: bool,
+    log_to_mlflow: bool,
+    run_name: str | None,
+    device: str | None,
+    train_threads: int | None,
+    execution: Execution,
+    only_ids: list[str] | None = None,
+) -> PipelineRun:
+    ws = Workspace(workspace).require()
+    if rounds < 1:
+        raise UsageError(f"--rounds {rounds}: at least one round")
+    check_image_ids(ws)
+    base = labels_stage(ws, labels)
+    trainable = train_images(ws, train_split, base)
+    fallback, backbone_from = backbone_source(ws)
+    resolved = resolve_config(
+        preset, len(trainable), has_gpu(device), round_overrides(backbone, weights, output_stride, overrides), fallback
+    )
+    announce(f"segment: preset {resolved.preset} ({resolved.why}), {resolved.config.train.backbone}, "
+             f"{rounds} round(s) on {base}, trained on {len(trainable)} images of split {train_split}")
+    if resolved.weights.fallback:
+        announce(resolved.weights.note, warning=True)
+    from_checkpoint = fallback is not None and resolved.weights.weights == fallback
+    pipeline = segmentation_pipeline(
+        base, rounds, resolved.config, resolved.weights, backbone_from if from_checkpoint else None, train_split,
+        device, train_threads or default_train_threads(), log_to_mlflow,
+    )
+    run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why,
+                                             "weights": {"segmentation": resolved.weights_record()}})
+    if only_ids is None:  # a retry keeps the request it retries
+        ws.remember_request(pipeline.name, "flows.segment:segment_flow", {
+            "labels": base, "rounds": rounds, "preset": resolved.preset, "backbone": backbone, "weights": weights,
+            "output_stride": output_stride, "overrides": overrides, "train_split": train_split, "splits": splits,
+            "until": until, "device": device, "train_threads": train_threads,
+        })
+    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
+    if evaluate and until is None:
+        if has_ground_truth(ws):
+            run.evaluation = evaluate_flow(
+                str(ws.path), [base, *run.mask_stages], run_name=run_name or pipeline.name, log_to_mlflow=log_to_mlflow,
+                splits=splits,
+            )
+        else:
+            announce("evaluate: no ground-truth masks in this workspace; nothing to score")
+    return run
+
+
+@flow(name="segment")
+def segment_flow(
+    workspace: str,
+    labels: str,
+    rounds: int = 1,
+    preset: str = AUTO,
+    backbone: str | None = None,
+    weights: str | None = None,
+    output_stride: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    train_split: str = DEFAULT_TRAIN_SPLIT,
+    splits: list[str] | None = None,
+    until: str | None = None,
+    evaluate: bool = True,
+    log_to_mlflow: bool = True,
+    run_name: str | None = None,
+    device: str | None = None,
+    train_threads: int | None = None,
+    only_ids: list[str] | None = None,
+    execution: Execution = Execution(),
+) -> PipelineRun:
+    """Segmentation rounds on a pseudo-mask set: DeepLabV3 trained on the train split's labels
+    predicts every image; round k trains on round k-1's predictions.
+
+    labels: the round-0 masks, a method of the workspace (gcn-scribbles, rw-crf, ...).
+    preset: paper (DeepLabV3's VOC schedule, ResNet-50), small (CPU-sized, ResNet-18) or
+    auto (paper from 1000 training images with a GPU, else small). backbone / weights /
+    output_stride: default the preset's; offline, the backbone starts from the pipeline's
+    CAM classifier when it has one that fits, else from random init (loudly, recorded).
+    overrides: any SegmentationConfig value by name, e.g. {"train.epochs": 5}. splits: the
+    images predicted (default: every image); the network trains on train_split only.
+    Ends Failed (with the count per stage) when images failed; the result is still returned.
+    """
+    run = run_segment(
+        workspace, labels, rounds, preset, backbone, weights, output_stride, overrides, train_split, splits, until,
+        evaluate, log_to_mlflow, run_name, device, train_threads, execution, only_ids,
+    )
+    return outcome(run, run.summaries, workspace)
