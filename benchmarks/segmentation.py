@@ -1,6 +1,7 @@
 """Speed of a segmentation round (wsss_core.segmentation): training and prediction images/s.
 
     .venv/bin/python benchmarks/segmentation.py [--runs 3] [--threads 2] [--quality]
+        [--width 256 --height 192] [--targets small:cpu paper:cuda ...] [--no-crf]
 
 Images: `wsss generate`'s synthetic 256x192 images (variant "standard", in memory), their
 ground truth standing in for pseudo labels. Per preset (`small` on the CPU; `paper` too
@@ -9,7 +10,9 @@ training config (augmentation, batch, crop, AMP on CUDA), a fresh network per ru
 prediction = the preset's round prediction (scales, flip, CRF) of --predict-images images.
 Times are medians over --runs runs (the first run includes warm-up). --quality also trains
 `small` for its full schedule on --quality-images images and scores its predictions of
-held-out images (mIoU against ground truth). Writes benchmarks/results/segmentation.json.
+held-out images (mIoU against ground truth). --no-crf times prediction without the dense
+CRF (a CPU step whatever the device: time it on the CPU machine). Writes
+benchmarks/results/segmentation.json (or --output).
 """
 
 from __future__ import annotations
@@ -79,11 +82,12 @@ def time_prediction(config: SegmentationConfig, images, device: torch.device, ru
     return seconds
 
 
-def quality(config: SegmentationConfig, synthetic: SyntheticConfig, n_train: int, device: torch.device) -> dict:
+def quality(config: SegmentationConfig, synthetic: SyntheticConfig, n_train: int, device: torch.device,
+            epochs: int | None = None) -> dict:
     """small's full schedule on n_train images with ground-truth labels; mIoU of 40 held-out images."""
     images, labels = samples(0, n_train, synthetic)
     log: list[dict] = []
-    train_config = dataclasses.replace(config.train, weights=None)
+    train_config = dataclasses.replace(config.train, weights=None, epochs=epochs or config.train.epochs)
     start = time.perf_counter()
     model = train_segmentation(new_model(config), images, labels, train_config, device=device,
                                on_epoch_end=lambda e, m: log.append(m))
@@ -114,18 +118,27 @@ def main() -> None:
     parser.add_argument("--predict-images", type=int, default=8)
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--quality-images", type=int, default=160)
+    parser.add_argument("--quality-epochs", type=int, nargs="*", help="epochs of the --quality training (default: the preset's)")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--targets", nargs="*", help="preset:device pairs (default: small:cpu, and with CUDA small:cuda paper:cuda)")
+    parser.add_argument("--no-crf", action="store_true", help="predict without the dense CRF")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    synthetic = SyntheticConfig(width=256, height=192)
+    synthetic = SyntheticConfig(width=args.width, height=args.height)
     images, labels = samples(0, max(args.train_images, args.predict_images), synthetic)
     load_before = os.getloadavg()
     targets = [("small", torch.device("cpu"))]
     if torch.cuda.is_available():
         targets += [("small", torch.device("cuda")), ("paper", torch.device("cuda"))]
+    if args.targets:
+        targets = [(t.split(":")[0], torch.device(t.split(":")[1])) for t in args.targets]
     rows = []
     for preset, device in targets:
         config = getattr(SegmentationConfig, preset)()
+        if args.no_crf:
+            config = dataclasses.replace(config, inference=dataclasses.replace(config.inference, crf=False))
         train_s = time_training(config, images[: args.train_images], labels[: args.train_images], device, args.runs)
         predict_s = time_prediction(config, images[: args.predict_images], device, args.runs)
         rows.append({
@@ -155,8 +168,13 @@ def main() -> None:
               f"{row['train_images_per_s']:>12.2f} {row['predict_images_per_s']:>14.2f}")
     if args.quality:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        result["quality_small"] = quality(SegmentationConfig.small(), synthetic, args.quality_images, device)
-        print("quality (small):", json.dumps(result["quality_small"]))
+        for epochs in args.quality_epochs or [None]:
+            name = "quality_small" + (f"_{epochs}_epochs" if epochs else "")
+            small = SegmentationConfig.small()
+            if args.no_crf:
+                small = dataclasses.replace(small, inference=dataclasses.replace(small.inference, crf=False))
+            result[name] = quality(small, synthetic, args.quality_images, device, epochs)
+            print(f"{name}:", json.dumps(result[name]), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -63,7 +63,7 @@ def affinitynet_pipeline(
     if crf:
         rows.append(Stage(t.PSEUDO_RW_CRF, t.rw_masks_batch, (INGEST_STAGE, t.RW),
                           {"walk": t.RW, "stride": stride, "crf": config.rw_crf}, step="masks", masks=True))
-    return Pipeline("affinitynet", tuple(rows))
+    return Pipeline("affinitynet", tuple(rows), final_masks=t.PSEUDO_RW_CRF if crf else t.PSEUDO_RW)
 
 
 def default_train_threads() -> int:

@@ -530,6 +530,9 @@ def run(
     path: Annotated[
         Optional[list[str]], typer.Option(callback=checked(PATHS.names()), help="Only this path (repeatable; default: every path the weak labels allow).")
     ] = None,
+    rounds: Annotated[
+        Optional[int], typer.Option(help="Segmentation rounds on each path's final masks (default: the config's, 1; 0: none).", min=0)
+    ] = None,
     set_: SetOpt = None,
     split: SplitOpt = None,
     device: DeviceOpt = None,
@@ -540,7 +543,7 @@ def run(
     dask_address: Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler.")] = None,
     run_name: Annotated[str, typer.Option(help="Name of the evaluation report and MLflow run.")] = "run",
 ) -> None:
-    """The whole pipeline: (ingest) -> every applicable path (GraphNet scribbles / boxes, AffinityNet) -> one evaluation table.
+    """The whole pipeline: (ingest) -> every applicable path (GraphNet scribbles / boxes, AffinityNet) -> segmentation rounds -> one evaluation table.
 
     Settings come from --config, then --set NAME=VALUE (e.g. --set graphnet.crf=true), then the options here.
     """
@@ -552,6 +555,8 @@ def run(
     ):
         if value:
             settings[name] = value
+    if rounds is not None:
+        settings["segmentation.rounds"] = rounds
     if not evaluate:
         settings["evaluate"] = False
     if not mlflow:

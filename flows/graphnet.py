@@ -75,7 +75,7 @@ def graphnet_pipeline(
     rows.append(
         Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (INGEST_STAGE,), {"supervision": supervision}, step="baselines", masks=True)
     )
-    return Pipeline(f"graphnet-{supervision}", tuple(rows))
+    return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=f"pseudo/{method}" + ("-crf" if crf else ""))
 
 
 def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | None:

@@ -49,6 +49,8 @@ class Stage:
     it ran are served or refitted by its refit rule (wsss_core.refit).
     masks: writes class masks (pseudo/<method>), which are evaluated and exportable.
     splits: only the run's images of these splits (a segmentation training: the train split).
+    optional_reads: reads it uses where an image has them, without waiting for them (their
+    keys still chain into this stage's key).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Stage:
     masks: bool = False
     refit: RefitRule | None = None  # a dataset-level row's own late-image rule (default: the run's)
     splits: tuple[str, ...] | None = None
+    optional_reads: tuple[str, ...] = ()
 
     @property
     def until_step(self) -> str:
@@ -69,10 +72,15 @@ class Stage:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A named, ordered table of stages."""
+    """A named, ordered table of stages.
+
+    final_masks: the masks the path hands on to segmentation rounds (the papers': GraphNet's
+    GCN masks, PSA's walked masks, each after the CRF when the request made them).
+    """
 
     name: str
     stages: tuple[Stage, ...]
+    final_masks: str | None = None
 
     def steps(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(stage.until_step for stage in self.stages))
@@ -83,9 +91,9 @@ class Pipeline:
 
     def gates(self, stage: Stage) -> tuple[str, ...]:
         """The inputs whose finished images a stage runs on: every read but dataset-level stages
-        (a model trained on some images still serves every image)."""
+        (a model trained on some images still serves every image) and optional reads."""
         dataset_level = {s.name for s in self.stages if s.dataset_level}
-        return tuple(read for read in stage.reads if read not in dataset_level)
+        return tuple(read for read in stage.reads if read not in dataset_level and read not in stage.optional_reads)
 
 
 @dataclass
@@ -97,6 +105,7 @@ class PipelineRun:
     mask_stages: list[str] = field(default_factory=list)
     evaluation: dict[str, dict] | None = None
     trainings: dict[str, DatasetReport] = field(default_factory=dict)  # what each dataset-level stage did
+    final_masks: str | None = None  # Pipeline.final_masks
     notes: dict[str, Any] = field(default_factory=dict)  # preset chosen, weights used, ...
 
     @property
@@ -123,6 +132,7 @@ def run_pipeline(
     """
     pipeline.check_until(until)
     run = run or PipelineRun(pipeline.name)
+    run.final_masks = pipeline.final_masks
     only = set(only) if only is not None else None
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):

@@ -1,7 +1,8 @@
 """Flow: the whole pipeline in one run, a subflow per path, one evaluation table.
 
     [ingest] -> every path the weak labels allow (graphnet-scribbles, graphnet-boxes,
-    affinitynet) -> evaluation of every pseudo-mask set together
+    affinitynet) -> segmentation rounds on each path's final pseudo masks
+    -> evaluation of every pseudo-mask set and round together
 
 Driven by a run config (wsss_core.run_config: a YAML file and/or settings by name); a
 deployment passes the same file or settings, so a scheduled run is exactly this.
@@ -18,6 +19,7 @@ from flows.common import Execution, StageSummary, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
+from flows.segment import segment_flow
 from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.registries import PATHS
@@ -28,16 +30,22 @@ from wsss_core.store import Workspace
 
 @dataclass
 class WholeRun:
-    """What `wsss run` did: ingest summaries, one PipelineRun per path, the joint evaluation."""
+    """What `wsss run` did: ingest summaries, one PipelineRun per path and per path's rounds, the joint evaluation."""
 
     ingest: list[StageSummary] = field(default_factory=list)
     paths: dict[str, PipelineRun] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    rounds: dict[str, PipelineRun] = field(default_factory=dict)  # by path
     evaluation: dict[str, dict] | None = None
 
     @property
     def summaries(self) -> list[StageSummary]:
-        return self.ingest + [s for run in self.paths.values() for s in run.summaries]
+        runs = [*self.paths.values(), *self.rounds.values()]
+        return self.ingest + [s for run in runs for s in run.summaries]
+
+    @property
+    def mask_stages(self) -> list[str]:
+        return [stage for run in [*self.paths.values(), *self.rounds.values()] for stage in run.mask_stages]
 
     @property
     def ok(self) -> bool:
@@ -68,6 +76,26 @@ def run_path(
     )
 
 
+def run_rounds(name: str, labels: str, workspace: str, config: RunConfig, splits: list[str] | None,
+               execution: Execution) -> PipelineRun:
+    """A path's segmentation rounds as their own flow (a subflow of run), evaluated in the joint table."""
+    section = config_to_dict(config.segmentation)
+    section["overrides"] = section.get("overrides") or None
+    return flow_result(
+        segment_flow, workspace=workspace, labels=labels, splits=splits, evaluate=False,
+        log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=f"{name}-rounds", **section,
+    )
+
+
+def rounds_blocked(ws: Workspace, config: RunConfig, path: PipelineRun) -> str | None:
+    """Why a path's rounds cannot run (None: they can)."""
+    if path.final_masks is None or not ws.done_ids(path.final_masks):
+        return f"{path.final_masks or 'its masks'} has no finished masks"
+    if config.segmentation.train_split not in ws.splits():
+        return f"no split {config.segmentation.train_split!r} to train on (splits: {', '.join(ws.splits()) or 'none'})"
+    return None
+
+
 def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun:
     check_overrides(config)
     execution = Execution(**config.execution)
@@ -82,7 +110,14 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
     for name in chosen:
         announce(f"run: path {name}")
         whole.paths[name] = run_path(name, workspace, config, splits, execution)
-    masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
+    for name, path in whole.paths.items() if config.segmentation.rounds else ():
+        blocked = rounds_blocked(ws, config, path)
+        if blocked:
+            announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)
+            continue
+        announce(f"run: {config.segmentation.rounds} segmentation round(s) on {path.final_masks}")
+        whole.rounds[name] = run_rounds(name, path.final_masks, workspace, config, splits, execution)
+    masks = whole.mask_stages
     if config.evaluate and masks and has_ground_truth(ws):
         whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
     return whole
@@ -95,7 +130,8 @@ def run_flow(
     settings: dict[str, Any] | None = None,
     run_name: str = "run",
 ) -> WholeRun:
-    """The whole pipeline on a workspace: optional ingest, every applicable path, one evaluation.
+    """The whole pipeline on a workspace: optional ingest, every applicable path, segmentation rounds
+    on each path's final masks (segmentation.rounds, default 1), one evaluation.
 
     config_file: a YAML run config (examples/run.yaml); settings: values by name on top of
     it, e.g. {"paths": ["affinitynet"], "graphnet": {"overrides": {"gcn": {"epochs": 50}}}}.

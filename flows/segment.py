@@ -79,8 +79,9 @@ def segmentation_pipeline(
         rows += [
             Stage(train_stage, t.train_segmentation_task, (INGEST_STAGE, previous), params, training,
                   step=f"round-{k}", dataset_level=True, splits=(train_split,)),
-            Stage(masks_stage, t.predict_round_batch, (INGEST_STAGE, train_stage),
-                  {"config": config.inference, "model": train_stage}, {"device": device}, step=f"round-{k}", masks=True),
+            Stage(masks_stage, t.predict_round_batch, (INGEST_STAGE, train_stage, previous),
+                  {"config": config.inference, "model": train_stage, "labels": previous}, {"device": device},
+                  step=f"round-{k}", masks=True, optional_reads=(previous,)),
         ]
         previous = masks_stage
     return Pipeline(f"segment-{labels.removeprefix('pseudo/')}", tuple(rows))

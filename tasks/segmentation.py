@@ -17,10 +17,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from prefect import task
 
 from tasks.affinitynet import check_image_shape, read_image, run_training, training_params, usable_images
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
+from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
 from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.segmentation.config import SegmentationInferenceConfig, SegmentationTrainConfig
@@ -80,6 +82,11 @@ def train_segmentation_task(
     return run_training(workspace, report, key, params, log_to_mlflow, train)
 
 
+def label_classes(label: np.ndarray) -> list[int]:
+    """The classes a label map holds (void, 255, is not a class)."""
+    return [int(c) for c in np.unique(label) if c != IGNORE_INDEX]
+
+
 @lru_cache(maxsize=2)
 def cached_segmentation_model(checkpoint: str, model_key: str, device: str) -> SegmentationNet:
     """One network per (checkpoint, training key, device) and process."""
@@ -94,18 +101,23 @@ def predict_round_batch(
     image_ids: list[str],
     config: SegmentationInferenceConfig,
     model: str,
+    labels: str,
     device: str | None = None,
 ) -> BatchReport:
     """A round's labels: the trained network's prediction of each image (scales, flips, CRF as configured).
 
     model: the training stage whose network predicts (cached per process by its key).
+    labels: the label set it trained on; an image it trained on keeps to the classes of
+    its labels there (config.label_classes_only), any other image gets the plain prediction.
     """
     target = resolve_device(device)
     checkpoint = workspace.path / segmentation_checkpoint(model)
     network = cached_segmentation_model(str(checkpoint), workspace.stage_key(model) or "", str(target))
+    trained_on = workspace.done_ids(model) if config.label_classes_only else set()
 
     def step(image_id: str) -> None:
-        mask = predict_round_mask(network, read_image(workspace, image_id), config, target)
+        classes = label_classes(workspace.read_array(labels, image_id)) if image_id in trained_on else None
+        mask = predict_round_mask(network, read_image(workspace, image_id), config, target, classes)
         workspace.write_array(stage, image_id, mask)
 
     with single_torch_thread(target):

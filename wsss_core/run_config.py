@@ -16,6 +16,8 @@ from wsss_core.config import apply_overrides
 from wsss_core.errors import UsageError
 from wsss_core.registries import AUTO, PATHS
 
+SEGMENTATION_CONFIG = "wsss_core.segmentation.config:SegmentationConfig"
+
 
 @dataclass(frozen=True)
 class IngestSettings:
@@ -51,6 +53,24 @@ class AffinityNetSettings:
 
 
 @dataclass(frozen=True)
+class SegmentationSettings:
+    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split."""
+
+    rounds: int = 1
+    preset: str = AUTO
+    backbone: str | None = None
+    weights: str | None = None
+    output_stride: int | None = None
+    train_split: str = "train"
+    train_threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # any SegmentationConfig value by name
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise UsageError(f"segmentation.rounds: {self.rounds} is not a number of rounds")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image."""
 
@@ -59,6 +79,7 @@ class RunConfig:
     splits: tuple[str, ...] | None = None
     graphnet: GraphNetSettings = GraphNetSettings()
     affinitynet: AffinityNetSettings = AffinityNetSettings()
+    segmentation: SegmentationSettings = SegmentationSettings()
     evaluate: bool = True
     mlflow: bool = True
     device: str | None = None
@@ -101,6 +122,8 @@ def check_overrides(config: RunConfig) -> None:
         spec = PATHS.get(name)
         section = getattr(config, spec.settings)
         apply_overrides(resolve_target(spec.config)(), section.overrides, f"run: {spec.settings}.overrides")
+    rounds = resolve_target(SEGMENTATION_CONFIG)()
+    apply_overrides(rounds, config.segmentation.overrides, "run: segmentation.overrides")
 
 
 def applicable_paths(requested: tuple[str, ...] | None, weak_labels: set[str]) -> tuple[list[str], dict[str, str]]:

@@ -82,16 +82,23 @@ class SegmentationTrainConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class SegmentationInferenceConfig:
-    """How a round predicts its labels: softmax averaged over scales (and flips), argmax.
+    """How a round predicts its labels: softmax averaged over scales (and flips), dense CRF, argmax.
 
     paper: DeepLabV3's multi-scale + flip evaluation (scales 0.5-1.75), then the dense CRF
     the WSSS papers refine their labels with (wsss_core.crf, PSA's parameters).
+    label_classes_only: an image the network trained on keeps to the classes its previous
+    labels hold (background always): its weak labels named them, so a class they left out
+    is not there. Not in the papers; other images (val) get the plain prediction, which
+    is what they are evaluated on. Measured on the built-in dataset (160 train images,
+    small preset, round 1 of gcn-scribbles): train-split labels 79.0 mIoU plain, 83.8 kept
+    to the label classes, 89.0 with the CRF, 94.9 with both (round 0: 93.8).
     """
 
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True
     crf: bool = True
     crf_config: CRFConfig = field(default_factory=CRFConfig)
+    label_classes_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,10 +114,11 @@ class SegmentationConfig:
 
     @classmethod
     def small(cls) -> SegmentationConfig:
-        """SegmentationTrainConfig.small(); one scale with flips, no CRF (a 2-core CPU budget)."""
+        """SegmentationTrainConfig.small(); one scale with flips, the dense CRF, and training
+        images kept to their label classes (see SegmentationInferenceConfig)."""
         return cls(
             train=SegmentationTrainConfig.small(),
-            inference=SegmentationInferenceConfig(scales=(1.0,), flip=True, crf=False),
+            inference=SegmentationInferenceConfig(scales=(1.0,), flip=True, crf=True, label_classes_only=True),
         )
 
 

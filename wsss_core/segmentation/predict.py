@@ -64,12 +64,29 @@ def predict_mask(
     return np.argmax(probs, axis=0).astype(np.uint8)
 
 
+def keep_classes(probs: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """probs with every class outside ``classes`` (and background, 0) zeroed, renormalised per pixel."""
+    allowed = np.zeros(len(probs), dtype=bool)
+    allowed[[0, *classes]] = True
+    kept = probs * allowed[:, None, None]
+    return kept / np.maximum(kept.sum(axis=0, keepdims=True), 1e-12)
+
+
 def predict_round_mask(
     model: SegmentationNet,
     image: np.ndarray,
     config: SegmentationInferenceConfig = SegmentationInferenceConfig(),
     device: torch.device | str | None = None,
+    classes: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """One image's label for the next round, as ``config`` says (scales, flip, CRF)."""
-    crf = config.crf_config if config.crf else None
-    return predict_mask(model, image, config.scales, config.flip, crf, device)
+    """One image's label for the next round, as ``config`` says (scales, flip, CRF).
+
+    classes: the image's classes (its previous labels'); with config.label_classes_only,
+    the others are left out before the CRF and argmax.
+    """
+    probs = predict_probabilities(model, image, config.scales, config.flip, device)
+    if classes is not None and config.label_classes_only:
+        probs = keep_classes(probs, classes)
+    if config.crf:
+        probs = crf_inference(image, probs, config.crf_config)
+    return np.argmax(probs, axis=0).astype(np.uint8)

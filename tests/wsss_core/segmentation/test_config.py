@@ -28,7 +28,8 @@ def test_presets_hold_deeplabv3s_schedule_and_a_cpu_sized_one():
     assert paper.epochs * 10582 // paper.batch_size == pytest.approx(30_000, rel=0.05)  # DeepLabV3's 30k iterations
     small = SegmentationConfig.small()
     assert small.train.backbone == "deeplabv3_resnet18" and small.train.crop_size <= 192
-    assert not small.inference.crf and SegmentationConfig.paper().inference.crf
+    assert small.inference.crf and SegmentationConfig.paper().inference.crf
+    assert small.inference.label_classes_only and not SegmentationConfig.paper().inference.label_classes_only
 
 
 def test_resolve_config_applies_overrides_and_records_the_weights_really_used():

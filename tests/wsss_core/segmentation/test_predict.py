@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from wsss_core.crf import CRFConfig
 from wsss_core.segmentation.config import SegmentationInferenceConfig
 from wsss_core.segmentation.model import SegmentationNet
-from wsss_core.segmentation.predict import predict_mask, predict_probabilities, predict_round_mask
+from wsss_core.segmentation.predict import keep_classes, predict_mask, predict_probabilities, predict_round_mask
 from tests.wsss_core.segmentation.helpers import NUM_CLASSES, rectangles
 
 
@@ -40,3 +42,21 @@ def test_masks_are_the_argmax_and_a_round_mask_may_go_through_the_crf(model):
     refined = predict_round_mask(model, image, SegmentationInferenceConfig(scales=(1.0,), flip=False, crf=True,
                                                                            crf_config=CRFConfig(iterations=2)), "cpu")
     assert refined.shape == image.shape[:2] and refined.max() < NUM_CLASSES
+
+
+def test_a_training_image_keeps_to_its_label_classes():
+    probs = np.random.default_rng(0).dirichlet(np.ones(NUM_CLASSES), size=(6, 8)).transpose(2, 0, 1).astype(np.float32)
+    kept = keep_classes(probs, [2])
+    assert set(np.unique(kept.argmax(axis=0))) <= {0, 2}
+    np.testing.assert_allclose(kept.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(kept[2] / kept[0], probs[2] / probs[0], rtol=1e-5)  # the kept ones keep their ratios
+
+
+def test_round_masks_keep_to_the_given_classes_only_when_configured(model):
+    image = rectangles(1)[0][0]
+    plain = SegmentationInferenceConfig(scales=(1.0,), flip=False, crf=False)
+    kept = replace(plain, label_classes_only=True)
+    free = predict_round_mask(model, image, plain, "cpu")
+    only = [c for c in range(1, NUM_CLASSES) if c != int(free.max())][:1]
+    assert np.array_equal(predict_round_mask(model, image, plain, "cpu", classes=only), free)  # not configured
+    assert set(np.unique(predict_round_mask(model, image, kept, "cpu", classes=only))) <= {0, *only}
