@@ -27,7 +27,7 @@ def dataset(tmp_path_factory):
 
 DEPLOYMENTS = (
     "run/run", "graphnet/graphnet", "affinitynet/affinitynet", "ingest/ingest", "superpixels/superpixels",
-    "retry-failed/retry-failed",
+    "retry-failed/retry-failed", "segment/segment",
 )
 
 
@@ -51,6 +51,7 @@ def test_the_run_deployment_ingests_and_runs_the_graphnet_paths_to_completed(dep
         "ingest": {"root": str(root), "splits": ["train"]},
         "paths": ["graphnet-scribbles", "graphnet-boxes"],
         "graphnet": {"overrides": {"gcn": {"pretrain_epochs": 10}}},
+        "segmentation": {"overrides": {"train": {"epochs": 1, "crop_size": 48}}},
         "mlflow": False,
         "execution": {"progress": False},
     }
@@ -58,7 +59,8 @@ def test_the_run_deployment_ingests_and_runs_the_graphnet_paths_to_completed(dep
     deployed_project.assert_completed(flow_run)
     ws = Workspace(workspace)
     assert ws.image_ids() == sorted(train_ids) and ws.split_ids("train") == sorted(train_ids)
-    for stage in ("superpixels", "pseudo/gcn-scribbles", "pseudo/gcn-boxes", "pseudo/box-rectangles"):
+    for stage in ("superpixels", "pseudo/gcn-scribbles", "pseudo/gcn-boxes", "pseudo/box-rectangles",
+                  "pseudo/gcn-scribbles/round-1", "pseudo/gcn-boxes/round-1"):  # one segmentation round by default
         assert ws.done_ids(stage) == set(train_ids), stage
     assert (workspace / "reports" / "evaluation-run.json").is_file()
 

@@ -13,6 +13,7 @@ from flows.common import Execution
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.run import run_flow
+from flows.segment import segment_flow
 from flows.superpixels import superpixels_flow
 from wsss_core.store import Workspace
 
@@ -44,7 +45,7 @@ def test_graphnet_on_other_engines_gives_byte_identical_masks(engine, reference,
         assert mask.tobytes() == reference[image_id].tobytes(), image_id
 
 
-@pytest.mark.parametrize("flow", [graphnet_flow, affinitynet_flow, superpixels_flow, ingest_flow, run_flow])
+@pytest.mark.parametrize("flow", [graphnet_flow, affinitynet_flow, superpixels_flow, ingest_flow, run_flow, segment_flow])
 def test_every_flow_pickles_as_prefect_dask_sends_it(flow):
     restored = cloudpickle.loads(cloudpickle.dumps(flow))
     assert restored.name == flow.name
