@@ -348,7 +348,7 @@ def check(
 @app.command()
 def export(
     workspace: WorkspaceOpt,
-    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, or pseudo/<method> (others hold no class masks).")],
+    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, pseudo/<method> or pseudo/<method>/round-<k> (others hold no class masks).")],
     out: Annotated[Path, typer.Option(help="Folder for <image id>.png files (made if missing; not a file).")],
 ) -> None:
     """Write a stage's masks as palette PNGs (pixel value = class index, 255 = void), one per image."""

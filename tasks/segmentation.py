@@ -48,13 +48,16 @@ def train_segmentation_task(
     weights: WeightsChoice,
     labels: str,
     round: int,
+    backbone_from: dict[str, str] | None = None,
     device: str | None = None,
     threads: int | None = None,
     log_to_mlflow: bool = True,
 ) -> DatasetReport:
     """Train DeepLabV3 on the images' ``labels`` masks (255 ignored) -> models/segmentation/.../model.pt.
 
-    weights: the backbone weights it starts from (resolved and load-tested by the flow).
+    weights: the backbone weights it starts from (resolved and load-tested by the flow);
+    backbone_from: the training stage and key of the pipeline checkpoint those weights are
+    (the CAM classifier, offline), logged with the run.
     An image whose label does not fit (size, values) is recorded and left out.
     """
     target = resolve_device(device)
@@ -70,7 +73,7 @@ def train_segmentation_task(
     # Read on demand, picklable: loader workers (config.num_workers > 0) are spawned and get a copy.
     images, masks = ArrayColumn(workspace, "images", report.images), ArrayColumn(workspace, labels, report.images)
     params = {**training_params(workspace, key, weights.record(), len(report.images), config), "labels": labels,
-              "round": round}
+              "round": round, "backbone_from": backbone_from}
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         model = build_segmentation_model(config.backbone, len(workspace.classes), config.output_stride, weights)

@@ -14,6 +14,7 @@ from flows.common import Execution, flow_result
 from flows.cli import app
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow
+from flows.segment import segment_flow
 from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.backbones import WeightsRecord
@@ -127,6 +128,18 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
     assert client.get_metric_history(runs["train-affinitynet"].info.run_id, "loss")
     assert set(first.evaluation) == {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf"}
     assert "pseudo.rw.mIoU" in runs["affinitynet"].data.metrics
+
+    # offline, a segmentation round's backbone starts from the CAM classifier just trained (it fits
+    # the small preset's ResNet-18), and trains again when that classifier changes
+    rounds = flow_result(
+        segment_flow, workspace=str(workspace), labels="rw", rounds=1, preset="small", device="cpu", train_threads=1,
+        overrides={"train.epochs": 1, "train.crop_size": 48, "train.batch_size": 4}, evaluate=False,
+        log_to_mlflow=False, execution=Execution(batch_size=4, progress=False),
+    )
+    used = rounds.notes["weights"]["segmentation"]
+    assert used["fallback"] and used["used"] == str(workspace / CAM_CHECKPOINT) and used["backbone"] == "resnet18"
+    assert rounds.trainings["train-segmentation/rw/round-1"].trained
+    assert ws.stage_meta("train-segmentation/rw/round-1")["config"]["backbone_from"]["stage"] == "train-cam"
 
     # a second run finds everything done and trains nothing
     second = run_flow(workspace, tiny_config(), evaluate=False)
