@@ -1,0 +1,72 @@
+"""What the orchestration costs per batch: which task runs carry tags (each tag costs a server
+round-trip per task run: Prefect asks for the tag's concurrency slots)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prefect import Task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+import tasks.affinitynet
+import tasks.evaluate
+import tasks.graphnet
+import tasks.ingest
+import tasks.superpixels
+from flows.common import GPU_TAG, Execution, batch_task
+from flows.ingest import ingest_flow
+from flows.superpixels import superpixels_flow
+
+TRAININGS = {"train-cam", "train-affinitynet", "gcn-fit"}
+
+
+def every_task() -> list[Task]:
+    modules = (tasks.affinitynet, tasks.evaluate, tasks.graphnet, tasks.ingest, tasks.superpixels)
+    return [value for module in modules for value in vars(module).values() if isinstance(value, Task)]
+
+
+def test_only_trainings_carry_a_tag_of_their_own():
+    found = {task.name: task.tags for task in every_task()}
+    assert TRAININGS <= found.keys() and len(found) > len(TRAININGS)
+    for name, tags in found.items():
+        assert tags == ({GPU_TAG} if name in TRAININGS else set()), name
+
+
+@pytest.mark.parametrize(
+    ("device", "execution", "tagged"),
+    [
+        ("cpu", Execution(), False),
+        ("cuda", Execution(), True),
+        ("cuda:1", Execution(engine="processes"), True),
+        (None, Execution(engine="dask", dask_address="tcp://127.0.0.1:8786"), True),  # the workers' machines decide
+        ("cpu", Execution(engine="dask", dask_address="tcp://127.0.0.1:8786"), False),
+    ],
+)
+def test_a_batch_stage_is_tagged_gpu_only_when_it_runs_on_one(device, execution, tagged):
+    task = batch_task(tasks.graphnet.gcn_batch, {"device": device, "config": None}, execution)
+    assert (GPU_TAG in task.tags) is tagged
+    assert task.name == "gcn-batch"
+
+
+def test_a_stage_without_a_device_is_never_tagged():
+    execution = Execution(engine="dask", dask_address="tcp://127.0.0.1:8786")
+    assert batch_task(tasks.superpixels.superpixels_batch, {"config": None}, execution).tags == set()
+
+
+async def _task_run_tags(flow_run_id) -> list[list[str]]:
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), task_run_filter=TaskRunFilter()
+        )
+    return [sorted(run.tags) for run in runs]
+
+
+def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, tmp_path):
+    workspace = str(tmp_path / "ws")
+    execution = Execution(batch_size=4, progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=workspace, execution=execution)
+    state = superpixels_flow(workspace=workspace, preset="offline", execution=execution, return_state=True)
+    tags = asyncio.run(_task_run_tags(state.state_details.flow_run_id))
+    assert len(tags) >= 2 and all(t == [] for t in tags), tags
