@@ -4,6 +4,10 @@ round-trip per task run: Prefect asks for the tag's concurrency slots)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prefect import Task
@@ -18,6 +22,7 @@ import tasks.superpixels
 from flows.common import GPU_TAG, Execution, batch_task
 from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
+from wsss_core.store import Workspace
 
 TRAININGS = {"train-cam", "train-affinitynet", "gcn-fit"}
 
@@ -70,3 +75,50 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
     state = superpixels_flow(workspace=workspace, preset="offline", execution=execution, return_state=True)
     tags = asyncio.run(_task_run_tags(state.state_details.flow_run_id))
     assert len(tags) >= 2 and all(t == [] for t in tags), tags
+
+
+# A command that runs no flow must not load Prefect (let alone start its temporary server,
+# ~8-11 s here): it runs in a process of its own, which then reports whether Prefect was loaded.
+PROBE = """
+import sys
+from flows.cli import app
+try:
+    app(sys.argv[1:], standalone_mode=False)
+finally:
+    print("PREFECT_LOADED" if any(m == "prefect" or m.startswith("prefect.") for m in sys.modules) else "NO_PREFECT")
+"""
+
+
+def run_probe(*args: str, api_url: str | None = None) -> str:
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Starting temporary server" not in result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_commands_that_run_no_flow_load_no_prefect(synthetic_root, tmp_path):
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(synthetic_root), workspace=workspace, execution=Execution(progress=False))
+    for args in (
+        ["--help"],
+        ["graphnet", "--help"],
+        ["status", "--workspace", workspace],
+        ["export", "--workspace", workspace, "--stage", "gt", "--out", str(tmp_path / "masks")],
+        ["check", "--workspace", workspace, "--no-progress"],
+    ):
+        assert run_probe(*args) == "NO_PREFECT", args
+    assert len(list((tmp_path / "masks").glob("*.png"))) == len(Workspace(workspace).image_ids())
+
+
+def test_the_probe_sees_a_command_that_runs_a_flow(synthetic_root, tmp_path):
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(synthetic_root), workspace=workspace, execution=Execution(progress=False))
+    import prefect.settings
+
+    api_url = prefect.settings.PREFECT_API_URL.value()  # the harness's: no temporary server of its own
+    assert run_probe("superpixels", "--workspace", workspace, "--preset", "offline", "--no-progress", api_url=api_url) == "PREFECT_LOADED"
