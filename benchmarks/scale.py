@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -310,6 +311,7 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
     env.pop("PREFECT_API_URL", None)  # the temporary-server runs start their own
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the long-lived server on kill too
     server = None
     rows = []
     try:
@@ -317,13 +319,22 @@ def main() -> None:
             home = args.data / "prefect-home"
             home.mkdir(exist_ok=True)
             server = LongLivedServer(home, env)
-        for path, sizes in (("superpixels", args.sizes), ("graphnet", args.graphnet_sizes)):
-            for size in sizes:
-                rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server))
+        # Small sizes of both paths first; the results are saved after every size.
+        plan = [("superpixels", size) for size in args.sizes] + [("graphnet", size) for size in args.graphnet_sizes]
+        plan.sort(key=lambda item: (sorted(args.sizes if item[0] == "superpixels" else args.graphnet_sizes).index(item[1]), item[0] != "superpixels"))
+        for path, size in plan:
+            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server))
+            save(rows, args.out)
     finally:
         if server is not None:
             server.stop()
     print_table(rows)
+    for path, ratios in growth(rows).items():
+        print(f"{path}: growth {ratios}")
+    print(f"wrote {args.out}")
+
+
+def save(rows: list[dict[str, Any]], out: Path) -> None:
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "image_size": [256, 192],
@@ -332,11 +343,8 @@ def main() -> None:
         "growth": growth(rows),
         "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
     }
-    for path, ratios in result["growth"].items():
-        print(f"{path}: growth {ratios}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
