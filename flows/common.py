@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from prefect import Task
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from wsss_core.backbones import default_device
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.errors import WorkspaceError
 from wsss_core.registries import ENGINES
@@ -29,6 +31,12 @@ from wsss_core.store import Workspace
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 DEFAULT_BATCH_SIZE = 16
+
+# The Prefect tag of tasks that use a GPU: `prefect concurrency-limit create gpu 1` keeps them
+# one at a time. Trainings carry it always (tasks/); a batch stage only when it runs on a GPU
+# (batch_task): Prefect asks the server for the tag's concurrency slots before every task run
+# it tags, measured at 200-300 ms per run here, more than many batches compute.
+GPU_TAG = "gpu"
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,28 @@ class StageSummary:
         return f"{line} ({self.note})" if self.note else line
 
 
+def runs_on_gpu(device: str | None, execution: Execution) -> bool:
+    """Whether a batch stage's tasks will run on a GPU.
+
+    device: the stage's device (None: CUDA when the machine running the task has it). On a
+    Dask scheduler given by address the workers' machines decide, so the answer is yes.
+    """
+    if device:
+        return torch.device(device).type != "cpu"
+    if execution.engine == "dask" and execution.dask_address:
+        return True
+    return default_device().type != "cpu"
+
+
+def batch_task(task: Task, parameters: dict[str, Any], execution: Execution) -> Task:
+    """The task to submit for a batch stage: tagged `gpu` when the stage runs on a GPU.
+
+    A stage uses a device when its parameters name one (its row's runtime `device`)."""
+    if "device" in parameters and runs_on_gpu(parameters["device"], execution) and GPU_TAG not in task.tags:
+        return task.with_options(tags={*task.tags, GPU_TAG})
+    return task
+
+
 def run_stage_batches(
     runner: TaskRunner,
     task: Task,
@@ -175,6 +205,7 @@ def run_stage_batches(
     pending = [i for i in image_ids if not workspace.is_done(stage, i, key)]
     summary = StageSummary(stage, key, total=len(image_ids), skipped=len(image_ids) - len(pending))
     batches = split_batches(pending, execution.batch_size) if pending else []
+    task = batch_task(task, parameters, execution)
     futures = {
         runner.submit(task, {"workspace": workspace, "stage": stage, "key": key, "image_ids": batch, **parameters}): batch
         for batch in batches

@@ -253,7 +253,7 @@ def cached_camnet(checkpoint: str, model_key: str, device: str) -> CamNet:
 # ----------------------------------------------------------------------------- cams and pseudo/cam
 
 
-@task(name="cams-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+@task(name="cams-batch", **STAGE_TASK_OPTIONS)
 def cams_batch(
     workspace: Workspace,
     stage: str,
@@ -281,7 +281,7 @@ def cams_batch(
         return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
-@task(name="cam-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="cam-masks-batch", **STAGE_TASK_OPTIONS)
 def cam_masks_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str = CAMS
 ) -> BatchReport:
@@ -297,7 +297,7 @@ def cam_masks_batch(
 # ----------------------------------------------------------------------------- affinity labels
 
 
-@task(name="affinity-labels-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="affinity-labels-batch", **STAGE_TASK_OPTIONS)
 def affinity_labels_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str = CAMS
 ) -> BatchReport:
@@ -377,7 +377,7 @@ def cached_affinitynet(checkpoint: str, model_key: str, device: str) -> Affinity
 # ----------------------------------------------------------------------------- random walk
 
 
-@task(name="random-walk-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+@task(name="random-walk-batch", **STAGE_TASK_OPTIONS)
 def random_walk_batch(
     workspace: Workspace,
     stage: str,
@@ -409,7 +409,7 @@ def random_walk_batch(
         return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
-@task(name="rw-masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="rw-masks-batch", **STAGE_TASK_OPTIONS)
 def rw_masks_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], stride: int, crf: CRFConfig | None = None,
     walk: str = RW,

@@ -8,7 +8,7 @@ from wsss_core.metrics import ConfusionMatrix
 from wsss_core.store import Workspace
 
 
-@task(name="evaluate-batch", tags=["cpu"], retries=2, retry_delay_seconds=2, persist_result=False)
+@task(name="evaluate-batch", retries=2, retry_delay_seconds=2, persist_result=False)
 def evaluate_batch(workspace: Workspace, stages: list[str], image_ids: list[str]) -> dict[str, ConfusionMatrix]:
     """Images without GT or without a finished mask for a stage are left out of that stage."""
     num_classes = len(workspace.classes)

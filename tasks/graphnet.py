@@ -68,7 +68,7 @@ def read_named(workspace: Workspace, stage: str, image_id: str, names: Sequence[
 # ----------------------------------------------------------------------------- features
 
 
-@task(name="features-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+@task(name="features-batch", **STAGE_TASK_OPTIONS)
 def features_batch(
     workspace: Workspace,
     stage: str,
@@ -95,7 +95,7 @@ def features_batch(
 # ----------------------------------------------------------------------------- graphs
 
 
-@task(name="graphs-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="graphs-batch", **STAGE_TASK_OPTIONS)
 def graphs_batch(
     workspace: Workspace,
     stage: str,
@@ -127,7 +127,7 @@ def graphs_batch(
 # ----------------------------------------------------------------------------- seeds
 
 
-@task(name="seeds-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="seeds-batch", **STAGE_TASK_OPTIONS)
 def seeds_batch(
     workspace: Workspace,
     stage: str,
@@ -176,7 +176,7 @@ def load_gcn_weights(path: str | Path) -> GCNWeights:
         return GCNWeights.from_arrays(dict(arrays))
 
 
-@task(name="gcn-batch", tags=["gpu"], **STAGE_TASK_OPTIONS)
+@task(name="gcn-batch", **STAGE_TASK_OPTIONS)
 def gcn_batch(
     workspace: Workspace,
     stage: str,
@@ -289,7 +289,7 @@ def fitted_images(path: Path) -> set[str] | None:
         return set(arrays["image_ids"].tolist()) if "image_ids" in arrays else None
 
 
-@task(name="label-propagation-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="label-propagation-batch", **STAGE_TASK_OPTIONS)
 def label_propagation_batch(
     workspace: Workspace,
     stage: str,
@@ -311,7 +311,7 @@ def label_propagation_batch(
 # ----------------------------------------------------------------------------- masks
 
 
-@task(name="masks-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="masks-batch", **STAGE_TASK_OPTIONS)
 def masks_batch(
     workspace: Workspace,
     stage: str,
@@ -335,7 +335,7 @@ def masks_batch(
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
-@task(name="baseline-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="baseline-batch", **STAGE_TASK_OPTIONS)
 def baseline_batch(workspace: Workspace, stage: str, key: str, image_ids: list[str], supervision: str) -> BatchReport:
     """The supervision's non-learned baseline (nearest-scribble fill, box rectangles)."""
     entry = SUPERVISIONS.get(supervision)

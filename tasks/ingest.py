@@ -24,7 +24,7 @@ def write_sample(workspace: Workspace, sample: Sample) -> None:
     workspace.write_array("tags", image_id, np.asarray(sample.tags, dtype=np.int32))
 
 
-@task(name="ingest-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="ingest-batch", **STAGE_TASK_OPTIONS)
 def ingest_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], reader: DatasetReader
 ) -> BatchReport:

@@ -12,7 +12,7 @@ from wsss_core.superpixels import SuperpixelConfig, compute_superpixels
 STAGE = "superpixels"
 
 
-@task(name="superpixels-batch", tags=["cpu"], **STAGE_TASK_OPTIONS)
+@task(name="superpixels-batch", **STAGE_TASK_OPTIONS)
 def superpixels_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], config: SuperpixelConfig
 ) -> BatchReport:

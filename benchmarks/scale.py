@@ -1,0 +1,351 @@
+"""How the pipeline's cost grows with the dataset, and what the orchestration costs.
+
+    .venv/bin/python benchmarks/scale.py [--sizes 1000 4000] [--graphnet-sizes 250 1000]
+        [--workers 1 2] [--data /tmp/wsss-scale] [--servers temporary long-lived]
+
+For each size N it generates the built-in dataset (N images of 256x192, cached under --data),
+ingests every split, then times, each in a fresh copy of the ingested workspace and a
+process of its own:
+
+- plain: the same stage table walked without Prefect: each stage's task function called
+  directly (Task.fn) on every image, one stage after the other, in one process. Same
+  per-image work, same workspace reads and writes, same stage bookkeeping; no flow, no
+  task runs, no server. This is "the plain loop's compute and I/O".
+- the command (`wsss superpixels`, `wsss graphnet --no-evaluate --no-mlflow`) with 1 and 2
+  workers (threads engine), with Prefect's temporary server (the default: every command
+  starts one) and with a long-lived `prefect server start` named by PREFECT_API_URL.
+
+Reported per run: wall time (whole process, imports included, for plain runs too), images/s,
+orchestration share ((wall - plain wall) / wall), peak memory (max RSS) of the command's
+process and of any worker process it starts (the temporary server's excluded), files in
+the workspace per image, and the speed-up from 1 to 2 workers. Linearity: seconds per image
+at the largest size over the smallest. The machine is shared: the load average is saved
+with every run. Prints a table and writes benchmarks/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "scale.json"
+WSSS = [sys.executable, "-m", "flows.cli"]
+COMMANDS = {
+    "superpixels": ["superpixels"],
+    "graphnet": ["graphnet", "--no-evaluate", "--no-mlflow"],
+}
+
+
+# ----------------------------------------------------------------------------- the plain walk
+
+
+def plain_walk(workspace: str, path: str) -> None:
+    """Run a path's stage table without Prefect (see the module docstring). In its own process."""
+    import logging
+
+    import flows  # noqa: F401  (Prefect's defaults; nothing here talks to a server)
+    import tasks.graphnet
+    from flows.common import prepare_stage
+    from flows.graphnet import feature_weights, graphnet_pipeline
+    from flows.pipeline import Pipeline, Stage, finished_by, fit_config
+    from tasks.superpixels import superpixels_batch
+    from wsss_core.graphnet.config import resolve_config
+    from wsss_core.store import INGEST_STAGE, Workspace
+
+    # Outside a task run there is no run logger: the shared GCN fit logs to a plain one.
+    tasks.graphnet.get_run_logger = lambda: logging.getLogger("tasks.graphnet")
+    ws = Workspace(workspace).require()
+    config = resolve_config("auto").config
+    if path == "superpixels":
+        pipeline = Pipeline("superpixels", (Stage("superpixels", superpixels_batch, (INGEST_STAGE,), {"config": config.superpixels}),))
+    else:
+        pipeline = graphnet_pipeline(config, "scribbles", "gcn", False, feature_weights(ws, config))
+    ids = ws.select_ids(None)
+    for stage in pipeline.stages:
+        eligible = finished_by(ws, pipeline.gates(stage), ids)
+        arguments = {**stage.params, **stage.runtime}
+        if stage.dataset_level:
+            key = prepare_stage(ws, stage.name, fit_config(stage, eligible), stage.reads)
+            report = stage.task.fn(workspace=ws, stage=stage.name, key=key, image_ids=eligible, **arguments)
+            ws.note_stage(stage.name, fitted_on=len(report.images))
+            for image_id in report.images:
+                ws.mark_done(stage.name, image_id, key)
+        else:
+            key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads)
+            pending = [i for i in eligible if not ws.is_done(stage.name, i, key)]
+            stage.task.fn(workspace=ws, stage=stage.name, key=key, image_ids=pending, **arguments)
+
+
+# ----------------------------------------------------------------------------- measuring a process
+
+
+def _peak_kib(pid: int) -> int | None:
+    """A live process's peak resident memory (VmHWM), KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True) if "uvicorn" not in " ".join(child.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def measure(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Run a command; its wall time, exit code, peak memory and its workers' (polled VmHWM)."""
+    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    workers: dict[int, int] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.25):
+            for child in _descendants(proc.pid):
+                peak = _peak_kib(child)
+                if peak:
+                    workers[child] = max(workers.get(child, 0), peak)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    done.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{output[-3000:]}")
+    return {
+        "wall_s": round(wall, 2),
+        "peak_mb": round(usage.ru_maxrss / 1024, 1),
+        "worker_peak_mb": round(max(workers.values()) / 1024, 1) if workers else None,
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def count_files(workspace: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for folder, _, files in os.walk(workspace):
+        top = Path(folder).relative_to(workspace).parts[:1]
+        name = top[0] if top else "."
+        counts[name] = counts.get(name, 0) + len(files)
+    return counts
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def ingested(data: Path, size: int, env: dict[str, str]) -> Path:
+    """A workspace with `size` built-in images ingested (every split), made once and kept."""
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    root, workspace = data / f"dataset-{size}", data / f"ingested-{size}"
+    if (workspace / "done").exists():
+        return workspace
+    if not (root / "classes.txt").exists():
+        generate_dataset(root, SyntheticConfig(n_images=size))
+    shutil.rmtree(workspace, ignore_errors=True)
+    splits = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt") if p.stem != "trainval")
+    subprocess.run(
+        [*WSSS, "ingest", "--root", str(root), "--workspace", str(workspace), *[a for s in splits for a in ("--split", s)], "--no-progress"],
+        env=env, cwd=REPO_ROOT, check=True, capture_output=True,
+    )
+    (workspace / "done").write_text("")
+    return workspace
+
+
+def fresh_copy(source: Path, scratch: Path) -> Path:
+    target = scratch / "ws"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("done"))
+    return target
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+class LongLivedServer:
+    """`prefect server start` on a free port with its own PREFECT_HOME, for PREFECT_API_URL."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        self.log = open(home / "server.log", "wb")
+        self.proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--analytics-off"],
+            env={**env, "PREFECT_HOME": str(home)}, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"prefect server start did not answer on {self.url} (log: {home / 'server.log'})")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+def run_size(path: str, size: int, workers: list[int], servers: list[str], data: Path, env: dict[str, str],
+             server: LongLivedServer | None) -> dict[str, Any]:
+    source = ingested(data, size, env)
+    images = len([p for p in (source / "markers" / "ingest").rglob("*.json")])
+    row: dict[str, Any] = {"path": path, "size": size, "images": images, "runs": {}}
+    with tempfile.TemporaryDirectory(dir=data) as scratch:
+        scratch_dir = Path(scratch)
+        plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers for w in workers]
+        for name, count, kind in plans:
+            workspace = fresh_copy(source, scratch_dir)
+            run_env = dict(env)
+            if name == "plain":
+                command = [sys.executable, str(Path(__file__).resolve()), "--plain", path, str(workspace)]
+            else:
+                command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--workers", str(count), "--no-progress"]
+                if kind == "long-lived":
+                    run_env["PREFECT_API_URL"] = server.url
+            print(f"  {path} {size}: {name} ...", flush=True)
+            result = measure(command, run_env, REPO_ROOT)
+            result["images_per_s"] = round(images / result["wall_s"], 2)
+            files = count_files(workspace)
+            result["files"] = sum(files.values())
+            result["files_per_image"] = round(result["files"] / images, 1)
+            result["files_by_folder"] = files
+            row["runs"][name] = result
+            print(f"    {result['wall_s']} s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
+    plain = row["runs"]["plain"]["wall_s"]
+    for name, result in row["runs"].items():
+        if name != "plain":
+            result["orchestration_share"] = round((result["wall_s"] - plain) / result["wall_s"], 3)
+            result["vs_plain"] = round(result["wall_s"] / plain, 3)
+    for kind in servers:
+        one, two = row["runs"].get(f"w1-{kind}"), row["runs"].get(f"w2-{kind}")
+        if one and two:
+            row[f"speedup_1_to_2_{kind}"] = round(one["wall_s"] / two["wall_s"], 2)
+    return row
+
+
+def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds per image and peak memory at the largest size over the smallest, per run kind."""
+    out: dict[str, Any] = {}
+    for path in dict.fromkeys(r["path"] for r in rows):
+        mine = sorted((r for r in rows if r["path"] == path), key=lambda r: r["size"])
+        if len(mine) < 2:
+            continue
+        small, large = mine[0], mine[-1]
+        out[path] = {
+            name: {
+                "time_per_image_ratio": round((large["runs"][name]["wall_s"] / large["images"]) / (small["runs"][name]["wall_s"] / small["images"]), 3),
+                "peak_memory_ratio": round(large["runs"][name]["peak_mb"] / small["runs"][name]["peak_mb"], 3),
+            }
+            for name in small["runs"] if name in large["runs"]
+        } | {"sizes": [small["size"], large["size"]]}
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'path':12} {'images':>6} {'run':18} {'wall s':>8} {'img/s':>7} {'orch.':>6} {'peak MB':>8} {'worker MB':>9} {'files/img':>9} {'load':>5}")
+    for row in rows:
+        for name, r in row["runs"].items():
+            share = f"{r['orchestration_share']:.0%}" if "orchestration_share" in r else "-"
+            print(f"{row['path']:12} {row['images']:>6} {name:18} {r['wall_s']:>8} {r['images_per_s']:>7} {share:>6} "
+                  f"{r['peak_mb']:>8} {r['worker_peak_mb'] or '-':>9} {r['files_per_image']:>9} {r['load_before']:>5}")
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--plain":
+        plain_walk(sys.argv[3], sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000], help="dataset sizes for the superpixels stage")
+    parser.add_argument("--graphnet-sizes", type=int, nargs="*", default=[250, 1000], help="dataset sizes for the whole GraphNet path")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--servers", nargs="+", choices=["temporary", "long-lived"], default=["temporary", "long-lived"])
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "wsss-scale", help="datasets and workspaces (kept between runs)")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    args = parser.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env.pop("PREFECT_API_URL", None)  # the temporary-server runs start their own
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the long-lived server on kill too
+    server = None
+    rows = []
+    try:
+        if "long-lived" in args.servers:
+            home = args.data / "prefect-home"
+            home.mkdir(exist_ok=True)
+            server = LongLivedServer(home, env)
+        # Small sizes of both paths first; the results are saved after every size.
+        plan = [("superpixels", size) for size in args.sizes] + [("graphnet", size) for size in args.graphnet_sizes]
+        plan.sort(key=lambda item: (sorted(args.sizes if item[0] == "superpixels" else args.graphnet_sizes).index(item[1]), item[0] != "superpixels"))
+        for path, size in plan:
+            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server))
+            save(rows, args.out)
+    finally:
+        if server is not None:
+            server.stop()
+    print_table(rows)
+    for path, ratios in growth(rows).items():
+        print(f"{path}: growth {ratios}")
+    print(f"wrote {args.out}")
+
+
+def save(rows: list[dict[str, Any]], out: Path) -> None:
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "image_size": [256, 192],
+        "engine": "threads",
+        "rows": rows,
+        "growth": growth(rows),
+        "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
