@@ -221,7 +221,7 @@ def summarise(rows: list[dict]) -> dict:
     """Speed-ups and the brief's targets, from whichever rows are there."""
     found = {(r["variant"], r["stride"]): r for r in rows}
     summary: dict = {}
-    sparse8, sparse4 = found.get(("sparse", 8)), found.get(("sparse", 4))
+    sparse4 = found.get(("sparse", 4))
     for (variant, stride), dense in found.items():
         sparse = found.get(("sparse", stride))
         if variant.startswith("dense") and sparse and "walk_s" in dense:

@@ -18,6 +18,7 @@ from flows.common import Execution, StageSummary, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
+from flows.tracking import flow_run_tracking
 from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.registries import PATHS
@@ -79,13 +80,23 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
     chosen, whole.skipped = applicable_paths(config.paths, ws.weak_labels())
     for name, why in whole.skipped.items():
         announce(f"run: skipping {name}: {why}")
-    for name in chosen:
-        announce(f"run: path {name}")
-        whole.paths[name] = run_path(name, workspace, config, splits, execution)
-    masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
-    if config.evaluate and masks and has_ground_truth(ws):
-        whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
+    # The paths' and the evaluation's runs nest under this flow run's run (flows.tracking).
+    with flow_run_tracking(ws, config.mlflow, "run", run_params(config, chosen), config):
+        for name in chosen:
+            announce(f"run: path {name}")
+            whole.paths[name] = run_path(name, workspace, config, splits, execution)
+        masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
+        if config.evaluate and masks and has_ground_truth(ws):
+            whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
     return whole
+
+
+def run_params(config: RunConfig, chosen: list[str]) -> dict[str, Any]:
+    """The run's readable settings: the run config without how it executes, and the paths it runs."""
+    settings = config_to_dict(config)
+    for name in ("execution", "mlflow"):
+        settings.pop(name, None)
+    return {**settings, "paths": chosen}
 
 
 @flow(name="run")
