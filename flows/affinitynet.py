@@ -19,10 +19,12 @@ from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import affinitynet as t
-from wsss_core.psa.config import AffinityNetPathConfig, resolve_config
+from flows.tracking import flow_run_tracking, remember_mask_settings
+from wsss_core.psa.config import AffinityNetPathConfig, resolve_config, run_settings
 from wsss_core.refit import RefitRule
-from wsss_core.registries import AUTO
+from wsss_core.registries import AUTO, mask_method_of_stage
 from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.tracking import Tracking
 
 
 # A late image served by networks trained without it loses more than the training noise
@@ -36,10 +38,11 @@ def affinitynet_pipeline(
     crf: bool,
     device: str | None = None,
     train_threads: int | None = None,
-    log_to_mlflow: bool = True,
+    tracking: Tracking | None = None,
 ) -> Pipeline:
-    """The AffinityNet table for one request. weights: the records of resolve_weights."""
-    training = {"device": device, "threads": train_threads, "log_to_mlflow": log_to_mlflow}
+    """The AffinityNet table for one request. weights: the records of resolve_weights;
+    tracking: the flow run's MLflow run, for the trainings' nested runs (None: off)."""
+    training = {"device": device, "threads": train_threads, "tracking": tracking}
     from_cam = config.affinity_init == "cam"
     stride = config.random_walk.stride
     rows = [
@@ -104,19 +107,28 @@ def run_affinitynet(
     for network, record in resolved.weights.items():
         if record.get("fallback"):
             announce(f"{network}: {record['note']}", warning=True)
-    pipeline = affinitynet_pipeline(
-        resolved.config, resolved.weights, crf, device, train_threads or default_train_threads(), log_to_mlflow
-    )
-    run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": resolved.weights})
-    if only_ids is None:  # a retry keeps the request it retries
-        ws.remember_request(pipeline.name, "flows.affinitynet:affinitynet_flow", {
-            "preset": resolved.preset, "backbone": backbone, "weights": weights, "stride": stride, "crf": crf,
-            "overrides": overrides, "splits": splits, "until": until, "device": device, "train_threads": train_threads,
-        })
-    run = run_pipeline(ws, pipeline, execution, image_ids, until, run, only=only_ids)
-    if evaluate and until is None:
-        run.evaluation = evaluate_path(ws, "tags", run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
+    settings = run_settings(resolved, crf)
+    inherit = {name: settings[name] for name in ("path", "supervision", "preset")}
+    with flow_run_tracking(ws, log_to_mlflow, "affinitynet", settings, resolved.config, inherit) as tracking:
+        pipeline = affinitynet_pipeline(
+            resolved.config, resolved.weights, crf, device, train_threads or default_train_threads(), tracking
+        )
+        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": resolved.weights})
+        if only_ids is None:  # a retry keeps the request it retries
+            ws.remember_request(pipeline.name, "flows.affinitynet:affinitynet_flow", {
+                "preset": resolved.preset, "backbone": backbone, "weights": weights, "stride": stride, "crf": crf,
+                "overrides": overrides, "splits": splits, "until": until, "device": device, "train_threads": train_threads,
+            })
+        run = run_pipeline(ws, pipeline, execution, image_ids, until, run, only=only_ids)
+        remember_mask_settings(ws, {stage: {**settings, "method": method_of(stage)} for stage in run.mask_stages})
+        if evaluate and until is None:
+            run.evaluation = evaluate_path(ws, "tags", run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
     return run
+
+
+def method_of(stage: str) -> str:
+    found = mask_method_of_stage(stage)
+    return found[0] if found else stage
 
 
 @flow(name="affinitynet")

@@ -1,4 +1,5 @@
-"""Flow: mIoU of mask stages against GT, printed as a table and logged to MLflow."""
+"""Flow: mIoU of mask stages against GT per split, printed as a table, saved as a report and
+logged to MLflow (one nested run per mask stage and split, under the flow run's run)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import time
 from prefect import flow
 
 from flows.common import DEFAULT_BATCH_SIZE, announce
-from tasks.evaluate import evaluate_batch
+from flows.tracking import flow_run_tracking, mask_settings
+from tasks.evaluate import Scores, evaluate_batch, log_evaluation_run
 from wsss_core.errors import WorkspaceError
 from wsss_core.metrics import ConfusionMatrix, format_iou_table
-from wsss_core.registries import mask_method_of_stage
+from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order
 from wsss_core.runner import split_batches
 from wsss_core.store import Workspace
-from wsss_core.tracking import tracked_run
 
 REPORT_DIR = "reports"
+ALL_IMAGES = "all"  # the split column of a workspace whose images have no recorded split
 
 
 def score_stages(
@@ -26,23 +28,61 @@ def score_stages(
     missing = [s for s in stages if ws.stage_meta(s) is None]
     if missing:
         raise WorkspaceError(f"{ws.path}: cannot evaluate {', '.join(missing)}: not computed yet")
-    batches = split_batches(ws.select_ids(splits), batch_size)
-    futures = [evaluate_batch.submit(ws, stages, batch) for batch in batches]
-    totals = {stage: ConfusionMatrix(len(ws.classes)) for stage in stages}
+    ids = ws.select_ids(splits)
+    members = split_members(ws, splits)
+    memberships = {i: [s for s, found in members.items() if i in found] for i in ids}
+    futures = [
+        evaluate_batch.submit(ws, stages, batch, {i: memberships[i] for i in batch}) for batch in split_batches(ids, batch_size)
+    ]
+    totals: Scores = {}
     for future in futures:
-        for stage, matrix in future.result().items():
-            totals[stage] = totals[stage].merge(matrix)
-    announce(format_iou_table(totals, ws.classes))
-    if len({matrix.images for matrix in totals.values()}) > 1:
-        counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in totals.items())
+        for where, matrix in future.result().items():
+            totals[where] = totals[where].merge(matrix) if where in totals else matrix
+    table = table_rows(stages, list(members), totals, len(ws.classes))
+    announce(format_iou_table(table, ws.classes, key_header=("mask set", "round", "split"), images=True))
+    overall = {stage: totals.get((stage, None), ConfusionMatrix(len(ws.classes))) for stage in stages}
+    if len({matrix.images for matrix in overall.values()}) > 1:
+        counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in overall.items())
         announce(f"the methods were scored on different images ({counts}): the others failed or are pending, see `wsss status`", warning=True)
-    results = {stage: matrix.to_dict() for stage, matrix in totals.items()}
+    results = {
+        stage: {**matrix.to_dict(), "splits": {s: totals[(stage, s)].to_dict() for s in members if (stage, s) in totals}}
+        for stage, matrix in overall.items()
+    }
     report = ws.path / REPORT_DIR / f"evaluation-{run_name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"time": time.time(), "splits": splits, "results": results}, indent=1))
-    if log_to_mlflow:
-        log_evaluation(ws, run_name, stages, totals)
+    report.write_text(json.dumps({"time": time.time(), "splits": splits, "unit": "fraction", "results": results}, indent=1))
+    with flow_run_tracking(ws, log_to_mlflow, "evaluate", {"stages": ", ".join(stages), "splits": ", ".join(members)}) as tracking:
+        if tracking is not None:
+            for stage in stages:
+                for split, scores in (results[stage]["splits"] or {ALL_IMAGES: results[stage]}).items():
+                    image_ids = sorted(members[split]) if split in members else ids
+                    log_evaluation_run(ws, tracking, stage, split, scores, mask_settings(ws, stage), str(report), image_ids)
     return results
+
+
+def split_members(ws: Workspace, splits: list[str] | None) -> dict[str, set[str]]:
+    """The images of each split scored separately: the asked-for splits, else every split whose
+    images are recorded ({} when none is: the table then has one row per stage, split "all")."""
+    members = {}
+    for split in splits or ws.splits():
+        try:
+            members[split] = set(ws.split_ids(split))
+        except WorkspaceError as error:  # a split ingested before per-image splits: its images are unknown
+            announce(f"evaluate: split {split} not scored on its own ({error})", warning=True)
+    return members
+
+
+def table_rows(
+    stages: list[str], splits: list[str], totals: Scores, num_classes: int
+) -> dict[tuple[str, str, str], ConfusionMatrix]:
+    """One row per (mask stage, split), in mask-stage order (round 0 then each round)."""
+    rows = {}
+    for stage in sorted(stages, key=mask_stage_order):
+        round_ = mask_round_of_stage(stage)
+        for split in splits or [None]:
+            matrix = totals.get((stage, split), ConfusionMatrix(num_classes))
+            rows[(stage, "-" if round_ is None else str(round_), split or ALL_IMAGES)] = matrix
+    return rows
 
 
 @flow(name="evaluate")
@@ -54,21 +94,16 @@ def evaluate_flow(
     log_to_mlflow: bool = True,
     splits: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Returns {stage: ConfusionMatrix.to_dict()}; also writes reports/evaluation-<run_name>.json."""
+    """Score mask stages against GT on every image and on each split (default: every split).
+
+    Returns {stage: ConfusionMatrix.to_dict() over all the images, plus "splits": {split:
+    the same over that split's images}} (IoUs as fractions) and writes it to
+    reports/evaluation-<run_name>.json. With log_to_mlflow, one MLflow run per flow run and
+    a nested run per (stage, split): params method, split, round, supervision, stage and the
+    settings that made the masks; metrics miou and iou/<class> in percent; the report, a
+    confusion-matrix plot and an overlay grid as artifacts.
+    """
     return score_stages(workspace, stages, run_name, batch_size, log_to_mlflow, splits)
-
-
-def log_evaluation(ws: Workspace, run_name: str, stages: list[str], totals: dict[str, ConfusionMatrix]) -> None:
-    import mlflow
-
-    params = {"dataset": ws.dataset.get("name"), "stages": {s: ws.stage_meta(s) for s in stages}}
-    with tracked_run(ws.path, run_name, params, tags={"kind": "evaluation"}):
-        for stage, matrix in totals.items():
-            prefix = stage.replace("/", ".")
-            mlflow.log_metric(f"{prefix}.mIoU", matrix.miou())
-            for name, value in zip(ws.classes, matrix.iou()):
-                if value == value:  # not nan
-                    mlflow.log_metric(f"{prefix}.IoU.{name}", float(value))
 
 
 def evaluation_stages(ws: Workspace, supervision: str, computed: list[str]) -> list[str]:
@@ -80,11 +115,7 @@ def evaluation_stages(ws: Workspace, supervision: str, computed: list[str]) -> l
         if found and found[1].supervision == supervision and not stale_chain(ws, stage) and ws.done_ids(stage):
             stages.add(stage)
 
-    def order(stage: str) -> tuple[bool, str]:
-        found = mask_method_of_stage(stage)
-        return (not (found and found[1].baseline), stage)
-
-    return sorted(stages, key=order)
+    return sorted(stages, key=mask_stage_order)
 
 
 def has_ground_truth(ws: Workspace) -> bool:

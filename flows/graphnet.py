@@ -15,16 +15,18 @@ from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
 from tasks import graphnet as t
 from tasks.superpixels import superpixels_batch
-from wsss_core.graphnet.config import GraphNetConfig, resolve_config
+from flows.tracking import flow_run_tracking, remember_mask_settings
+from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve_config, run_settings
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
+from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice, resolve_pretrained
 
 SUPERPIXELS = "superpixels"
 
 
 def propagation_rows(
-    config: GraphNetConfig, propagation: str, method: str, seeds: str, device: str | None
+    config: GraphNetConfig, propagation: str, method: str, seeds: str, device: str | None, tracking: Tracking | None = None
 ) -> list[Stage]:
     """The rows that label every node: the GCN (with its dataset-level fit) or label propagation."""
     nodes = f"nodes/{method}"
@@ -35,8 +37,8 @@ def propagation_rows(
     if config.gcn.pretrain_epochs > 0:
         init = f"gcn-weights/{method}"
         rows.append(
-            Stage(init, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn}, {"device": device},
-                  step="propagation", dataset_level=True)
+            Stage(init, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn},
+                  {"device": device, "tracking": tracking}, step="propagation", dataset_level=True)
         )
     reads = ("graphs", seeds) + ((init,) if init else ())
     rows.append(Stage(nodes, t.gcn_batch, reads, {**inputs, "config": config.gcn, "init": init}, {"device": device}, step="propagation"))
@@ -50,8 +52,10 @@ def graphnet_pipeline(
     crf: bool,
     features: WeightsChoice | None,
     device: str | None = None,
+    tracking: Tracking | None = None,
 ) -> Pipeline:
-    """The GraphNet table for one request. features: the CNN weights (None: no CNN stage)."""
+    """The GraphNet table for one request. features: the CNN weights (None: no CNN stage);
+    tracking: the flow run's MLflow run, for the trainings' nested runs (None: off)."""
     entry = SUPERVISIONS.get(supervision)
     method = mask_method_name(supervision, propagation)
     seeds = f"seeds/{supervision}"
@@ -64,7 +68,7 @@ def graphnet_pipeline(
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
         Stage(seeds, t.seeds_batch, (INGEST_STAGE, SUPERPIXELS), {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
-        *propagation_rows(config, propagation, method, seeds, device),
+        *propagation_rows(config, propagation, method, seeds, device, tracking),
         Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
     ]
     if crf:
@@ -112,19 +116,26 @@ def run_graphnet(
     resolved = resolve_config(preset, backbone, weights, overrides)
     announce(f"graphnet: preset {resolved.preset} ({resolved.why})", warning=resolved.preset != "paper" and preset == AUTO)
     features = feature_weights(ws, resolved.config)
-    pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device)
-    run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
-    if features is not None:
-        run.notes["weights"] = {"features": features.record()}
-    if only_ids is None:  # a retry keeps the request it retries
-        ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
-            "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
-            "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
-            "device": device,
+    settings = run_settings(resolved, supervision, propagation, crf, features.record() if features else None)
+    inherit = {name: settings[name] for name in ("path", "method", "supervision", "preset")}
+    with flow_run_tracking(ws, log_to_mlflow, "graphnet", settings, resolved.config, inherit) as tracking:
+        pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device, tracking)
+        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
+        if features is not None:
+            run.notes["weights"] = {"features": features.record()}
+        if only_ids is None:  # a retry keeps the request it retries
+            ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
+                "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
+                "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
+                "device": device,
+            })
+        run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
+        baseline = f"pseudo/{SUPERVISIONS.get(supervision).baseline}"
+        remember_mask_settings(ws, {
+            stage: baseline_settings(supervision) if stage == baseline else settings for stage in run.mask_stages
         })
-    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
-    if evaluate and until is None:
-        run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
+        if evaluate and until is None:
+            run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
     return run
 
 

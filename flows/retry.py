@@ -22,6 +22,7 @@ from flows.common import Execution, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import is_ingest_request, open_splits
 from flows.run import WholeRun
+from flows.tracking import flow_run_tracking
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import UsageError, WsssError
 from wsss_core.registry import resolve_target
@@ -75,16 +76,18 @@ def drop_unlisted(ws: Workspace, failed: dict[str, list[str]], listed: set[str] 
     return len(dropped)
 
 
-def retry_request(name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str) -> object:
+def retry_request(
+    name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str, log_to_mlflow: bool
+) -> object:
     """Call the remembered flow again with its parameters, on only_ids (its own evaluation off:
-    the retry evaluates what it re-ran once, at the end)."""
+    the retry evaluates what it re-ran once, at the end; its trainings log under the retry's run)."""
     flow = resolve_target(request["flow"])
     parameters = dict(request["parameters"])
     if is_ingest_request(name):
         parameters["options"] = ReadOptions(**parameters["options"])
     accepted = inspect.signature(flow.fn).parameters
-    quiet = {"evaluate": False, "log_to_mlflow": False, "run_name": RETRY_RUN_NAME}
-    parameters.update({k: v for k, v in quiet.items() if k in accepted})
+    quiet = {"evaluate": False, "run_name": RETRY_RUN_NAME}
+    parameters.update({k: v for k, v in {**quiet, "log_to_mlflow": log_to_mlflow}.items() if k in accepted})
     return flow_result(flow, workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
 
 
@@ -107,29 +110,30 @@ def retry_failed(
         return whole
     retried = sorted({i for found in failed.values() for i in found})
     announce(f"retry-failed: {len(retried)} image(s): " + ", ".join(f"{s} {len(f)}" for s, f in failed.items()))
-    requests = ws.requests()
-    for name, request in requests.items():
-        is_ingest = is_ingest_request(name)
-        if is_ingest and INGEST_STAGE not in failed:
-            continue
-        try:
-            result = retry_request(name, request, failed.get(INGEST_STAGE, []) if is_ingest else retried, execution, workspace)
-        except WsssError as error:
-            whole.skipped[name] = str(error)
-            announce(f"retry-failed: {name} not retried: {error}", warning=True)
-            continue
-        if is_ingest:
-            whole.ingest.append(result)
-        else:
-            whole.paths[name] = result
-    remembered = {summary.stage for summary in whole.summaries}
-    for stage in failed:
-        if stage not in remembered and stage not in whole.skipped:
-            whole.skipped[stage] = "no remembered request runs this stage (it ran before retries were possible): re-run its command"
-            announce(f"retry-failed: {stage}: {whole.skipped[stage]}", warning=True)
-    masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
-    if evaluate and masks and any(s.done for s in whole.summaries) and has_ground_truth(ws):
-        whole.evaluation = evaluate_flow(workspace, masks, run_name=RETRY_RUN_NAME, log_to_mlflow=log_to_mlflow)
+    with flow_run_tracking(ws, log_to_mlflow, "retry-failed", {"images": len(retried), "stages": ", ".join(failed)}):
+        for name, request in ws.requests().items():
+            is_ingest = is_ingest_request(name)
+            if is_ingest and INGEST_STAGE not in failed:
+                continue
+            ids_to_run = failed.get(INGEST_STAGE, []) if is_ingest else retried
+            try:
+                result = retry_request(name, request, ids_to_run, execution, workspace, log_to_mlflow)
+            except WsssError as error:
+                whole.skipped[name] = str(error)
+                announce(f"retry-failed: {name} not retried: {error}", warning=True)
+                continue
+            if is_ingest:
+                whole.ingest.append(result)
+            else:
+                whole.paths[name] = result
+        remembered = {summary.stage for summary in whole.summaries}
+        for stage in failed:
+            if stage not in remembered and stage not in whole.skipped:
+                whole.skipped[stage] = "no remembered request runs this stage (it ran before retries were possible): re-run its command"
+                announce(f"retry-failed: {stage}: {whole.skipped[stage]}", warning=True)
+        masks = [stage for run in whole.paths.values() for stage in run.mask_stages]
+        if evaluate and masks and any(s.done for s in whole.summaries) and has_ground_truth(ws):
+            whole.evaluation = evaluate_flow(workspace, masks, run_name=RETRY_RUN_NAME, log_to_mlflow=log_to_mlflow)
     return whole
 
 

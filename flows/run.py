@@ -20,6 +20,7 @@ from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
 from flows.segment import segment_flow
+from flows.tracking import flow_run_tracking
 from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.registries import PATHS
@@ -107,20 +108,30 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
     chosen, whole.skipped = applicable_paths(config.paths, ws.weak_labels())
     for name, why in whole.skipped.items():
         announce(f"run: skipping {name}: {why}")
-    for name in chosen:
-        announce(f"run: path {name}")
-        whole.paths[name] = run_path(name, workspace, config, splits, execution)
-    for name, path in whole.paths.items() if config.segmentation.rounds else ():
-        blocked = rounds_blocked(ws, config, path)
-        if blocked:
-            announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)
-            continue
-        announce(f"run: {config.segmentation.rounds} segmentation round(s) on {path.final_masks}")
-        whole.rounds[name] = run_rounds(name, path.final_masks, workspace, config, splits, execution)
-    masks = whole.mask_stages
-    if config.evaluate and masks and has_ground_truth(ws):
-        whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
+    # The paths', the rounds' and the evaluation's runs nest under this flow run's run (flows.tracking).
+    with flow_run_tracking(ws, config.mlflow, "run", run_params(config, chosen), config):
+        for name in chosen:
+            announce(f"run: path {name}")
+            whole.paths[name] = run_path(name, workspace, config, splits, execution)
+        for name, path in whole.paths.items() if config.segmentation.rounds else ():
+            blocked = rounds_blocked(ws, config, path)
+            if blocked:
+                announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)
+                continue
+            announce(f"run: {config.segmentation.rounds} segmentation round(s) on {path.final_masks}")
+            whole.rounds[name] = run_rounds(name, path.final_masks, workspace, config, splits, execution)
+        masks = whole.mask_stages
+        if config.evaluate and masks and has_ground_truth(ws):
+            whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
     return whole
+
+
+def run_params(config: RunConfig, chosen: list[str]) -> dict[str, Any]:
+    """The run's readable settings: the run config without how it executes, and the paths it runs."""
+    settings = config_to_dict(config)
+    for name in ("execution", "mlflow"):
+        settings.pop(name, None)
+    return {**settings, "paths": chosen}
 
 
 @flow(name="run")

@@ -20,11 +20,14 @@ from flows.affinitynet import default_train_threads, has_gpu
 from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
+from flows.tracking import flow_run_tracking, mask_settings, remember_mask_settings
 from tasks import segmentation as t
 from tasks.affinitynet import TRAIN_CAM
 from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.registries import AUTO, mask_method_of_stage
-from wsss_core.segmentation.config import SegmentationConfig, resolve_config
+from wsss_core.config import config_to_dict
+from wsss_core.segmentation.config import ResolvedSegmentationConfig, SegmentationConfig, resolve_config
+from wsss_core.tracking import Tracking
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
 from wsss_core.weights import WeightsChoice
 
@@ -61,7 +64,7 @@ def segmentation_pipeline(
     train_split: str = DEFAULT_TRAIN_SPLIT,
     device: str | None = None,
     train_threads: int | None = None,
-    log_to_mlflow: bool = True,
+    tracking: Tracking | None = None,
 ) -> Pipeline:
     """The rounds' table: a training row (the train split, dataset-level) and a prediction row per round.
 
@@ -69,7 +72,7 @@ def segmentation_pipeline(
     (the CAM classifier, offline): hashed into the training's key, so it trains again
     when that checkpoint changes.
     """
-    training = {"device": device, "threads": train_threads, "log_to_mlflow": log_to_mlflow}
+    training = {"device": device, "threads": train_threads, "tracking": tracking}
     rows, previous = [], labels
     for k in range(1, rounds + 1):
         train_stage, masks_stage = round_stages(labels, k)
@@ -156,28 +159,43 @@ def run_segment(
     if resolved.weights.fallback:
         announce(resolved.weights.note, warning=True)
     from_checkpoint = fallback is not None and resolved.weights.weights == fallback
-    pipeline = segmentation_pipeline(
-        base, rounds, resolved.config, resolved.weights, backbone_from if from_checkpoint else None, train_split,
-        device, train_threads or default_train_threads(), log_to_mlflow,
-    )
-    run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why,
-                                             "weights": {"segmentation": resolved.weights_record()}})
-    if only_ids is None:  # a retry keeps the request it retries
-        ws.remember_request(pipeline.name, "flows.segment:segment_flow", {
-            "labels": base, "rounds": rounds, "preset": resolved.preset, "backbone": backbone, "weights": weights,
-            "output_stride": output_stride, "overrides": overrides, "train_split": train_split, "splits": splits,
-            "until": until, "device": device, "train_threads": train_threads,
-        })
-    run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
-    if evaluate and until is None:
-        if has_ground_truth(ws):
-            run.evaluation = evaluate_flow(
-                str(ws.path), [base, *run.mask_stages], run_name=run_name or pipeline.name, log_to_mlflow=log_to_mlflow,
-                splits=splits,
-            )
-        else:
-            announce("evaluate: no ground-truth masks in this workspace; nothing to score")
+    settings = round_settings(base, rounds, resolved, train_split)
+    inherit = {name: settings[name] for name in ("labels", "preset")}
+    with flow_run_tracking(ws, log_to_mlflow, "segment", settings, resolved.config, inherit) as tracking:
+        pipeline = segmentation_pipeline(
+            base, rounds, resolved.config, resolved.weights, backbone_from if from_checkpoint else None, train_split,
+            device, train_threads or default_train_threads(), tracking,
+        )
+        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why,
+                                                 "weights": {"segmentation": resolved.weights_record()}})
+        if only_ids is None:  # a retry keeps the request it retries
+            ws.remember_request(pipeline.name, "flows.segment:segment_flow", {
+                "labels": base, "rounds": rounds, "preset": resolved.preset, "backbone": backbone, "weights": weights,
+                "output_stride": output_stride, "overrides": overrides, "train_split": train_split, "splits": splits,
+                "until": until, "device": device, "train_threads": train_threads,
+            })
+        run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
+        base_settings = mask_settings(ws, base)
+        remember_mask_settings(ws, {stage: {**base_settings, **settings} for stage in run.mask_stages})
+        if evaluate and until is None:
+            if has_ground_truth(ws):
+                run.evaluation = evaluate_flow(
+                    str(ws.path), [base, *run.mask_stages], run_name=run_name or pipeline.name,
+                    log_to_mlflow=log_to_mlflow, splits=splits,
+                )
+            else:
+                announce("evaluate: no ground-truth masks in this workspace; nothing to score")
     return run
+
+
+def round_settings(labels: str, rounds: int, resolved: ResolvedSegmentationConfig, train_split: str) -> dict[str, Any]:
+    """What a segment run is, as a person reads it (MLflow params): the label set, rounds,
+    preset, network, weights asked for and used, then every config value by its `--set` name."""
+    weights = {k: v for k, v in resolved.weights_record().items() if k != "note"}
+    return {
+        "labels": labels, "rounds": rounds, "preset": resolved.preset, "train_split": train_split,
+        "network": resolved.config.train.backbone, "weights": weights, **config_to_dict(resolved.config),
+    }
 
 
 @flow(name="segment")

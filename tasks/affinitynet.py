@@ -11,34 +11,33 @@ runner (flows/pipeline.py); the table in flows/affinitynet.py wires them.
     rw/<id>              {scores: float32 (K+1, h, w) walked on the stride grid, classes: int32 (K,)}
     pseudo/rw/<id>, pseudo/rw-crf/<id>   uint8 HxW
 
-Training tasks (dataset-level rows) carry the "gpu" tag, log params, per-epoch metrics
-and the checkpoint to MLflow, checkpoint every epoch, resume after a crash and reuse a
-checkpoint finished under the same stage key. DataLoader workers stay 0: forked loader
-processes die with the threads of Prefect's server.
+Training tasks (dataset-level rows) carry the "gpu" tag and go through tasks.training.run_training:
+a nested MLflow run (readable params, per-epoch metrics, the checkpoint), a checkpoint every
+epoch, resumed after a crash, reused when finished under the same stage key. DataLoader
+workers stay 0: forked loader processes die with the threads of Prefect's server.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from prefect import task
-from rich.console import Console
 
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
+from tasks.training import (
+    WorkspaceItems,
+    check_image_shape,
+    run_training,
+    training_params,
+    training_tags,
+    usable_images,
+)
 from wsss_core.psa.affinity import AffinityConfig, confident_label_map
 from wsss_core.psa.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
 from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
-from wsss_core.training import read_checkpoint
-from wsss_core.config import config_to_dict
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
 from wsss_core.psa.config import (
@@ -50,9 +49,9 @@ from wsss_core.psa.config import (
     score_mask,
 )
 from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
-from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
-from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace, write_json_atomic
-from wsss_core.tracking import tracked_run
+from wsss_core.runner import BatchReport, DatasetReport
+from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace
+from wsss_core.tracking import Tracking
 
 TRAIN_CAM = "train-cam"
 CAMS = "cams"
@@ -62,9 +61,6 @@ TRAIN_AFFINITYNET = "train-affinitynet"
 RW = "rw"
 PSEUDO_RW = "pseudo/rw"
 PSEUDO_RW_CRF = "pseudo/rw-crf"
-
-console = Console(stderr=True, soft_wrap=True)  # one line per training epoch
-
 
 def foreground_classes(workspace: Workspace) -> int:
     return len(workspace.classes) - 1
@@ -90,116 +86,6 @@ def read_scores(workspace: Workspace, stage: str, image_id: str) -> tuple[np.nda
     return scores, classes
 
 
-# ----------------------------------------------------------------------------- training plumbing
-
-
-def checkpoint_status(path: Path, key: str) -> str:
-    """'finished', 'resume' or 'fresh' for the checkpoint at ``path`` and the stage key.
-
-    A sidecar ``<path>.json`` holds the key the checkpoint was trained under. A checkpoint
-    of another key (config, inputs or training images changed) is moved to
-    ``<name>.previous.pt`` and training starts afresh.
-    """
-    sidecar = path.with_name(path.name + ".json")
-    if not path.exists():
-        sidecar.unlink(missing_ok=True)
-        return "fresh"
-    state = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-    if state.get("key") != key:
-        os.replace(path, path.with_name(path.stem + ".previous" + path.suffix))
-        sidecar.unlink(missing_ok=True)
-        return "fresh"
-    return "finished" if state.get("finished") else "resume"
-
-
-def write_checkpoint_status(path: Path, key: str, finished: bool) -> None:
-    write_json_atomic(path.with_name(path.name + ".json"), {"key": key, "finished": finished})
-
-
-def run_training(
-    workspace: Workspace,
-    report: DatasetReport,
-    key: str,
-    params: dict[str, Any],
-    log_to_mlflow: bool,
-    train: Callable[[Callable[[int, dict[str, float]], None]], None],
-) -> DatasetReport:
-    """Skip / resume / start a training, inside an MLflow run (the runner marks its images done)."""
-    import mlflow
-
-    checkpoint = Path(report.artifact)
-    status = checkpoint_status(checkpoint, key)
-    if status == "finished":
-        report.history = list(read_checkpoint(checkpoint).get("history", []))
-        return report
-    if status == "resume":
-        state = read_checkpoint(checkpoint)
-        report.resumed_from_epoch = int(state.get("epoch", 0))
-        report.history = list(state.get("history", []))
-    write_checkpoint_status(checkpoint, key, finished=False)
-    tags = {"kind": "training", "stage": report.stage, "stage_key": key}
-    run_context = tracked_run(workspace.path, report.stage, params, tags=tags) if log_to_mlflow else nullcontext()
-    with run_context as run:
-        if run is not None:
-            report.mlflow_run_id = run.info.run_id
-            mlflow.set_tag("resumed_from_epoch", str(report.resumed_from_epoch))
-            for epoch, metrics in enumerate(report.history):  # epochs of the interrupted run(s)
-                mlflow.log_metrics(metrics, step=epoch + 1)
-
-        started = time.perf_counter()
-
-        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal started
-            report.history.append(metrics)
-            seconds, started = time.perf_counter() - started, time.perf_counter()
-            shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-            console.print(f"{report.stage} epoch {epoch + 1}: {shown} ({seconds:.0f} s)")
-            if run is not None:
-                mlflow.log_metrics(metrics, step=epoch + 1)
-
-        train(on_epoch_end)
-        if run is not None:
-            mlflow.log_artifact(str(checkpoint), artifact_path="model")
-    write_checkpoint_status(checkpoint, key, finished=True)
-    report.trained = True
-    return report
-
-
-class WorkspaceItems(torch.utils.data.Dataset):
-    """(image, target) pairs read from the workspace on demand: ``load(image_id)``."""
-
-    def __init__(self, image_ids: list[str], load: Callable[[str], tuple[np.ndarray, Any]]):
-        self.image_ids, self.load = list(image_ids), load
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
-        return self.load(self.image_ids[index])
-
-
-def usable_images(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], check: Callable[[str], Any]
-) -> tuple[list[str], dict[str, str]]:
-    """Images whose ``check`` passes; the others get a failure record of ``stage``."""
-    usable, failed = [], {}
-    for image_id in image_ids:
-        try:
-            check(image_id)
-        except Exception as error:  # noqa: BLE001 - recorded, the image is left out
-            failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
-            continue
-        usable.append(image_id)
-    return usable, failed
-
-
-def check_image_shape(workspace: Workspace, image_id: str) -> tuple[int, ...]:
-    shape = workspace.array_shape("images", image_id)
-    if len(shape) != 3 or shape[2] != 3:
-        raise BadInputError(image_id, f"image is {shape}, not HxWx3")
-    return shape
-
-
 # ----------------------------------------------------------------------------- train-cam
 
 
@@ -213,7 +99,7 @@ def train_cam_task(
     weights: dict[str, Any],
     device: str | None = None,
     threads: int | None = None,
-    log_to_mlflow: bool = True,
+    tracking: Tracking | None = None,
 ) -> DatasetReport:
     """Train the CAM classifier on the images (with at least one tag) -> <workspace>/models/cam/model.pt.
 
@@ -232,7 +118,7 @@ def train_cam_task(
     report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
     tagged = [i for i in report.images if tag_counts[i] > 0]
     items = WorkspaceItems(tagged, lambda i: (read_image(workspace, i), read_tags(workspace, i).tolist()))
-    params = training_params(workspace, key, weights, len(tagged), config)
+    params = training_params("cam", weights, len(tagged), config)
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         with torch_threads(threads, target):
@@ -241,7 +127,7 @@ def train_cam_task(
                 device=target, checkpoint_path=report.artifact, on_epoch_end=on_epoch_end,
             )
 
-    return run_training(workspace, report, key, params, log_to_mlflow, train)
+    return run_training(workspace, report, key, params, tracking, train, training_tags(weights))
 
 
 @lru_cache(maxsize=2)
@@ -335,7 +221,7 @@ def train_affinitynet_task(
     init_from_cam: bool = False,
     device: str | None = None,
     threads: int | None = None,
-    log_to_mlflow: bool = True,
+    tracking: Tracking | None = None,
 ) -> DatasetReport:
     """Train AffinityNet on the confident labels -> <workspace>/models/affinitynet/model.pt."""
     target = resolve_device(device)
@@ -349,7 +235,7 @@ def train_affinitynet_task(
     report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
     items = WorkspaceItems(report.images, lambda i: (read_image(workspace, i), workspace.read_array(labels, i)))
     init_from = str(workspace.path / CAM_CHECKPOINT) if init_from_cam else None
-    params = {**training_params(workspace, key, weights, len(report.images), config), "init_from": init_from}
+    params = training_params("affinitynet", weights, len(report.images), config, init_from="cam" if init_from_cam else "weights")
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         with torch_threads(threads, target):
@@ -358,15 +244,7 @@ def train_affinitynet_task(
                 on_epoch_end=on_epoch_end, init_from=init_from,
             )
 
-    return run_training(workspace, report, key, params, log_to_mlflow, train)
-
-
-def training_params(workspace: Workspace, key: str, weights: dict[str, Any], n_images: int, config: Any) -> dict[str, Any]:
-    """What a training run logs as MLflow params."""
-    return {
-        "stage_key": key, "workspace": str(workspace.path), "weights": weights, "n_images": n_images,
-        "config": config_to_dict(config),
-    }
+    return run_training(workspace, report, key, params, tracking, train, training_tags(weights))
 
 
 @lru_cache(maxsize=2)

@@ -29,7 +29,7 @@ from prefect import get_run_logger, task
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, run_block_in_task, single_torch_thread
 from wsss_core.backbones import Backbone, build_backbone
 from wsss_core.crf import CRFConfig
-from wsss_core.config import ids_digest
+from wsss_core.config import config_to_dict, ids_digest
 from wsss_core.errors import BadInputError
 from wsss_core.graphnet.config import (
     GRAPH_ARRAYS,
@@ -52,6 +52,7 @@ from wsss_core.registries import SUPERVISIONS
 from wsss_core.registry import resolve_target
 from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
 from wsss_core.store import Workspace
+from wsss_core.tracking import Tracking, open_run
 from wsss_core.weights import WeightsChoice
 
 
@@ -236,6 +237,7 @@ def gcn_fit(
     graphs: str = "graphs",
     seeds: str = "seeds/scribbles",
     device: str | None = None,
+    tracking: Tracking | None = None,
 ) -> DatasetReport:
     """One shared GCN fitted on the seeds of all the given images (dataset-level).
 
@@ -267,7 +269,14 @@ def gcn_fit(
             report.late_note = f"the shared GCN fitted again with them, used for them only ({late_path.name})"
         return report
     get_run_logger().info("%s: fitting one shared GCN on the seeds of %d images", stage, len(items))
-    fit_and_save(items, report.images, config, device, path)
+    if tracking is None:
+        fit_and_save(items, report.images, config, device, path)
+    else:  # a nested MLflow run, like every training
+        params = {"network": "gcn", **config_to_dict(config), "n_images": len(items)}
+        with open_run(tracking, stage, params, {"kind": "training", "stage": stage, "stage_key": key}) as run:
+            report.mlflow_run_id = run.run_id
+            fit_and_save(items, report.images, config, device, path)
+            run.log_artifact(path, "model")
     report.trained = True
     return report
 

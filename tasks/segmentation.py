@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from tasks.affinitynet import check_image_shape, read_image, run_training, training_params, usable_images
+from tasks.affinitynet import read_image
+from tasks.training import check_image_shape, run_training, training_params, training_tags, usable_images
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
@@ -30,6 +31,7 @@ from wsss_core.segmentation.model import SegmentationNet, build_segmentation_mod
 from wsss_core.segmentation.predict import predict_round_mask
 from wsss_core.segmentation.train import train_segmentation
 from wsss_core.store import ArrayColumn, Workspace
+from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice
 
 
@@ -51,7 +53,7 @@ def train_segmentation_task(
     backbone_from: dict[str, str] | None = None,
     device: str | None = None,
     threads: int | None = None,
-    log_to_mlflow: bool = True,
+    tracking: Tracking | None = None,
 ) -> DatasetReport:
     """Train DeepLabV3 on the images' ``labels`` masks (255 ignored) -> models/segmentation/.../model.pt.
 
@@ -72,8 +74,8 @@ def train_segmentation_task(
     report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
     # Read on demand, picklable: loader workers (config.num_workers > 0) are spawned and get a copy.
     images, masks = ArrayColumn(workspace, "images", report.images), ArrayColumn(workspace, labels, report.images)
-    params = {**training_params(workspace, key, weights.record(), len(report.images), config), "labels": labels,
-              "round": round, "backbone_from": backbone_from}
+    params = training_params("segmentation", weights.record(), len(report.images), config, labels=labels, round=round,
+                             backbone_from=(backbone_from or {}).get("stage"))
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
         model = build_segmentation_model(config.backbone, len(workspace.classes), config.output_stride, weights)
@@ -82,7 +84,7 @@ def train_segmentation_task(
                 model, images, masks, config, device=target, checkpoint_path=report.artifact, on_epoch_end=on_epoch_end
             )
 
-    return run_training(workspace, report, key, params, log_to_mlflow, train)
+    return run_training(workspace, report, key, params, tracking, train, training_tags(weights.record()))
 
 
 def label_classes(label: np.ndarray) -> list[int]:

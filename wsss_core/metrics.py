@@ -84,18 +84,30 @@ class ConfusionMatrix:
         }
 
 
-def format_iou_table(results: Mapping[str, ConfusionMatrix], class_names: Sequence[str]) -> str:
-    """Plain-text table: one row per method, IoU per class and mIoU in percent ("-" = absent)."""
-    header = ["method", *class_names, "mIoU"]
+def format_iou_table(
+    results: Mapping[str | tuple[str, ...], ConfusionMatrix],
+    class_names: Sequence[str],
+    key_header: Sequence[str] = ("method",),
+    images: bool = False,
+) -> str:
+    """Plain-text table: one row per result, IoU per class and mIoU in percent ("-" = absent).
+
+    A result's key fills the leading columns (a string: one column; a tuple: one each, named
+    by key_header, e.g. ("mask set", "round", "split")); images: add the image count column.
+    """
+    header = [*key_header, *(["images"] if images else []), *class_names, "mIoU"]
     rows = [header]
-    for method, confusion in results.items():
+    for key, confusion in results.items():
+        keys = [key] if isinstance(key, str) else list(key)
+        if len(keys) != len(key_header):
+            raise ValueError(f"{key}: {len(keys)} key columns but {len(key_header)} names")
         if confusion.num_classes != len(class_names):
-            raise ValueError(f"{method}: {confusion.num_classes} classes but {len(class_names)} names")
+            raise ValueError(f"{key}: {confusion.num_classes} classes but {len(class_names)} names")
         values = [*confusion.iou(), confusion.miou()]
-        rows.append([method, *(_percent(v) for v in values)])
+        rows.append([*keys, *([str(confusion.images)] if images else []), *(_percent(v) for v in values)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(cell.ljust(w) if i < len(key_header) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
         for row in rows
     ]
     return "\n".join(lines)

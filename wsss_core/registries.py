@@ -163,12 +163,42 @@ def mask_method_name(supervision: str, propagation: str) -> str:
 
 
 def mask_method_of_stage(stage: str) -> tuple[str, MaskMethod] | None:
-    """("gcn-scribbles", entry) for pseudo/gcn-scribbles or pseudo/gcn-scribbles-crf; None otherwise."""
+    """("gcn-scribbles", entry) for pseudo/gcn-scribbles, pseudo/gcn-scribbles-crf or a round
+    of them (pseudo/gcn-scribbles/round-1); None otherwise."""
     if not stage.startswith("pseudo/"):
         return None
     name = stage.removeprefix("pseudo/").split("/")[0]
     name = name.removesuffix(CRF_SUFFIX)
     return (name, MASK_METHODS.get(name)) if name in MASK_METHODS else None
+
+
+ROUND_PREFIX = "round-"
+
+
+def mask_round_of_stage(stage: str) -> int | None:
+    """The segmentation round that made a mask stage: 0 for the pseudo masks themselves
+    (pseudo/<method>[-crf]), k for pseudo/<method>[-crf]/round-<k>; None for other stages."""
+    if mask_method_of_stage(stage) is None:
+        return None
+    parts = stage.split("/")
+    if len(parts) == 2:
+        return 0
+    if len(parts) == 3 and parts[2].startswith(ROUND_PREFIX) and parts[2].removeprefix(ROUND_PREFIX).isdigit():
+        return int(parts[2].removeprefix(ROUND_PREFIX))
+    return None
+
+
+def round_zero_stage(stage: str) -> str:
+    """The pseudo masks a round started from: pseudo/<method>[-crf] of pseudo/<method>[-crf]/round-<k>."""
+    return "/".join(stage.split("/")[:2])
+
+
+def mask_stage_order(stage: str) -> tuple:
+    """Sort key of mask stages: baselines first, then by method, CRF after plain, rounds in order."""
+    found = mask_method_of_stage(stage)
+    base = round_zero_stage(stage)
+    return (not (found and found[1].baseline), found[0] if found else stage, base.endswith(CRF_SUFFIX),
+            mask_round_of_stage(stage) or 0, stage)
 
 
 # ----------------------------------------------------------------------------- pipeline paths

@@ -1,6 +1,11 @@
 """The AffinityNet (PSA) path end to end through its Prefect flow, on tiny images."""
 
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -28,6 +33,7 @@ from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_CRF = CRFConfig(iterations=3)
 
 
@@ -115,19 +121,35 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
         checkpoint = read_checkpoint(workspace / path)
         assert checkpoint["meta"]["kind"] == kind and checkpoint["epoch"] == 1
 
-    # MLflow: both trainings with params, per-epoch metrics and the model; the evaluation
+    # MLflow: one run for the flow run; nested under it both trainings (readable params,
+    # per-epoch metrics, the model, the config) and the evaluation's run per mask set
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
     runs = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+    parent = [r for name, r in runs.items() if name.startswith("affinitynet ")]
+    assert len(parent) == 1 and parent[0].data.tags["prefect.flow_run_name"] in parent[0].info.run_name
+    parent = parent[0]
+    assert parent.data.params["preset"] == "small" and parent.data.params["random_walk.beta"] == "12.0"
+    assert parent.data.tags["workspace"] == str(workspace.resolve()) and parent.data.tags["dataset"]
     cam_run = runs["train-cam"]
-    assert cam_run.data.params["config.backbone"] == "resnet18"
-    assert cam_run.data.params["weights.used"] == "none"
-    assert cam_run.data.params["n_images"] == str(len(good))
+    assert cam_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    params = cam_run.data.params
+    assert params["network"] == "cam" and params["backbone"] == "resnet18" and params["preset"] == "small"
+    assert params["weights.used"] == "none" and params["epochs"] == "1" and params["crop_size"] == "64"
+    assert params["n_images"] == str(len(good))
+    assert not any("key" in name or "time" in name for name in params)  # keys go in tags
+    assert cam_run.data.tags["stage_key"] == ws.stage_key("train-cam") and cam_run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "loss")] == [1]
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "mAP")] == [1]
     assert [a.path for a in client.list_artifacts(cam_run.info.run_id, "model")] == ["model/model.pt"]
+    assert "config.json" in {a.path for a in client.list_artifacts(cam_run.info.run_id)}
     assert client.get_metric_history(runs["train-affinitynet"].info.run_id, "loss")
     assert set(first.evaluation) == {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf"}
-    assert "pseudo.rw.mIoU" in runs["affinitynet"].data.metrics
+    evaluation = [r for name, r in runs.items() if name.startswith("evaluate ")][0]
+    assert evaluation.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    rw = runs["pseudo/rw train"]
+    assert rw.data.tags["mlflow.parentRunId"] == evaluation.info.run_id
+    assert rw.data.metrics["miou"] == pytest.approx(100 * first.evaluation["pseudo/rw"]["splits"]["train"]["miou"])
+    assert rw.data.params["method"] == "rw" and rw.data.params["preset"] == "small" and rw.data.params["round"] == "0"
 
     # offline, a segmentation round's backbone starts from the CAM classifier just trained (it fits
     # the small preset's ResNet-18), and trains again when that classifier changes
@@ -189,11 +211,60 @@ def test_training_resumes_from_its_checkpoint_after_a_crash(workspace, monkeypat
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
     steps = [m.step for m in client.get_metric_history(report.mlflow_run_id, "loss")]
     assert steps == [1, 2]  # the resumed run carries the whole curve
+    trainings = client.search_runs([client.get_experiment_by_name("wsss").experiment_id], "attributes.run_name = 'train-cam'")
+    assert sorted(r.info.status for r in trainings) == ["FAILED", "FINISHED"]  # the crashed run ended FAILED
 
     # another training config: the old checkpoint is set aside and training starts afresh
     again = run_flow(workspace, replace(tiny_config(cam_epochs=1)), until="train-cam")
     assert again.trainings["train-cam"].resumed_from_epoch == 0 and again.trainings["train-cam"].trained
     assert (workspace / "models/cam/model.previous.pt").exists()
+
+
+# Run in a process of its own: the CAM training kills that process (SIGKILL, no clean-up of any
+# kind) right after its first epoch's checkpoint, as an OOM killer or a lost machine would.
+KILLED_MID_TRAINING = """
+import os, signal, sys
+import tasks.affinitynet as t
+from tests.flows.test_affinitynet import run_flow, tiny_config
+
+real_train = t.train_cam_classifier
+
+def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
+    def callback(epoch, metrics):
+        on_epoch_end(epoch, metrics)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return real_train(*args, on_epoch_end=callback, **kwargs)
+
+t.train_cam_classifier = killed_after_first_epoch
+run_flow(sys.argv[1], tiny_config(cam_epochs=2), until="train-cam")
+"""
+
+
+def test_a_training_killed_mid_run_resumes_and_its_mlflow_run_is_marked_failed(workspace):
+    import prefect.settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONPATH=str(REPO_ROOT), PREFECT_API_URL=prefect.settings.PREFECT_API_URL.value())
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_TRAINING, str(workspace)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert read_checkpoint(workspace / CAM_CHECKPOINT)["epoch"] == 1
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    experiment = client.get_experiment_by_name("wsss").experiment_id
+    [left] = client.search_runs([experiment], "attributes.run_name = 'train-cam'")
+    assert left.info.status == "RUNNING"  # nothing in the killed process could end it
+
+    resumed = run_flow(workspace, tiny_config(cam_epochs=2), until="train-cam")
+    report = resumed.trainings["train-cam"]
+    assert report.trained and report.resumed_from_epoch == 1  # the checkpoint was used
+    assert read_checkpoint(workspace / CAM_CHECKPOINT)["epoch"] == 2
+    killed_run = client.get_run(left.info.run_id)
+    assert killed_run.info.status == "FAILED" and "taken up again" in killed_run.data.tags["abandoned"]
+    assert client.get_run(killed_run.data.tags["mlflow.parentRunId"]).info.status == "FAILED"  # its flow run's run
+    finished = client.get_run(report.mlflow_run_id)
+    assert finished.info.status == "FINISHED" and finished.data.tags["resumed_from_epoch"] == "1"
+    assert [m.step for m in client.get_metric_history(report.mlflow_run_id, "loss")] == [1, 2]
 
 
 def test_weights_that_cannot_be_loaded_fall_back_loudly_and_are_recorded(monkeypatch):

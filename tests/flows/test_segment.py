@@ -134,6 +134,10 @@ def test_a_killed_training_resumes_from_its_checkpoint(workspace, prefect_harnes
     report = resumed.trainings[stage]
     assert report.trained and report.resumed_from_epoch == killed_at
     assert read_checkpoint(checkpoint)["epoch"] == 6 and len(report.history) == 6
+    # the killed process's MLflow run is marked FAILED by the run that took the training up
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.stage = '{stage}'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
 
 
 def test_bad_requests_are_one_line_errors(workspace):

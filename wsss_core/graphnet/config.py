@@ -174,6 +174,37 @@ def resolve_config(
     return ResolvedConfig(apply_overrides(config, overrides, "graphnet"), preset, why)
 
 
+def run_settings(
+    resolved: ResolvedConfig, supervision: str, propagation: str, crf: bool, features: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a GraphNet run is, as a person reads it (MLflow params): the method, supervision,
+    propagation, preset, CNN and weights (requested and used; "none" without a CNN stage),
+    then the config sections this request uses, by the names `--set` takes.
+
+    features: the features stage's weights record (WeightsChoice.record()), None without one.
+    """
+    from wsss_core.config import config_to_dict
+    from wsss_core.registries import PROPAGATIONS, mask_method_name
+
+    config = config_to_dict(resolved.config)
+    seeds = SUPERVISIONS.get(supervision).seeds_config
+    propagation_section = "gcn" if PROPAGATIONS.check(propagation) == "gcn" else "label_propagation"
+    sections = ["superpixels", "graphs", seeds, propagation_section] + (["crf"] if crf else [])
+    weights = {k: v for k, v in (features or {}).items() if k in ("requested", "used", "fallback")}
+    return {
+        "path": f"graphnet-{supervision}", "method": mask_method_name(supervision, propagation),
+        "supervision": supervision, "propagation": propagation, "preset": resolved.preset, "crf": crf,
+        "backbone": (features or {}).get("backbone", "none"),
+        "weights": weights or {"requested": resolved.config.weights, "used": "none"},
+        **{section: config[section] for section in sections},
+    }
+
+
+def baseline_settings(supervision: str) -> dict[str, Any]:
+    """The settings of a supervision's baseline masks (nothing learned, nothing tuned)."""
+    return {"path": f"graphnet-{supervision}", "method": SUPERVISIONS.get(supervision).baseline, "supervision": supervision}
+
+
 # ----------------------------------------------------------------------------- arrays
 
 

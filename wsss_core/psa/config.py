@@ -205,3 +205,24 @@ def crf_score_mask(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, c
     total = scores.sum(axis=0, keepdims=True)
     probabilities = np.where(total > 0, scores / np.maximum(total, 1e-12), 1.0 / scores.shape[0])
     return score_mask(crf_inference(image, probabilities, crf), classes)
+
+
+def run_settings(resolved: ResolvedConfig, crf: bool) -> dict[str, Any]:
+    """What an AffinityNet run is, as a person reads it (MLflow params): preset, backbones,
+    weights (requested and used, per network), the walk's beta and steps, then every config
+    section by the names `--set` takes."""
+    from wsss_core.config import config_to_dict
+
+    config = config_to_dict(resolved.config)
+    if not crf:
+        config.pop("rw_crf")
+    weights = {
+        network: {k: v for k, v in record.items() if k in ("requested", "used", "weights", "fallback")}
+        for network, record in resolved.weights.items()
+    }
+    walk = resolved.config.random_walk
+    return {
+        "path": "affinitynet", "supervision": "tags", "preset": resolved.preset, "crf": crf,
+        "backbone": resolved.config.cam_train.backbone, "weights": weights,
+        "walk": {"beta": walk.beta, "steps": walk.steps}, **config,
+    }
