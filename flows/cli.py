@@ -597,6 +597,39 @@ def retry_failed(
 
 
 @app.command()
+def compare(
+    workspace: Annotated[
+        Optional[list[Path]], typer.Option("--workspace", "-w", help="A workspace whose MLflow store to read (repeatable: read together).")
+    ] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="A tracking store shared by workspaces (e.g. sqlite:///runs.db, http://127.0.0.1:5000).")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else wsss).")] = None,
+    metric: Annotated[str, typer.Option(help="Metric to rank by (miou, iou/<class>, pixel_accuracy: percent; or a training's loss).")] = "miou",
+    filter_: Annotated[
+        Optional[str], typer.Option("--filter", help="MLflow search filter, e.g. \"params.split = 'val' and params.round = '0'\".")
+    ] = None,
+    ascending: Annotated[bool, typer.Option("--ascending", help="Lowest first (for a loss).")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many runs.", min=1)] = 50,
+) -> None:
+    """Runs sorted by a metric, best first, with only the params that differ between them: which setting won."""
+    from wsss_core.experiments import compare_runs
+    from wsss_core.tracking import experiment_name
+
+    typer.echo(compare_runs(workspace or [], tracking_uri, experiment or experiment_name(), metric, filter_ or "", ascending, limit))
+
+
+@app.command()
+def ui(
+    workspace: WorkspaceOpt,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 5000,
+) -> None:
+    """MLflow's UI on the workspace's tracking store, on 127.0.0.1, until Ctrl-C."""
+    from wsss_core.experiments import serve_ui
+
+    if serve_ui(workspace, port, lambda line: typer.echo(line, err=True)) != 0:
+        raise typer.Exit(1)  # the server stopped by itself (its messages are above)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
     images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,

@@ -128,7 +128,8 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
     parent = [r for name, r in runs.items() if name.startswith("affinitynet ")]
     assert len(parent) == 1 and parent[0].data.tags["prefect.flow_run_name"] in parent[0].info.run_name
     parent = parent[0]
-    assert parent.data.params["preset"] == "small" and parent.data.params["random_walk.beta"] == "12.0"
+    assert parent.data.params["preset"] == "small" and parent.data.params["random_walk.log_t"] == "5"
+    assert parent.data.params["walk.steps"] == "32" and parent.data.params["cam_train.epochs"] == "1"
     assert parent.data.tags["workspace"] == str(workspace.resolve()) and parent.data.tags["dataset"]
     cam_run = runs["train-cam"]
     assert cam_run.data.tags["mlflow.parentRunId"] == parent.info.run_id

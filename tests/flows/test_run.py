@@ -1,0 +1,36 @@
+"""`wsss run` with MLflow on: its runs nest like its flow runs."""
+
+import mlflow
+
+from flows.common import Execution, flow_result
+from flows.ingest import ingest_flow
+from flows.run import run_flow
+from wsss_core.tracking import tracking_uri
+
+
+def test_the_whole_run_nests_its_paths_and_its_evaluation_under_one_run(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(synthetic_root), workspace=workspace, split=["train", "val"], execution=Execution(progress=False))
+    settings = {
+        "paths": ["graphnet-scribbles"], "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 10}}},
+        "execution": {"progress": False},
+    }
+    whole = flow_result(run_flow, workspace=workspace, settings=settings)
+    assert whole.ok and set(whole.evaluation["pseudo/gcn-scribbles"]["splits"]) == {"train", "val"}
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    runs = client.search_runs([client.get_experiment_by_name("wsss").experiment_id])
+    by_name = {r.info.run_name.split(" ")[0]: r for r in runs if r.data.tags.get("kind") == "flow"}
+    assert set(by_name) == {"run", "graphnet", "evaluate"}
+    top = by_name["run"]
+    assert "mlflow.parentRunId" not in top.data.tags and top.data.params["paths"] == "[graphnet-scribbles]"
+    assert by_name["graphnet"].data.tags["mlflow.parentRunId"] == top.info.run_id
+    assert by_name["evaluate"].data.tags["mlflow.parentRunId"] == top.info.run_id
+    assert by_name["graphnet"].data.tags["prefect.flow_run_id"] != top.data.tags["prefect.flow_run_id"]
+    [fit] = [r for r in runs if r.info.run_name == "gcn-weights/gcn-scribbles"]
+    assert fit.data.tags["mlflow.parentRunId"] == by_name["graphnet"].info.run_id
+    assert fit.data.params["pretrain_epochs"] == "10" and fit.data.params["method"] == "gcn-scribbles"
+    evaluated = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == by_name["evaluate"].info.run_id}
+    assert evaluated == {f"pseudo/{m} {s}" for m in ("gcn-scribbles", "nearest-scribbles") for s in ("train", "val")}
+    assert all(r.info.status == "FINISHED" for r in runs)
