@@ -1,4 +1,4 @@
-"""`wsss run` with MLflow on: its runs nest like its flow runs."""
+"""`wsss run` with MLflow on: its runs nest like its flow runs (paths, segmentation rounds, evaluation)."""
 
 import mlflow
 
@@ -14,6 +14,7 @@ def test_the_whole_run_nests_its_paths_and_its_evaluation_under_one_run(syntheti
     ingest_flow(root=str(synthetic_root), workspace=workspace, split=["train", "val"], execution=Execution(progress=False))
     settings = {
         "paths": ["graphnet-scribbles"], "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 10}}},
+        "segmentation": {"overrides": {"train": {"epochs": 1, "crop_size": 48}}},  # one round by default
         "execution": {"progress": False},
     }
     whole = flow_result(run_flow, workspace=workspace, settings=settings)
@@ -22,15 +23,22 @@ def test_the_whole_run_nests_its_paths_and_its_evaluation_under_one_run(syntheti
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
     runs = client.search_runs([client.get_experiment_by_name("wsss").experiment_id])
     by_name = {r.info.run_name.split(" ")[0]: r for r in runs if r.data.tags.get("kind") == "flow"}
-    assert set(by_name) == {"run", "graphnet", "evaluate"}
+    assert set(by_name) == {"run", "graphnet", "segment", "evaluate"}
     top = by_name["run"]
     assert "mlflow.parentRunId" not in top.data.tags and top.data.params["paths"] == "[graphnet-scribbles]"
     assert by_name["graphnet"].data.tags["mlflow.parentRunId"] == top.info.run_id
     assert by_name["evaluate"].data.tags["mlflow.parentRunId"] == top.info.run_id
+    assert by_name["segment"].data.tags["mlflow.parentRunId"] == top.info.run_id
+    assert by_name["segment"].data.params["labels"] == "pseudo/gcn-scribbles"
+    [round_1] = [r for r in runs if r.info.run_name == "train-segmentation/gcn-scribbles/round-1"]
+    assert round_1.data.tags["mlflow.parentRunId"] == by_name["segment"].info.run_id
+    assert round_1.data.params["round"] == "1" and round_1.data.params["epochs"] == "1"
     assert by_name["graphnet"].data.tags["prefect.flow_run_id"] != top.data.tags["prefect.flow_run_id"]
     [fit] = [r for r in runs if r.info.run_name == "gcn-weights/gcn-scribbles"]
     assert fit.data.tags["mlflow.parentRunId"] == by_name["graphnet"].info.run_id
     assert fit.data.params["pretrain_epochs"] == "10" and fit.data.params["method"] == "gcn-scribbles"
     evaluated = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == by_name["evaluate"].info.run_id}
-    assert evaluated == {f"pseudo/{m} {s}" for m in ("gcn-scribbles", "nearest-scribbles") for s in ("train", "val")}
+    assert evaluated == {
+        f"pseudo/{m} {s}" for m in ("gcn-scribbles", "nearest-scribbles", "gcn-scribbles/round-1") for s in ("train", "val")
+    }
     assert all(r.info.status == "FINISHED" for r in runs)
