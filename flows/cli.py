@@ -371,7 +371,7 @@ def export(
 def evaluate(
     workspace: WorkspaceOpt,
     stage: Annotated[list[str], typer.Option(help="Mask stage to score (repeat the option for several).")],
-    run_name: Annotated[str, typer.Option(help="Name of the MLflow run and of reports/evaluation-<name>.json.")] = "evaluate",
+    run_name: Annotated[str, typer.Option(help="Name of the report, reports/evaluation-<name>.json (a param of the MLflow run).")] = "evaluate",
     split: SplitOpt = None,
     mlflow: MlflowOpt = True,
 ) -> None:
@@ -541,7 +541,7 @@ def run(
     engine: Annotated[Optional[str], typer.Option(callback=checked(ENGINES.names()), help="Where batches run (default: the config's, threads).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="Address of a running Dask scheduler.")] = None,
-    run_name: Annotated[str, typer.Option(help="Name of the evaluation report and MLflow run.")] = "run",
+    run_name: Annotated[str, typer.Option(help="Name of the evaluation report, reports/evaluation-<name>.json.")] = "run",
 ) -> None:
     """The whole pipeline: (ingest) -> every applicable path (GraphNet scribbles / boxes, AffinityNet) -> segmentation rounds -> one evaluation table.
 

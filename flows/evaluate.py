@@ -51,7 +51,8 @@ def score_stages(
     report = ws.path / REPORT_DIR / f"evaluation-{run_name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"time": time.time(), "splits": splits, "unit": "fraction", "results": results}, indent=1))
-    with flow_run_tracking(ws, log_to_mlflow, "evaluate", {"stages": ", ".join(stages), "splits": ", ".join(members)}) as tracking:
+    evaluated = {"stages": ", ".join(stages), "splits": ", ".join(members) or ALL_IMAGES, "report": report.name}
+    with flow_run_tracking(ws, log_to_mlflow, "evaluate", evaluated) as tracking:
         if tracking is not None:
             for stage in stages:
                 for split, scores in (results[stage]["splits"] or {ALL_IMAGES: results[stage]}).items():

@@ -8,6 +8,9 @@ from wsss_core.registries import (
     SUPERVISIONS,
     mask_method_name,
     mask_method_of_stage,
+    mask_round_of_stage,
+    mask_stage_order,
+    round_zero_stage,
 )
 from wsss_core.registry import Registry, UnknownChoiceError
 
@@ -41,6 +44,20 @@ def test_mask_methods_cover_every_supervision_and_propagation():
     assert name == "gcn-boxes" and method.supervision == "boxes" and not method.baseline
     assert mask_method_of_stage("pseudo/rw")[1].supervision == "tags"
     assert mask_method_of_stage("graphs") is None and mask_method_of_stage("pseudo/unknown") is None
+
+
+def test_segmentation_rounds_of_a_mask_set():
+    assert mask_method_of_stage("pseudo/gcn-scribbles/round-1")[0] == "gcn-scribbles"
+    assert mask_round_of_stage("pseudo/gcn-scribbles") == 0 and mask_round_of_stage("pseudo/gcn-scribbles-crf") == 0
+    assert mask_round_of_stage("pseudo/gcn-scribbles/round-12") == 12
+    assert mask_round_of_stage("pseudo/gcn-scribbles/other") is None and mask_round_of_stage("graphs") is None
+    assert round_zero_stage("pseudo/rw-crf/round-2") == "pseudo/rw-crf" and round_zero_stage("pseudo/rw") == "pseudo/rw"
+    stages = ["pseudo/gcn-scribbles/round-2", "pseudo/gcn-scribbles-crf", "pseudo/gcn-scribbles/round-1",
+              "pseudo/nearest-scribbles", "pseudo/gcn-scribbles"]
+    assert sorted(stages, key=mask_stage_order) == [
+        "pseudo/nearest-scribbles", "pseudo/gcn-scribbles", "pseudo/gcn-scribbles/round-1",
+        "pseudo/gcn-scribbles/round-2", "pseudo/gcn-scribbles-crf",
+    ]
 
 
 def test_every_path_names_a_real_flow_and_a_run_config_section():
