@@ -187,8 +187,8 @@ def generate_sample(index: int, config: SyntheticConfig = SyntheticConfig()) -> 
     return Sample(image_id(index), image, gt=gt, scribble=scribble, boxes=boxes, tags=tags)
 
 
-def write_sample(root: Path, sample: Sample) -> None:
-    """Write one sample's JPEG, GT PNG, scribble PNG and VOC XML under root."""
+def write_sample(root: Path, sample: Sample, class_names: tuple[str, ...] = SYNTHETIC_CLASSES) -> None:
+    """Write one sample's JPEG, GT PNG, scribble PNG and VOC XML (objects named by class_names) under root."""
     if sample.gt is None or sample.scribble is None:
         raise ValueError(f"{sample.image_id}: a synthetic sample needs gt and scribble")
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def write_sample(root: Path, sample: Sample) -> None:
     save_palette_png(root / "scribbles" / f"{sample.image_id}.png", sample.scribble)
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     height, width = sample.image.shape[:2]
-    _write_voc_xml(root / "Annotations" / f"{sample.image_id}.xml", sample.image_id, width, height, sample.boxes)
+    _write_voc_xml(root / "Annotations" / f"{sample.image_id}.xml", sample.image_id, width, height, sample.boxes, class_names)
 
 
 def gt_from_instances(instance_map: np.ndarray, instance_classes: list[int], void_border: int) -> np.ndarray:
@@ -243,7 +243,7 @@ def _clear_previous_output(root: Path) -> None:
             path.unlink()
 
 
-def _write_voc_xml(path: Path, stem: str, width: int, height: int, boxes: list[Box]) -> None:
+def _write_voc_xml(path: Path, stem: str, width: int, height: int, boxes: list[Box], class_names: tuple[str, ...]) -> None:
     annotation = ET.Element("annotation")
     ET.SubElement(annotation, "folder").text = "synthetic"
     ET.SubElement(annotation, "filename").text = f"{stem}.jpg"
@@ -253,7 +253,7 @@ def _write_voc_xml(path: Path, stem: str, width: int, height: int, boxes: list[B
     ET.SubElement(annotation, "segmented").text = "1"
     for box in boxes:
         obj = ET.SubElement(annotation, "object")
-        ET.SubElement(obj, "name").text = SYNTHETIC_CLASSES[box.class_index]
+        ET.SubElement(obj, "name").text = class_names[box.class_index]
         ET.SubElement(obj, "pose").text = "Unspecified"
         truncated = box.x0 == 0 or box.y0 == 0 or box.x1 == width or box.y1 == height
         ET.SubElement(obj, "truncated").text = str(int(truncated))
