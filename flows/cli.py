@@ -247,14 +247,19 @@ def generate(
     height: Annotated[int, typer.Option(min=32)] = 192,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 0,
     variant: Annotated[
-        str, typer.Option(callback=checked(("standard", "holdout")), help="holdout: same classes, other shapes/backgrounds.")
+        str,
+        typer.Option(
+            callback=checked(("standard", "holdout", "wild")),
+            help="holdout: same classes, other shapes/backgrounds. wild: the seed draws its own classes "
+            "(3-7, photo / grey / procedural textures), backgrounds and clutter (min 64x64).",
+        ),
     ] = "standard",
 ) -> None:
     """Write the built-in synthetic dataset (VOC layout with classes.txt, masks, boxes, scribbles)."""
-    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+    from wsss_core.data.wild import generate_variant
 
     started = time.perf_counter()
-    root = generate_dataset(out, SyntheticConfig(n_images=images, width=width, height=height, seed=seed, variant=variant))
+    root = generate_variant(out, variant, images, width, height, seed)
     typer.echo(f"wrote {images} images to {root} in {time.perf_counter() - started:.1f} s", err=True)
 
 

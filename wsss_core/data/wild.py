@@ -310,3 +310,15 @@ def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig()
     }
     (root / "synthetic.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return root
+
+
+VARIANTS = ("standard", "holdout", "wild")
+
+
+def generate_variant(out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int) -> Path:
+    """`wsss generate`: the built-in dataset ("standard", "holdout") or the seed's "wild" dataset."""
+    if variant == "wild":
+        return generate_wild_dataset(out_dir, WildConfig(n_images=n_images, width=width, height=height, seed=seed))
+    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+
+    return generate_dataset(out_dir, SyntheticConfig(n_images=n_images, width=width, height=height, seed=seed, variant=variant))  # type: ignore[arg-type]

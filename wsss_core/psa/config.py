@@ -37,10 +37,21 @@ PAPER_MIN_IMAGES = 1000  # "auto" picks the paper's schedule from this many imag
 
 @dataclass(frozen=True)
 class CamInferenceConfig:
-    """PSA infer_cls.py: scales 1, 0.5, 1.5, 2 and horizontal flips, summed, per-class max-normalised."""
+    """PSA infer_cls.py: scales 1, 0.5, 1.5, 2 and horizontal flips, summed, per-class max-normalised.
+
+    ``small()``: scales 1 and 2, no flip -- a third of the cost (measured on a ResNet-18 CAM
+    classifier from scratch, 40 images of 256x192, one thread: 0.9 s against 2.7 s an
+    image). The 2x scale carries most of what multi-scale adds on stride-8 CAMs of small
+    images; pseudo/cam mIoU (background score 0.45) on two datasets: built-in 64.2 vs 65.3
+    with PSA's, a `wild` seed 23.8 vs 24.4 (scale 1 + flip alone: 58.7 on the built-in).
+    """
 
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
+
+    @classmethod
+    def small(cls) -> CamInferenceConfig:
+        return cls(scales=(1.0, 2.0), flip=False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,8 @@ class AffinityNetPathConfig:
     def small(cls) -> AffinityNetPathConfig:
         """A few hundred small images (~256x192) on a 2-core CPU, without pretrained weights.
 
-        ResNet-18 from scratch, CamTrainConfig.small() and AffinityTrainConfig.small();
+        ResNet-18 from scratch, CamTrainConfig.small(), CamInferenceConfig.small() (scales 1
+        and 2, no flip) and AffinityTrainConfig.small();
         AffinityNet starts from the CAM classifier's backbone (no ImageNet weights to
         start from). Tuned on `wsss generate` (variant "standard", 160 train images) only:
         these from-scratch CAMs are wide, so pseudo/cam is best with a background score of
@@ -91,6 +103,7 @@ class AffinityNetPathConfig:
         """
         return cls(
             cam_train=CamTrainConfig.small(),
+            cam_inference=CamInferenceConfig.small(),
             cam_mask=CamMaskConfig(background_score=0.45),
             affinity_train=AffinityTrainConfig.small(),
             affinity_init="cam",
