@@ -45,6 +45,9 @@ def affinitynet_pipeline(
     training = {"device": device, "threads": train_threads, "tracking": tracking}
     from_cam = config.affinity_init == "cam"
     stride = config.random_walk.stride
+    # the band rule reads the confident labels (and its key follows them); PSA's masks do not
+    confident = (t.AFFINITY_LABELS,) if config.rw_mask.keep_confident else ()
+    band = {"confident": t.AFFINITY_LABELS} if confident else {}
     rows = [
         Stage(t.TRAIN_CAM, t.train_cam_task, (INGEST_STAGE,),
               {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True,
@@ -61,11 +64,12 @@ def affinitynet_pipeline(
         Stage(t.RW, t.random_walk_batch, (INGEST_STAGE, t.CAMS, t.TRAIN_AFFINITYNET),
               {"config": config.random_walk, "cams": t.CAMS, "model": t.TRAIN_AFFINITYNET}, {"device": device},
               step="random-walk"),
-        Stage(t.PSEUDO_RW, t.rw_masks_batch, (t.RW,), {"walk": t.RW, "stride": stride}, step="masks", masks=True),
+        Stage(t.PSEUDO_RW, t.rw_masks_batch, (t.RW, *confident), {**band, "walk": t.RW, "stride": stride},
+              step="masks", masks=True),
     ]
     if crf:
-        rows.append(Stage(t.PSEUDO_RW_CRF, t.rw_masks_batch, (INGEST_STAGE, t.RW),
-                          {"walk": t.RW, "stride": stride, "crf": config.rw_crf}, step="masks", masks=True))
+        rows.append(Stage(t.PSEUDO_RW_CRF, t.rw_masks_batch, (INGEST_STAGE, t.RW, *confident),
+                          {**band, "walk": t.RW, "stride": stride, "crf": config.rw_crf}, step="masks", masks=True))
     return Pipeline("affinitynet", tuple(rows), final_masks=t.PSEUDO_RW_CRF if crf else t.PSEUDO_RW)
 
 

@@ -46,6 +46,7 @@ from wsss_core.psa.config import (
     cam_mask,
     check_tags,
     crf_score_mask,
+    keep_confident_labels,
     score_mask,
 )
 from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
@@ -290,15 +291,18 @@ def random_walk_batch(
 @task(name="rw-masks-batch", **STAGE_TASK_OPTIONS)
 def rw_masks_batch(
     workspace: Workspace, stage: str, key: str, image_ids: list[str], stride: int, crf: CRFConfig | None = None,
-    walk: str = RW,
+    walk: str = RW, confident: str | None = None,
 ) -> BatchReport:
     """pseudo/rw: argmax of the walked scores upsampled bilinearly (PSA); with crf, pseudo/rw-crf:
-    the dense CRF on those scores normalised to sum 1 per pixel, then argmax."""
+    the dense CRF on those scores normalised to sum 1 per pixel, then argmax. confident: the
+    affinity-labels stage whose settled pixels keep their labels (the walk decides the rest)."""
 
     def step(image_id: str) -> None:
         walked, classes = read_scores(workspace, walk, image_id)
         image_shape = workspace.array_shape("images", image_id)[:2]
         scores = upsample_walked(walked, stride, image_shape)
+        if confident is not None:
+            scores = keep_confident_labels(scores, classes, workspace.read_array(confident, image_id))
         if crf is None:
             mask = score_mask(scores, classes)
         else:

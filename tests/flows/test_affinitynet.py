@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import tasks.affinitynet as t
-from flows.affinitynet import affinitynet_flow
+from flows.affinitynet import affinitynet_flow, affinitynet_pipeline
 from flows.common import Execution, flow_result
 from flows.cli import app
 from flows.ingest import ingest_flow
@@ -27,7 +27,7 @@ from wsss_core.cam import CamTrainConfig
 from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict
-from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, resolve_weights
+from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, RwMaskConfig, resolve_weights
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
@@ -285,3 +285,14 @@ def test_cli_help_and_bad_requests():
     assert result.exit_code == 2
     result = runner.invoke(app, ["affinitynet", "--workspace", "/nonexistent/ws", "--stride", "5"])
     assert result.exit_code == 2
+
+
+def test_the_band_rule_reads_the_confident_labels_only_when_on():
+    weights = {"cam": {}, "affinitynet": {}}
+    small = AffinityNetPathConfig.small()
+    rows = {row.name: row for row in affinitynet_pipeline(small, weights, crf=True).stages}
+    assert "affinity-labels" not in rows["pseudo/rw"].reads and "confident" not in rows["pseudo/rw"].params
+    banded = replace(small, rw_mask=RwMaskConfig(keep_confident=True))
+    rows = {row.name: row for row in affinitynet_pipeline(banded, weights, crf=True).stages}
+    for name in ("pseudo/rw", "pseudo/rw-crf"):
+        assert "affinity-labels" in rows[name].reads and rows[name].params["confident"] == "affinity-labels"

@@ -12,6 +12,7 @@ from wsss_core.psa.config import (
     check_tags,
     choose_preset,
     crf_score_mask,
+    keep_confident_labels,
     score_mask,
 )
 
@@ -77,3 +78,16 @@ def test_auto_preset_by_dataset_size_and_device():
 
 def test_ids_digest_ignores_order():
     assert ids_digest(["b", "a"]) == ids_digest(["a", "b"]) != ids_digest(["a"])
+
+
+def test_keep_confident_labels_settles_confident_pixels_and_leaves_the_band_to_the_walk():
+    scores = np.zeros((3, 2, 3), np.float32)
+    scores[2] = 0.9  # the walk says class 6 everywhere
+    confident = np.array([[0, 4, 255], [6, 255, 9]], np.uint8)  # 9 is no tag of this image: left to the walk
+    kept = keep_confident_labels(scores, np.array([4, 6]), confident)
+    assert score_mask(kept, np.array([4, 6])).tolist() == [[0, 4, 6], [6, 6, 6]]
+    assert kept[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and np.array_equal(kept[:, 0, 2], scores[:, 0, 2])
+    assert scores[2, 0, 0] == np.float32(0.9)  # the input is not changed
+    with pytest.raises(BadInputError, match="affinity labels"):
+        keep_confident_labels(scores, np.array([4, 6]), confident[:, :2])
+
