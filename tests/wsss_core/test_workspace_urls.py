@@ -1,5 +1,8 @@
 """A workspace given as a URL: file:// is a local path, object-store URLs are refused in one line."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,14 @@ def test_commands_refuse_an_object_store_workspace_in_one_line(tmp_path, monkeyp
     lines = result.output.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("error: s3://bucket/ws: object-storage workspaces")
     assert not (tmp_path / "s3:").exists()  # nothing made locally under a look-alike path
+
+
+def test_a_flow_command_refuses_an_object_store_workspace_before_starting_prefect(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_HOME": str(tmp_path / "prefect")}
+    command = [sys.executable, "-m", "flows.cli", "ingest", "--root", str(tmp_path), "--workspace", "gs://bucket/ws"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: gs://bucket/ws: object-storage workspaces are not supported yet")
+    assert "temporary server" not in result.stderr.lower()  # Prefect would announce one at INFO
