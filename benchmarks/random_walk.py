@@ -1,11 +1,13 @@
 """Sparse random walk (wsss_core.psa.random_walk) vs PSA's dense N x N walk on a 500x375 image.
 
-    .venv/bin/python benchmarks/random_walk.py [--runs 5] [--dense-stride4 estimate|run]
+    .venv/bin/python benchmarks/random_walk.py [--runs 5] [--repeats 5] [--dense-stride4 estimate|run]
 
 Each (variant, stride) runs in a fresh subprocess, so its peak memory is its own:
 rss_delta_mb is the rise of the process's peak RSS (ru_maxrss) over its peak before the
 first walk; tracemalloc_peak_mb is the peak of numpy/scipy allocations during that walk.
-Times are medians over --runs runs. Scene: a synthetic affinity field (Voronoi regions,
+Times are medians over --runs runs. --repeats N measures everything N times (fresh
+subprocesses each time, rows tagged "repeat") and the summary gives each speed-up's median,
+min and max over the repeats: the machine's load moves single measurements a lot. Scene: a synthetic affinity field (Voronoi regions,
 affinity ~0.9 inside a region and ~0.05 across), two smooth CAMs plus background (3 channels).
 Variants: sparse (wsss_core); dense (PSA's float32 algorithm as is: its squarings fill
 with denormal numbers, which stall CPU matrix products); dense-flush (the same, entries
@@ -189,6 +191,7 @@ def main() -> None:
     )
     parser.add_argument("--child", choices=["sparse", "sparse-torch", "dense", "dense-flush"], help=argparse.SUPPRESS)
     parser.add_argument("--stride", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help="measure everything this many times")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     args = parser.parse_args()
     if args.child:
@@ -202,19 +205,37 @@ def main() -> None:
         jobs += [("sparse-torch", 8, args.runs), ("sparse-torch", 4, args.runs)]
     jobs += [("dense", 8, args.dense_runs), ("dense-flush", 8, args.dense_runs), ("dense", 4, 1), ("dense-flush", 4, 1)]
     rows: list[dict] = []
-    for variant, stride, runs in jobs:
-        if stride == 4 and variant.startswith("dense") and args.dense_stride4 == "estimate":
-            measured = next((r for r in rows if r["variant"] == variant and r["stride"] == 8), None)
-            rows.append(estimate_dense(variant, 4, measured))
-        else:
-            load = list(os.getloadavg())
-            rows.append(run_in_subprocess(variant, stride, runs) | {"load_average_before": load})
-        print_table(rows[-1:])
-        write_report(rows, summarise(rows), args.out)  # partial results survive an interrupted run
+    for repeat in range(args.repeats):
+        done: list[dict] = []
+        for variant, stride, runs in jobs:
+            if stride == 4 and variant.startswith("dense") and args.dense_stride4 == "estimate":
+                measured = next((r for r in done if r["variant"] == variant and r["stride"] == 8), None)
+                done.append(estimate_dense(variant, 4, measured))
+            else:
+                load = list(os.getloadavg())
+                done.append(run_in_subprocess(variant, stride, runs) | {"load_average_before": load})
+            done[-1]["repeat"] = repeat
+            print_table(done[-1:])
+            write_report(rows + done, summarise_repeats(rows + done), args.out)  # partial results survive
+        rows += done
     print()
     print_table(rows)
-    print(json.dumps(summarise(rows), indent=2))
+    print(json.dumps(summarise_repeats(rows), indent=2))
     print(f"wrote {args.out}")
+
+
+def summarise_repeats(rows: list[dict]) -> dict:
+    """summarise() of the last repeat, plus each speed-up's median, min and max over all repeats."""
+    repeats = sorted({r.get("repeat", 0) for r in rows})
+    per_repeat = [summarise([r for r in rows if r.get("repeat", 0) == k]) for k in repeats]
+    summary = per_repeat[-1] | {"repeats": len(repeats)}
+    for key in per_repeat[-1]:
+        if "speedup" in key:
+            values = [s[key] for s in per_repeat if key in s]
+            summary[f"{key}_over_repeats"] = {
+                "median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
+            }
+    return summary
 
 
 def summarise(rows: list[dict]) -> dict:

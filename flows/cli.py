@@ -108,7 +108,17 @@ def checked(names: tuple[str, ...]) -> Callable[..., Any]:
     return check
 
 
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory (holds store.zarr).")]
+def workspace_dir(value: Path) -> Path:
+    """A typer callback: a file:// URL becomes its path, an object-store URL is refused before
+    a flow command starts Prefect (Workspace refuses it too, for flows run by a deployment)."""
+    from wsss_core.store import workspace_path
+
+    return workspace_path(value)
+
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", callback=workspace_dir, help="Workspace directory (holds store.zarr).")
+]
 SplitOpt = Annotated[
     Optional[list[str]], typer.Option("--split", help="Only images of this split (repeat for several; default: all).")
 ]

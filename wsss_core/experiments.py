@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.store import workspace_path
 from wsss_core.tracking import workspace_store
 
 MISSING = "-"  # a param a run does not have
@@ -50,7 +51,7 @@ def stores_to_read(workspaces: Sequence[str | Path], tracking_uri: str | None) -
         tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     stores = [Store(tracking_uri, tracking_uri)] if tracking_uri else []
     for workspace in workspaces:
-        path = Path(workspace)
+        path = workspace_path(workspace)  # an object-store URL: refused
         if not (path / "mlflow.db").is_file():
             raise WorkspaceError(f"{path / 'mlflow.db'}: no MLflow store (run a training or an evaluation with MLflow on first)")
         stores.append(Store(workspace_store(path), str(path)))
@@ -171,7 +172,7 @@ def ui_url(port: int) -> str:
 
 def check_ui_request(workspace: str | Path, port: int) -> None:
     """Refuse, in one line, a workspace without a tracking store or a port already taken."""
-    store = Path(workspace) / "mlflow.db"
+    store = workspace_path(workspace) / "mlflow.db"
     if not store.is_file():
         raise WorkspaceError(f"{store}: no MLflow store (run a training or an evaluation with MLflow on first)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

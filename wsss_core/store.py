@@ -49,6 +49,14 @@ AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
+# "s3://bucket/ws", also as pathlib leaves it ("s3:/bucket/ws"); two letters at least, so
+# that a Windows drive ("C:/") is a path.
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$")
+# Why a workspace must be a local (or mounted) directory, for the refusal below.
+OBJECT_STORE_LIMITS = (
+    "markers, records and splits are written atomically by a local rename, MLflow's store is "
+    "SQLite in the workspace and checkpoints are local files"
+)
 
 
 def owning_stage(array: str) -> str:
@@ -56,6 +64,21 @@ def owning_stage(array: str) -> str:
     ingested arrays ("images", "gt", ...), else the stage of that name ("graphs" for
     graphs/<id>/edges, "seeds/scribbles" for seeds/scribbles/<id>/labels)."""
     return INGEST_STAGE if array in INGEST_ARRAYS else array
+
+
+def workspace_path(path: str | Path) -> Path:
+    """A workspace's directory: a path, or a file:// URL; any other URL (s3://, gs://,
+    memory://, ...) is refused with a WorkspaceError naming what needs a local path."""
+    match = _URL.match(str(path))
+    if match is None:
+        return Path(path)
+    scheme, rest = match.groups()
+    if scheme.lower() == "file":
+        return Path("/" + rest)
+    raise WorkspaceError(
+        f"{scheme}://{rest}: object-storage workspaces are not supported yet ({OBJECT_STORE_LIMITS}); "
+        "use a local directory or a mounted file system (e.g. s3fs, gcsfuse, NFS)"
+    )
 
 
 def check_image_id(image_id: str) -> str:
@@ -124,7 +147,7 @@ class Workspace:
     """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = workspace_path(path)
         self.store_path = self.path / STORE_NAME
 
     def __repr__(self) -> str:
