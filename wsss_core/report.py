@@ -122,9 +122,9 @@ def gather(ws: Workspace, config: ReportConfig = ReportConfig()) -> Report:
         from wsss_core.plots import confusion_figure
 
         report.confusion_png = figure_png(confusion_figure(matrix, report.classes, title=report.best_stage))
-    masks = mask_stages(ws)
+    masks = {stage: ws.done_ids(stage) for stage in mask_stages(ws)}  # each stage's finished images, listed once
     report.sample = [image_row(ws, i, masks, config) for i in ids[: config.sample]]
-    focus = report.best_stage or (masks[0] if masks else None)
+    focus = report.best_stage or next(iter(masks), None)
     if focus:
         ranked, report.worst_note = worst_images(ws, focus, ids)
         report.worst = [
@@ -211,7 +211,7 @@ def confidence_ranking(ws: Workspace, stage: str, image_ids: Sequence[str]) -> l
     return None
 
 
-def image_row(ws: Workspace, image_id: str, masks: Sequence[str], config: ReportConfig, score: str = "") -> ImageRow:
+def image_row(ws: Workspace, image_id: str, masks: dict[str, set[str]], config: ReportConfig, score: str = "") -> ImageRow:
     """image | GT | each weak label drawn | each mask set's pseudo mask | each round's prediction."""
     image = ws.read_array("images", image_id)
     _, tags = weak_label_panel(ws, image_id, image, "tags")  # the tags: a note under the image
@@ -222,8 +222,8 @@ def image_row(ws: Workspace, image_id: str, masks: Sequence[str], config: Report
         picture, _ = weak_label_panel(ws, image_id, image, kind)
         if picture is not None:
             panels.append(Panel(kind, thumbnail_png(picture, config.thumb_side)))
-    for stage in masks:
-        done = image_id in ws.done_ids(stage)
+    for stage, finished in masks.items():
+        done = image_id in finished
         round_ = mask_round_of_stage(stage)
         name = stage.removeprefix("pseudo/") if not round_ else f"{round_zero_stage(stage).removeprefix('pseudo/')} round {round_}"
         picture = overlay_mask(image, ws.read_array(stage, image_id)) if done else None

@@ -2,8 +2,12 @@
 that still renders without GT, without MLflow and with failed images."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +121,19 @@ def test_write_report_defaults_to_the_reports_folder_and_refuses_a_broken_evalua
     (ws.path / "reports" / "evaluation-broken.json").write_text("{")
     with pytest.raises(WorkspaceError, match=r"evaluation-broken.json: not an evaluation report"):
         write_report(ws.path, tmp_path / "out.html")
+
+
+def test_the_command_writes_the_page_and_starts_no_prefect(tmp_path):
+    """`wsss report` runs no flow: Prefect is never imported (so no server starts)."""
+    ws = make_workspace(tmp_path / "ws")
+    out = tmp_path / "page.html"
+    script = (
+        "import sys; from flows.cli import app\n"
+        f"app(['report', '--workspace', {str(ws.path)!r}, '--out', {str(out)!r}], standalone_mode=False)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(out) and "<section id=\"results\">" in out.read_text()
