@@ -581,6 +581,8 @@ def run(
         "flows.run:run_flow", workspace=str(workspace), config_file=str(config) if config else None,
         settings=settings or None, run_name=run_name,
     )
+    if whole.report:
+        typer.echo(f"report: {whole.report}", err=True)
     finish(whole.summaries, started)
 
 
@@ -630,6 +632,20 @@ def compare(
     from wsss_core.tracking import experiment_name
 
     typer.echo(compare_runs(workspace or [], tracking_uri, experiment or experiment_name(), metric, filter_ or "", ascending, limit))
+
+
+@app.command()
+def report(
+    workspace: WorkspaceOpt,
+    out: Annotated[Optional[Path], typer.Option(help="The HTML file to write (default: WS/reports/report.html).")] = None,
+    sample: Annotated[int, typer.Option(help="Images in the overlay sample.", min=0)] = 8,
+    worst: Annotated[int, typer.Option(help="Worst images shown.", min=0)] = 8,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="List the workspace's MLflow runs (read-only).")] = True,
+) -> None:
+    """A self-contained HTML page of the workspace: dataset, results, overlays, worst images, stages, configs, MLflow runs."""
+    from wsss_core.report import ReportConfig, write_report
+
+    typer.echo(str(write_report(workspace, out, ReportConfig(sample=sample, worst=worst, mlflow=mlflow))))
 
 
 @app.command()

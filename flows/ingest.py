@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import Execution, StageSummary, engine_session, outcome, run_stage_batches
+from flows.pipeline import record_wall_time
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import ReadOptions
@@ -158,5 +160,7 @@ def ingest_flow(
     ingest just these of the listed images (a retry). Ends Failed (with the count) when
     images failed; the summary is still returned.
     """
+    started = time.perf_counter()
     summary = run_ingest(root, workspace, format, split, scribbles_dir, image_dir, options, execution, only_ids)
+    record_wall_time(Workspace(workspace), INGEST_STAGE, time.perf_counter() - started)
     return outcome(summary, [summary], workspace)

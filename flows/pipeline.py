@@ -15,6 +15,7 @@ Task contract: task(workspace, stage, key, image_ids, **params, **runtime).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,7 @@ def run_pipeline(
     only = set(only) if only is not None else None
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
+            started = time.perf_counter()
             ids = finished_by(ws, pipeline.gates(stage), in_splits(ws, stage.splits, image_ids))
             if stage.dataset_level:
                 summary = run_dataset_stage(ws, stage, ids, runner, run, stage.refit or refit, only)
@@ -149,6 +151,7 @@ def run_pipeline(
                 summary = run_stage_batches(
                     runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
                 )
+            record_wall_time(ws, stage.name, time.perf_counter() - started)
             run.summaries.append(summary)
             if stage.masks:
                 run.mask_stages.append(stage.name)
@@ -156,6 +159,13 @@ def run_pipeline(
             if until == stage.until_step and (following is None or following.until_step != until):
                 break
     return run
+
+
+def record_wall_time(ws: Workspace, stage: str, seconds: float) -> None:
+    """The stage's wall time in this run, in its record (`wsss report` shows it); a stage that
+    never began (nothing to do) has no record to add it to."""
+    if ws.stage_meta(stage) is not None:
+        ws.note_stage(stage, wall_s=round(seconds, 3), finished=time.time())
 
 
 def in_splits(ws: Workspace, splits: tuple[str, ...] | None, image_ids: list[str]) -> list[str]:

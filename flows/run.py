@@ -2,7 +2,7 @@
 
     [ingest] -> every path the weak labels allow (graphnet-scribbles, graphnet-boxes,
     affinitynet) -> segmentation rounds on each path's final pseudo masks
-    -> evaluation of every pseudo-mask set and round together
+    -> evaluation of every pseudo-mask set and round together -> the HTML report
 
 Driven by a run config (wsss_core.run_config: a YAML file and/or settings by name); a
 deployment passes the same file or settings, so a scheduled run is exactly this.
@@ -23,7 +23,9 @@ from flows.segment import segment_flow
 from flows.tracking import flow_run_tracking
 from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
+from wsss_core.errors import WsssError
 from wsss_core.registries import PATHS
+from wsss_core.report import write_report
 from wsss_core.registry import resolve_target
 from wsss_core.run_config import RunConfig, applicable_paths, check_overrides, resolve_run_config
 from wsss_core.store import Workspace
@@ -38,6 +40,7 @@ class WholeRun:
     skipped: dict[str, str] = field(default_factory=dict)
     rounds: dict[str, PipelineRun] = field(default_factory=dict)  # by path
     evaluation: dict[str, dict] | None = None
+    report: str | None = None  # the HTML report written last (wsss_core.report)
 
     @property
     def summaries(self) -> list[StageSummary]:
@@ -123,7 +126,20 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
         masks = whole.mask_stages
         if config.evaluate and masks and has_ground_truth(ws):
             whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
+    whole.report = write_run_report(workspace)
     return whole
+
+
+def write_run_report(workspace: str) -> str | None:
+    """The last step: the workspace's HTML report (`wsss report`); a report that cannot be
+    written is a warning, not a failed run (the masks and scores are there)."""
+    try:
+        path = write_report(workspace)
+    except WsssError as error:
+        announce(f"run: no report: {error}", warning=True)
+        return None
+    announce(f"run: report {path}")
+    return str(path)
 
 
 def run_params(config: RunConfig, chosen: list[str]) -> dict[str, Any]:
@@ -142,7 +158,8 @@ def run_flow(
     run_name: str = "run",
 ) -> WholeRun:
     """The whole pipeline on a workspace: optional ingest, every applicable path, segmentation rounds
-    on each path's final masks (segmentation.rounds, default 1), one evaluation.
+    on each path's final masks (segmentation.rounds, default 1), one evaluation, the HTML report
+    (reports/report.html).
 
     config_file: a YAML run config (examples/run.yaml); settings: values by name on top of
     it, e.g. {"paths": ["affinitynet"], "graphnet": {"overrides": {"gcn": {"epochs": 50}}}}.

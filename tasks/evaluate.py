@@ -11,8 +11,9 @@ import numpy as np
 from prefect import task
 
 from wsss_core.metrics import ConfusionMatrix
-from wsss_core.plots import OverlayRow, confusion_figure, draw_boxes, draw_scribbles, overlay_grid, overlay_mask
+from wsss_core.plots import OverlayRow, confusion_figure, overlay_grid, overlay_mask
 from wsss_core.registries import CRF_SUFFIX, mask_method_of_stage, mask_round_of_stage, round_zero_stage
+from wsss_core.report import weak_label_panel
 from wsss_core.store import Workspace
 from wsss_core.tracking import METRIC_UNIT, Tracking, mask_metrics, open_run
 
@@ -117,17 +118,3 @@ def overlay_rows(workspace: Workspace, stage: str, image_ids: Sequence[str], lim
             panels[f"prediction (round {mask_round_of_stage(stage)})"] = overlay_mask(image, workspace.read_array(stage, image_id))
         rows.append(OverlayRow(image_id, panels, note))
     return rows
-
-
-def weak_label_panel(
-    workspace: Workspace, image_id: str, image: np.ndarray, supervision: str | None
-) -> tuple[np.ndarray | None, str]:
-    """The image with its weak labels drawn (scribbles, boxes), or with its tags as a note."""
-    if supervision in ("scribbles", "boxes") and workspace.has_array(supervision, image_id):
-        labels = workspace.read_array(supervision, image_id)
-        return (draw_scribbles(image, labels) if supervision == "scribbles" else draw_boxes(image, labels)), ""
-    if supervision == "tags" and workspace.has_array("tags", image_id):
-        tags = workspace.read_array("tags", image_id)
-        names = [workspace.classes[int(t)] for t in tags if 0 <= int(t) < len(workspace.classes)]
-        return image, "tags: " + (", ".join(names) or "none")
-    return None, ""

@@ -26,7 +26,7 @@ def invoke(*args):
 
 
 def test_every_command_has_help():
-    for command in ["generate", "ingest", "superpixels", "status", "check", "export", "demo", "retry-failed", "compare", "ui"]:
+    for command in ["generate", "ingest", "superpixels", "status", "check", "export", "demo", "retry-failed", "compare", "ui", "report"]:
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, command
 

@@ -19,6 +19,8 @@ def test_the_whole_run_nests_its_paths_and_its_evaluation_under_one_run(syntheti
     }
     whole = flow_result(run_flow, workspace=workspace, settings=settings)
     assert whole.ok and set(whole.evaluation["pseudo/gcn-scribbles"]["splits"]) == {"train", "val"}
+    assert whole.report == str(tmp_path / "ws" / "reports" / "report.html")  # the last step: the HTML report
+    assert "pseudo/gcn-scribbles/round-1" in open(whole.report).read()
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
     runs = client.search_runs([client.get_experiment_by_name("wsss").experiment_id])
