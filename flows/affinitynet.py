@@ -32,6 +32,28 @@ from wsss_core.tracking import Tracking
 RETRAIN_ON_ANY_LATE_IMAGE = RefitRule(late_fraction=0.0)
 
 
+def cam_rows(
+    config: AffinityNetPathConfig,
+    weights: dict[str, dict[str, Any]],
+    device: str | None = None,
+    train_threads: int | None = None,
+    tracking: Tracking | None = None,
+) -> list[Stage]:
+    """train-cam -> cams -> pseudo/cam -> affinity-labels: the rows both the AffinityNet table
+    and the GraphNet table for tags use (same rows, same keys: either path reuses the other's)."""
+    training = {"device": device, "threads": train_threads, "tracking": tracking}
+    return [
+        Stage(t.TRAIN_CAM, t.train_cam_task, (INGEST_STAGE,),
+              {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True,
+              refit=RETRAIN_ON_ANY_LATE_IMAGE),
+        Stage(t.CAMS, t.cams_batch, (INGEST_STAGE, t.TRAIN_CAM),
+              {"config": config.cam_inference, "model": t.TRAIN_CAM}, {"device": device}),
+        Stage(t.PSEUDO_CAM, t.cam_masks_batch, (t.CAMS,), {"config": config.cam_mask, "cams": t.CAMS}, step=t.CAMS, masks=True),
+        Stage(t.AFFINITY_LABELS, t.affinity_labels_batch, (INGEST_STAGE, t.CAMS),
+              {"config": config.affinity_labels, "cams": t.CAMS}),
+    ]
+
+
 def affinitynet_pipeline(
     config: AffinityNetPathConfig,
     weights: dict[str, dict[str, Any]],
@@ -49,14 +71,7 @@ def affinitynet_pipeline(
     confident = (t.AFFINITY_LABELS,) if config.rw_mask.keep_confident else ()
     band = {"confident": t.AFFINITY_LABELS} if confident else {}
     rows = [
-        Stage(t.TRAIN_CAM, t.train_cam_task, (INGEST_STAGE,),
-              {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True,
-              refit=RETRAIN_ON_ANY_LATE_IMAGE),
-        Stage(t.CAMS, t.cams_batch, (INGEST_STAGE, t.TRAIN_CAM),
-              {"config": config.cam_inference, "model": t.TRAIN_CAM}, {"device": device}),
-        Stage(t.PSEUDO_CAM, t.cam_masks_batch, (t.CAMS,), {"config": config.cam_mask, "cams": t.CAMS}, step=t.CAMS, masks=True),
-        Stage(t.AFFINITY_LABELS, t.affinity_labels_batch, (INGEST_STAGE, t.CAMS),
-              {"config": config.affinity_labels, "cams": t.CAMS}),
+        *cam_rows(config, weights, device, train_threads, tracking),
         Stage(t.TRAIN_AFFINITYNET, t.train_affinitynet_task,
               (INGEST_STAGE, t.AFFINITY_LABELS) + ((t.TRAIN_CAM,) if from_cam else ()),
               {"config": config.affinity_train, "weights": weights["affinitynet"], "labels": t.AFFINITY_LABELS,

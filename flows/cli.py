@@ -403,7 +403,13 @@ def evaluate(
 @with_execution
 def graphnet(
     workspace: WorkspaceOpt,
-    supervision: Annotated[str, typer.Option(callback=checked(SUPERVISIONS.names()), help="The weak labels to start from.")] = "scribbles",
+    supervision: Annotated[
+        str,
+        typer.Option(
+            callback=checked(SUPERVISIONS.names()),
+            help="The weak labels to start from; tags: the affinitynet path's CAM stages (run when missing) seed the graph.",
+        ),
+    ] = "scribbles",
     preset: Annotated[
         str,
         typer.Option(
@@ -422,14 +428,19 @@ def graphnet(
     ] = None,
     gcn_epochs: Annotated[Optional[int], typer.Option(help="Override the preset's GCN epochs (same as --set gcn.epochs=N).", min=1)] = None,
     set_: SetOpt = None,
+    cam_set: Annotated[
+        Optional[list[str]],
+        typer.Option("--cam-set", help="With --supervision tags: an affinitynet --set for its CAM stages (use the same as there to reuse them)."),
+    ] = None,
     split: SplitOpt = None,
     device: DeviceOpt = None,
     evaluate: EvaluateOpt = True,
     mlflow: MlflowOpt = True,
     execution: dict[str, Any] | None = None,
 ) -> None:
-    """GraphNet pseudo masks from scribbles or boxes: superpixels -> features -> graphs -> seeds -> GCN -> masks."""
+    """GraphNet pseudo masks from scribbles, boxes or tags: superpixels -> features -> graphs -> seeds -> GCN -> masks."""
     overrides = parse_settings(set_)
+    cam_overrides = parse_settings(cam_set)
     if gcn_epochs is not None:
         overrides["gcn.epochs"] = gcn_epochs
     started = time.perf_counter()
@@ -437,6 +448,7 @@ def graphnet(
         "flows.graphnet:graphnet_flow", workspace=str(workspace), supervision=supervision, preset=preset,
         propagation=propagation, crf=crf, backbone=backbone, weights=weights, overrides=overrides or None,
         splits=splits_of(split), until=until, evaluate=evaluate, log_to_mlflow=mlflow, device=device, execution=execution,
+        cam_overrides=cam_overrides or None,
     )
     finish(run.summaries, started)
 

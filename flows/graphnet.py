@@ -2,6 +2,10 @@
 
     superpixels -> [features] -> graphs -> seeds/<supervision> -> [gcn-weights/<method>]
         -> nodes/<method> -> pseudo/<method> [-> pseudo/<method>-crf] -> pseudo/<baseline> -> evaluate
+
+Tags: the AffinityNet table's CAM rows (train-cam -> cams -> pseudo/cam -> affinity-labels,
+the same rows and keys, flows.affinitynet.cam_rows) come first; the confident labels seed
+the nodes and pseudo/cam is the baseline.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.affinitynet import cam_rows, default_train_threads, has_gpu
 from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
 from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
@@ -17,6 +22,7 @@ from tasks import graphnet as t
 from tasks.superpixels import superpixels_batch
 from flows.tracking import flow_run_tracking, remember_mask_settings
 from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve_config, run_settings
+from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
 from wsss_core.tracking import Tracking
@@ -53,21 +59,26 @@ def graphnet_pipeline(
     features: WeightsChoice | None,
     device: str | None = None,
     tracking: Tracking | None = None,
+    upstream: tuple[Stage, ...] = (),
 ) -> Pipeline:
     """The GraphNet table for one request. features: the CNN weights (None: no CNN stage);
-    tracking: the flow run's MLflow run, for the trainings' nested runs (None: off)."""
+    tracking: the flow run's MLflow run, for the trainings' nested runs (None: off);
+    upstream: another path's rows that make the supervision's seeds_from (tags: cam_rows)."""
     entry = SUPERVISIONS.get(supervision)
+    if entry.seeds_from and entry.seeds_from not in {row.name for row in upstream}:
+        raise ValueError(f"graphnet-{supervision} needs the rows that make {entry.seeds_from}")
     method = mask_method_name(supervision, propagation)
     seeds = f"seeds/{supervision}"
     nodes = f"nodes/{method}"
-    rows = [Stage(SUPERPIXELS, superpixels_batch, (INGEST_STAGE,), {"config": config.superpixels})]
+    seed_reads = (INGEST_STAGE, SUPERPIXELS) + ((entry.seeds_from,) if entry.seeds_from else ())
+    rows = [*upstream, Stage(SUPERPIXELS, superpixels_batch, (INGEST_STAGE,), {"config": config.superpixels})]
     graph_reads: tuple[str, ...] = (INGEST_STAGE, SUPERPIXELS)
     if features is not None:
         rows.append(Stage("features", t.features_batch, (INGEST_STAGE,), {"source": features}, {"device": device}))
         graph_reads += ("features",)
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
-        Stage(seeds, t.seeds_batch, (INGEST_STAGE, SUPERPIXELS), {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
+        Stage(seeds, t.seeds_batch, seed_reads, {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
         *propagation_rows(config, propagation, method, seeds, device, tracking),
         Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
     ]
@@ -76,9 +87,11 @@ def graphnet_pipeline(
             Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, INGEST_STAGE),
                   {"nodes": nodes, "crf": config.crf}, step="masks", masks=True)
         )
-    rows.append(
-        Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (INGEST_STAGE,), {"supervision": supervision}, step="baselines", masks=True)
-    )
+    if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)
+        rows.append(
+            Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (INGEST_STAGE,), {"supervision": supervision},
+                  step="baselines", masks=True)
+        )
     return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=f"pseudo/{method}" + ("-crf" if crf else ""))
 
 
@@ -90,6 +103,19 @@ def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | No
     choice = resolve_pretrained("features", config.backbone, config.weights, ws.path / CAM_CHECKPOINT)
     announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}", warning=choice.fallback)
     return choice
+
+
+def resolve_cam_config(
+    supervision: str, n_images: int, device: str | None, overrides: dict[str, Any] | None
+) -> psa.ResolvedConfig | None:
+    """The AffinityNet config of the CAM rows a supervision needs (tags), resolved as
+    `wsss affinitynet` resolves it ("auto" preset, same overrides), so both share stage keys;
+    None for scribbles and boxes."""
+    if not SUPERVISIONS.get(supervision).seeds_from:
+        return None
+    resolved = psa.resolve_config(AUTO, n_images, has_gpu(device), overrides=overrides)
+    announce(f"graphnet: CAM rows of the affinitynet path, preset {resolved.preset} ({resolved.why})")
+    return resolved
 
 
 def run_graphnet(
@@ -109,17 +135,20 @@ def run_graphnet(
     device: str | None,
     execution: Execution,
     only_ids: list[str] | None = None,
+    cam_overrides: dict[str, Any] | None = None,
 ) -> PipelineRun:
     ws = Workspace(workspace).require()
     SUPERVISIONS.check(supervision)
     PROPAGATIONS.check(propagation)
+    cam = resolve_cam_config(supervision, len(ws.select_ids(splits)), device, cam_overrides)
     resolved = resolve_config(preset, backbone, weights, overrides)
     announce(f"graphnet: preset {resolved.preset} ({resolved.why})", warning=resolved.preset != "paper" and preset == AUTO)
     features = feature_weights(ws, resolved.config)
     settings = run_settings(resolved, supervision, propagation, crf, features.record() if features else None)
     inherit = {name: settings[name] for name in ("path", "method", "supervision", "preset")}
     with flow_run_tracking(ws, log_to_mlflow, "graphnet", settings, resolved.config, inherit) as tracking:
-        pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device, tracking)
+        upstream = tuple(cam_rows(cam.config, cam.weights, device, default_train_threads(), tracking)) if cam else ()
+        pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device, tracking, upstream)
         run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
         if features is not None:
             run.notes["weights"] = {"features": features.record()}
@@ -127,13 +156,12 @@ def run_graphnet(
             ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
                 "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
                 "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
-                "device": device,
+                "device": device, "cam_overrides": cam_overrides,
             })
         run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
         baseline = f"pseudo/{SUPERVISIONS.get(supervision).baseline}"
-        remember_mask_settings(ws, {
-            stage: baseline_settings(supervision) if stage == baseline else settings for stage in run.mask_stages
-        })
+        baseline_of = {**psa.run_settings(cam, crf=False), "method": "cam"} if cam else baseline_settings(supervision)
+        remember_mask_settings(ws, {stage: baseline_of if stage == baseline else settings for stage in run.mask_stages})
         if evaluate and until is None:
             run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
     return run
@@ -157,8 +185,13 @@ def graphnet_flow(
     device: str | None = None,
     only_ids: list[str] | None = None,
     execution: Execution = Execution(),
+    cam_overrides: dict[str, Any] | None = None,
 ) -> PipelineRun:
-    """Pseudo masks from scribbles or boxes for every image of the chosen splits (default: all).
+    """Pseudo masks from scribbles, boxes or image tags for every image of the chosen splits (default: all).
+
+    tags: the AffinityNet path's CAM rows (train-cam, cams, pseudo/cam, affinity-labels;
+    computed when missing, reused after `wsss affinitynet` with the same cam_overrides,
+    which are AffinityNetPathConfig values like affinitynet's overrides) seed the graph.
 
     preset: paper, offline or auto (paper when the pretrained weights load, else offline).
     backbone / weights: the CNN of the features stage (default: the preset's; weights: a
@@ -171,6 +204,6 @@ def graphnet_flow(
     """
     run = run_graphnet(
         workspace, supervision, preset, propagation, crf, backbone, weights, overrides, splits, until,
-        evaluate, log_to_mlflow, run_name, device, execution, only_ids,
+        evaluate, log_to_mlflow, run_name, device, execution, only_ids, cam_overrides,
     )
     return outcome(run, run.summaries, workspace)

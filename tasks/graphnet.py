@@ -47,7 +47,7 @@ from wsss_core.graphnet.features import extract_feature_maps, node_features
 from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
-from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig
+from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registry import resolve_target
 from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
@@ -135,10 +135,11 @@ def seeds_batch(
     key: str,
     image_ids: list[str],
     supervision: str,
-    config: ScribbleSeedConfig | BoxSeedConfig,
+    config: ScribbleSeedConfig | BoxSeedConfig | TagSeedConfig,
     superpixels: str = "superpixels",
 ) -> BatchReport:
-    """Seed labels and candidate classes of every node, from the image's weak labels."""
+    """Seed labels and candidate classes of every node, from the image's weak labels (and,
+    for tags, the affinity labels of the AffinityNet path: the entry's seeds_from)."""
     entry = SUPERVISIONS.get(supervision)
     make_seeds = resolve_target(entry.seeds)
     classes = len(workspace.classes)
@@ -147,7 +148,8 @@ def seeds_batch(
         if not workspace.has_array(entry.array, image_id):
             raise BadInputError(image_id, f"no {entry.array} for this image")
         labels = workspace.read_array(superpixels, image_id)
-        seeds = make_seeds(labels, workspace.read_array(entry.array, image_id), classes, config)
+        extra = (workspace.read_array(entry.seeds_from, image_id),) if entry.seeds_from else ()
+        seeds = make_seeds(labels, workspace.read_array(entry.array, image_id), classes, config, *extra)
         if not seeds.labelled.any():
             raise BadInputError(image_id, f"no node is seeded by its {supervision}")
         for name, array in seeds_to_arrays(seeds).items():

@@ -46,14 +46,18 @@ class Supervision:
 
     array: the workspace array holding it; seeds: f(superpixels, array, num_classes, config)
     -> NodeSeeds; seeds_config: the GraphNetConfig field of that config; baseline: the
-    name of its non-learned mask method, made by baseline_mask(array, image shape).
+    name of its non-learned mask method, made by baseline_mask(array, image shape), or, when
+    baseline_mask is None, by the stages that seeds_from comes from (tags: pseudo/cam).
+    seeds_from: a stage of another path whose array the seeds function also reads (its
+    fifth argument); the GraphNet table then includes that path's rows up to it.
     """
 
     array: str
     seeds: str
     seeds_config: str
     baseline: str
-    baseline_mask: str
+    baseline_mask: str | None
+    seeds_from: str | None = None
 
 
 SUPERVISIONS: Registry[Supervision] = Registry("supervision")
@@ -72,6 +76,14 @@ SUPERVISIONS.register(
         "box-rectangles", "wsss_core.graphnet.baselines:baseline_from_boxes",
     ),
     "GraphNet from boxes",
+)
+SUPERVISIONS.register(
+    "tags",
+    Supervision(
+        "tags", "wsss_core.graphnet.seeds:seeds_from_affinity_labels", "tag_seeds", "cam", None,
+        seeds_from="affinity-labels",
+    ),
+    "GraphNet seeded by the AffinityNet path's confident CAM labels",
 )
 
 
@@ -142,10 +154,11 @@ class MaskMethod:
 
 MASK_METHODS: Registry[MaskMethod] = Registry("pseudo-mask method")
 for _supervision in SUPERVISIONS:
-    MASK_METHODS.register(
-        _supervision.target.baseline, MaskMethod("graphnet", _supervision.name, baseline=True),
-        f"baseline from {_supervision.name}",
-    )
+    if _supervision.target.baseline_mask is not None:  # else another path's method (tags: cam)
+        MASK_METHODS.register(
+            _supervision.target.baseline, MaskMethod("graphnet", _supervision.name, baseline=True),
+            f"baseline from {_supervision.name}",
+        )
     for _propagation in PROPAGATIONS:
         _name = f"{_propagation.target.prefix}-{_supervision.name}"
         MASK_METHODS.register(

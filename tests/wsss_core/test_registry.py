@@ -36,10 +36,13 @@ def test_string_targets_are_imported_only_when_used():
 def test_mask_methods_cover_every_supervision_and_propagation():
     assert mask_method_name("scribbles", "gcn") == "gcn-scribbles"
     assert mask_method_name("boxes", "label-propagation") == "labelprop-boxes"
-    with pytest.raises(UsageError, match="unknown supervision 'tags'"):
-        mask_method_name("tags", "gcn")
+    assert mask_method_name("tags", "gcn") == "gcn-tags" and MASK_METHODS.get("gcn-tags").supervision == "tags"
+    with pytest.raises(UsageError, match="unknown supervision 'points'"):
+        mask_method_name("points", "gcn")
     for supervision in SUPERVISIONS:
-        assert MASK_METHODS.get(supervision.target.baseline).baseline
+        # a baseline of its own, or another path's masks (tags: the AffinityNet path's pseudo/cam)
+        assert MASK_METHODS.get(supervision.target.baseline).baseline == (supervision.target.baseline_mask is not None)
+    assert MASK_METHODS.get(SUPERVISIONS.get("tags").baseline).supervision == "tags"
     name, method = mask_method_of_stage("pseudo/gcn-boxes-crf")
     assert name == "gcn-boxes" and method.supervision == "boxes" and not method.baseline
     assert mask_method_of_stage("pseudo/rw")[1].supervision == "tags"

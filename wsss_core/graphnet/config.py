@@ -23,7 +23,7 @@ from wsss_core.graphnet.features import FeatureConfig
 from wsss_core.graphnet.gcn import GCNConfig
 from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
-from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig
+from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
 from wsss_core.superpixels import SuperpixelConfig
 from wsss_core.weights import pretrained_loads
@@ -91,11 +91,12 @@ class GraphNetConfig:
     graphs: GraphStageConfig = GraphStageConfig()
     scribble_seeds: ScribbleSeedConfig = ScribbleSeedConfig()
     box_seeds: BoxSeedConfig = BoxSeedConfig()
+    tag_seeds: TagSeedConfig = TagSeedConfig()
     gcn: GCNConfig = GCNConfig()
     label_propagation: LabelPropagationConfig = LabelPropagationConfig()
     crf: CRFConfig = CRFConfig()
 
-    def seeds_config(self, supervision: str) -> ScribbleSeedConfig | BoxSeedConfig:
+    def seeds_config(self, supervision: str) -> ScribbleSeedConfig | BoxSeedConfig | TagSeedConfig:
         """The seeds stage's config of a supervision (its registry entry names the field)."""
         return getattr(self, SUPERVISIONS.get(supervision).seeds_config)
 

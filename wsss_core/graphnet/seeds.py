@@ -1,8 +1,10 @@
-"""Seed labels of superpixel nodes from scribbles or boxes (GraphNet).
+"""Seed labels of superpixel nodes from scribbles, boxes or image tags (GraphNet).
 
 Scribbles: a node touched by a scribble takes its majority class. Boxes: pixels outside
 every box are background; inside a box, the box-crop CAM of its class thresholded at
-0.75 plus a centre prior covering 10% of the box seed that class; nodes vote.
+0.75 plus a centre prior covering 10% of the box seed that class; nodes vote. Tags: the
+AffinityNet path's confident labels (CAM foreground at alpha 4, background at alpha 32,
+each dCRF'd; the rest neutral) seed the nodes that are mostly confident.
 """
 
 from __future__ import annotations
@@ -68,6 +70,18 @@ class ScribbleSeedConfig:
     drawn_classes_only: bool = True
 
 
+@dataclass(frozen=True)
+class TagSeedConfig:
+    """min_confident_share: a node is a seed only when at least this share of its pixels is
+    confident (not neutral) in the affinity labels; it then takes their majority. At 0.5 a
+    seed is a node whose pixels are mostly confident: a superpixel straddling an object's
+    uncertain rim (neutral there) stays open for the GCN to decide, while nodes well inside
+    an object or the background seed it. An image where no node reaches it is seeded by its
+    nodes of the highest share (so a weak CAM still gives seeds, never none)."""
+
+    min_confident_share: float = 0.5
+
+
 def seeds_from_scribbles(
     superpixels: np.ndarray, scribble: np.ndarray, num_classes: int, config: ScribbleSeedConfig = ScribbleSeedConfig()
 ) -> NodeSeeds:
@@ -81,6 +95,47 @@ def seeds_from_boxes(
 ) -> NodeSeeds:
     """The seeds stage for boxes (SUPERVISIONS["boxes"]); no CAM (the centre prior seeds the objects)."""
     return box_seeds(superpixels, boxes, num_classes, None, config, int(superpixels.max()) + 1)
+
+
+def seeds_from_affinity_labels(
+    superpixels: np.ndarray,
+    tags: np.ndarray,
+    num_classes: int,
+    config: TagSeedConfig = TagSeedConfig(),
+    affinity_labels: np.ndarray | None = None,
+) -> NodeSeeds:
+    """The seeds stage for image tags (SUPERVISIONS["tags"]).
+
+    affinity_labels: HxW uint8 of the affinity-labels stage (0 background, class c, 255
+    neutral). A node takes the majority confident label of its pixels when they are at
+    least config.min_confident_share confident, else it is unlabelled. Candidates are
+    background plus the image's tags, so no node can take a class the image lacks (a
+    confident label outside the tags, which CAMs of tagged classes never give, is ignored).
+    """
+    labels_map = _check_superpixels(superpixels)
+    if affinity_labels is None:
+        raise BadInputError("affinity-labels", "the tags seeds need the affinity labels of the image")
+    confident_map = np.asarray(affinity_labels)
+    if confident_map.shape != labels_map.shape:
+        raise BadInputError("affinity-labels", f"shape {confident_map.shape} != superpixels {labels_map.shape}")
+    tags = np.asarray(tags).astype(np.int64).ravel()
+    if tags.size and (tags.min() < 1 or tags.max() >= num_classes):
+        raise BadInputError("tags", f"tags {tags.tolist()} are not foreground classes 1..{num_classes - 1}")
+    n_nodes = _count_nodes(labels_map, None)
+    allowed = np.zeros(num_classes, dtype=bool)
+    allowed[[BACKGROUND, *tags.tolist()]] = True
+
+    values = confident_map.astype(np.int64)
+    confident = values != IGNORE_INDEX
+    confident[confident] = allowed[np.minimum(values[confident], num_classes - 1)] & (values[confident] < num_classes)
+    counts = _class_counts(labels_map[confident], values[confident], n_nodes, num_classes)
+    size = np.bincount(labels_map.ravel(), minlength=n_nodes)
+    share = counts.sum(axis=1) / np.maximum(size, 1)
+    labels = _majority(counts)
+    # an image whose labels are mostly neutral (a weak CAM) still seeds its most confident
+    # nodes rather than none: the threshold drops to the best share the image has
+    labels[share < min(config.min_confident_share, share.max(initial=0.0))] = UNLABELLED
+    return NodeSeeds(labels=labels, candidates=np.broadcast_to(allowed, (n_nodes, num_classes)).copy())
 
 
 def scribble_seeds(
