@@ -61,7 +61,7 @@ def print_confidence(console: Console, ws: Workspace, worst_n: int) -> None:
         if not scores:
             continue
         if not has_scores(scores):
-            console.print(f"{stage}: no confidence (made without class probabilities)")
+            console.print(f"{stage}: no confidence (a baseline without class probabilities, or masks written before scores were)")
             continue
         values = [v for v in scores.values() if v is not None]
         lowest = ", ".join(f"{image_id} {value:.2f}" for image_id, value in worst(scores, worst_n))

@@ -175,8 +175,8 @@ def cam_masks_batch(
     """pseudo/cam: argmax of [fixed background score, CAMs]."""
 
     def step(image_id: str) -> None:
-        cams_, classes = read_scores(workspace, cams, image_id)
-        scores = cam_scores(cams_, classes, config)
+        maps, classes = read_scores(workspace, cams, image_id)
+        scores = cam_scores(maps, classes, config)
         workspace.write_array(stage, image_id, score_mask(scores, classes), attributes=mask_attributes(score_confidence(scores)))
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
