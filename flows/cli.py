@@ -335,11 +335,13 @@ def superpixels(
 def status(
     workspace: WorkspaceOpt,
     all_failures: Annotated[bool, typer.Option("--all", help="List every failed image, not the first 20.")] = False,
+    worst: Annotated[int, typer.Option("--worst", help="Lowest-confidence images listed per mask set.", min=0)] = 3,
 ) -> None:
-    """Per-stage counts of done / failed / pending images, and the failed images with their errors."""
+    """Per-stage counts of done / failed / pending images, the failed images with their errors, and per
+    mask set its median confidence and lowest-confidence images (the ones to check by hand)."""
     from flows.status import print_status
 
-    print_status(workspace, all_failures)
+    print_status(workspace, all_failures, worst)
 
 
 @app.command()
@@ -691,7 +693,7 @@ def demo(
         call_flow("flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), execution=execution),
         *call_flow("flows.superpixels:superpixels_flow", workspace=str(workspace), execution=execution).summaries,
     ]
-    status(workspace=workspace, all_failures=False)
+    status(workspace=workspace, all_failures=False, worst=3)
     finish(summaries, started)
 
 

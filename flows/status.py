@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from wsss_core.confidence import DEFAULT_MEASURE, has_scores, read_confidence, worst
 from wsss_core.errors import WorkspaceError
 from wsss_core.store import Workspace, split_counts
 
 
-def print_status(workspace: Path, all_failures: bool = False) -> None:
+MASK_PREFIX = "pseudo/"
+
+
+def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) -> None:
     console = Console(stderr=True, soft_wrap=True)
     ws = Workspace(workspace)
     if not ws.exists():
@@ -30,6 +36,7 @@ def print_status(workspace: Path, all_failures: bool = False) -> None:
         for split, counts in split_counts(ws, stage).items():
             table.add_row(f"  {split}", "", str(counts.done), str(counts.failed), str(counts.pending), "", "")
     console.print(table)
+    print_confidence(console, ws, worst_n)
     missing = ws.unrecorded_splits()
     if missing:
         commands = " and ".join(f"`wsss ingest --split {s}`" for s in missing)
@@ -43,3 +50,22 @@ def print_status(workspace: Path, all_failures: bool = False) -> None:
                 console.print(escape(f"  {record.image_id} [{record.kind}] {record.message}"))  # not markup
             if limit is not None and len(failures) > limit:
                 console.print(f"  ... {len(failures) - limit} more (--all lists them)")
+
+
+def print_confidence(console: Console, ws: Workspace, worst_n: int) -> None:
+    """Per mask stage: the median confidence of its done images and the lowest ones (check those by hand)."""
+    for stage in ws.stages():
+        if not stage.startswith(MASK_PREFIX):
+            continue
+        scores = read_confidence(ws, stage)
+        if not scores:
+            continue
+        if not has_scores(scores):
+            console.print(f"{stage}: no confidence (a baseline without class probabilities, or masks written before scores were)")
+            continue
+        values = [v for v in scores.values() if v is not None]
+        lowest = ", ".join(f"{image_id} {value:.2f}" for image_id, value in worst(scores, worst_n))
+        console.print(
+            escape(f"{stage}: confidence ({DEFAULT_MEASURE}) median {float(np.median(values)):.2f} "
+                   f"over {len(values)} images" + (f"; lowest: {lowest}" if lowest else ""))
+        )

@@ -38,12 +38,13 @@ from tasks.training import (
 from wsss_core.psa.affinity import AffinityConfig, confident_label_map
 from wsss_core.psa.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
 from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
+from wsss_core.confidence import mask_attributes, score_confidence
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
 from wsss_core.psa.config import (
     CamInferenceConfig,
     CamMaskConfig,
-    cam_mask,
+    cam_scores,
     check_tags,
     crf_score_mask,
     keep_confident_labels,
@@ -175,8 +176,9 @@ def cam_masks_batch(
     """pseudo/cam: argmax of [fixed background score, CAMs]."""
 
     def step(image_id: str) -> None:
-        scores, classes = read_scores(workspace, cams, image_id)
-        workspace.write_array(stage, image_id, cam_mask(scores, classes, config))
+        maps, classes = read_scores(workspace, cams, image_id)
+        scores = cam_scores(maps, classes, config)
+        workspace.write_array(stage, image_id, score_mask(scores, classes), attributes=mask_attributes(score_confidence(scores)))
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 
@@ -307,6 +309,6 @@ def rw_masks_batch(
             mask = score_mask(scores, classes)
         else:
             mask = crf_score_mask(read_image(workspace, image_id), scores, classes, crf)
-        workspace.write_array(stage, image_id, mask)
+        workspace.write_array(stage, image_id, mask, attributes=mask_attributes(score_confidence(scores)))
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)

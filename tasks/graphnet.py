@@ -28,6 +28,7 @@ from prefect import get_run_logger, task
 
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, run_block_in_task, single_torch_thread
 from wsss_core.backbones import Backbone, build_backbone
+from wsss_core.confidence import mask_attributes, node_confidence
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict, ids_digest
 from wsss_core.errors import BadInputError
@@ -341,7 +342,7 @@ def masks_batch(
             mask = node_mask(labels, probabilities)
         else:
             mask = crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf)
-        workspace.write_array(stage, image_id, mask)
+        workspace.write_array(stage, image_id, mask, attributes=mask_attributes(node_confidence(labels, probabilities)))
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 

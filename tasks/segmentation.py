@@ -23,12 +23,13 @@ from prefect import task
 from tasks.affinitynet import read_image
 from tasks.training import check_image_shape, run_training, training_params, training_tags, usable_images
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
+from wsss_core.confidence import confidence_scores, mask_attributes
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
 from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.segmentation.config import SegmentationInferenceConfig, SegmentationTrainConfig
 from wsss_core.segmentation.model import SegmentationNet, build_segmentation_model, load_segmentation_model
-from wsss_core.segmentation.predict import predict_round_mask
+from wsss_core.segmentation.predict import predict_round
 from wsss_core.segmentation.train import train_segmentation
 from wsss_core.store import ArrayColumn, Workspace
 from wsss_core.tracking import Tracking
@@ -122,8 +123,8 @@ def predict_round_batch(
 
     def step(image_id: str) -> None:
         classes = label_classes(workspace.read_array(labels, image_id)) if image_id in trained_on else None
-        mask = predict_round_mask(network, read_image(workspace, image_id), config, target, classes)
-        workspace.write_array(stage, image_id, mask)
+        mask, probabilities = predict_round(network, read_image(workspace, image_id), config, target, classes)
+        workspace.write_array(stage, image_id, mask, attributes=mask_attributes(confidence_scores(probabilities)))
 
     with single_torch_thread(target):
         return run_batch_in_task(workspace, stage, key, image_ids, step)

@@ -395,8 +395,14 @@ class Workspace:
         return any(self.stage_key(up) != key for up, key in meta.get("upstream", {}).items())
 
     # ------------------------------------------------------------------- arrays
-    def write_array(self, stage: str, image_id: str, data: np.ndarray, name: str | None = None) -> None:
-        """Write one per-image array (one chunk: its writer owns it whole)."""
+    def write_array(
+        self, stage: str, image_id: str, data: np.ndarray, name: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one per-image array (one chunk: its writer owns it whole).
+
+        attributes: JSON values stored in the array's metadata (e.g. a mask's confidence),
+        replaced with the array when it is written again."""
         data = np.ascontiguousarray(data)
         array = zarr.create_array(
             store=self.store_path,
@@ -405,6 +411,7 @@ class Workspace:
             dtype=data.dtype,
             chunks=tuple(max(1, s) for s in data.shape),
             overwrite=True,
+            attributes=attributes or None,
         )
         if data.size:
             array[...] = data
@@ -440,6 +447,15 @@ class Workspace:
     def array_shape(self, stage: str, image_id: str, name: str | None = None) -> tuple[int, ...]:
         """The shape from the array's metadata, without reading its data."""
         return tuple(self._open_array(stage, image_id, name).shape)
+
+    def array_attributes(self, stage: str, image_id: str, name: str | None = None) -> dict[str, Any]:
+        """An array's attributes from its zarr.json alone (no chunk read; {} if absent or unreadable)."""
+        meta = self.store_path / self._array_path(stage, image_id, name) / "zarr.json"
+        try:
+            attributes = json.loads(meta.read_text()).get("attributes")
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return attributes if isinstance(attributes, dict) else {}
 
     def has_array(self, stage: str, image_id: str, name: str | None = None) -> bool:
         return (self.store_path / self._array_path(stage, image_id, name) / "zarr.json").exists()

@@ -27,6 +27,7 @@ from wsss_core.cam import CamTrainConfig
 from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict
+from wsss_core.confidence import read_confidence
 from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, RwMaskConfig, resolve_weights
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
@@ -115,6 +116,8 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
         mask = ws.read_array(stage, image_id)
         assert mask.dtype == np.uint8 and mask.shape == (height, width)
         assert set(np.unique(mask)) <= {0, *tags.tolist()}, stage
+        scores = read_confidence(ws, stage)  # every done mask carries its confidence
+        assert set(scores) == set(good) and all(0 <= v <= 1 for v in scores.values()), stage
 
     # checkpoints where the GraphNet path looks for the classifier, finished
     for path, kind in [(CAM_CHECKPOINT, "CamNet"), (AFFINITYNET_CHECKPOINT, "AffinityNet")]:

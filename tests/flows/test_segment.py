@@ -19,6 +19,7 @@ from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.segment import segment_flow
 from tasks.segmentation import segmentation_checkpoint
+from wsss_core.confidence import read_confidence
 from wsss_core.export import export_masks
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
@@ -80,6 +81,8 @@ def test_rounds_train_on_the_train_split_predict_every_image_and_are_exportable(
         mask = ws.read_array(f"{LABELS}/round-2", image_id)
         assert mask.dtype == np.uint8 and mask.shape == ws.array_shape("images", image_id)[:2]
         assert mask.max() < len(ws.classes)
+    scores = read_confidence(ws, f"{LABELS}/round-2")  # from the softmax the prediction was made from
+    assert set(scores) == every and all(0 <= v <= 1 for v in scores.values())
 
     # evaluated: round 0 and every round
     assert set(first.evaluation) == {LABELS, f"{LABELS}/round-1", f"{LABELS}/round-2"}

@@ -25,6 +25,7 @@ from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.cam import CamTrainConfig
 from wsss_core.config import apply_overrides
+from wsss_core.confidence import normalise_scores
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.psa.random_walk import RandomWalkConfig
@@ -212,15 +213,17 @@ def labels_of_channels(classes: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.asarray(classes, dtype=np.int64)]).astype(np.uint8)
 
 
-def cam_mask(cams: np.ndarray, classes: np.ndarray, config: CamMaskConfig = CamMaskConfig()) -> np.ndarray:
-    """pseudo/cam: argmax over [background_score, cams] -> (H, W) uint8 class indices."""
+def cam_scores(cams: np.ndarray, classes: np.ndarray, config: CamMaskConfig = CamMaskConfig()) -> np.ndarray:
+    """(K+1, H, W) float32: [background_score, cams], what pseudo/cam takes the argmax of."""
     if cams.ndim != 3 or cams.shape[0] != len(classes):
         raise BadInputError("cams", f"shape {cams.shape} does not fit {len(classes)} classes")
-    if cams.shape[0] == 0:
-        return np.zeros(cams.shape[1:], dtype=np.uint8)
     background = np.full((1, *cams.shape[1:]), config.background_score, dtype=np.float32)
-    scores = np.concatenate([background, cams.astype(np.float32)], axis=0)
-    return labels_of_channels(classes)[np.argmax(scores, axis=0)]
+    return np.concatenate([background, cams.astype(np.float32)], axis=0)
+
+
+def cam_mask(cams: np.ndarray, classes: np.ndarray, config: CamMaskConfig = CamMaskConfig()) -> np.ndarray:
+    """pseudo/cam: argmax over [background_score, cams] -> (H, W) uint8 class indices."""
+    return score_mask(cam_scores(cams, classes, config), classes)
 
 
 def score_mask(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -253,10 +256,7 @@ def crf_score_mask(image: np.ndarray, scores: np.ndarray, classes: np.ndarray, c
     """Dense CRF on the walked scores, each pixel's scores normalised to sum 1, then argmax."""
     if scores.shape[0] == 1:
         return np.zeros(scores.shape[1:], dtype=np.uint8)
-    scores = np.maximum(scores.astype(np.float32), 0.0)
-    total = scores.sum(axis=0, keepdims=True)
-    probabilities = np.where(total > 0, scores / np.maximum(total, 1e-12), 1.0 / scores.shape[0])
-    return score_mask(crf_inference(image, probabilities, crf), classes)
+    return score_mask(crf_inference(image, normalise_scores(scores), crf), classes)
 
 
 def run_settings(resolved: ResolvedConfig, crf: bool) -> dict[str, Any]:

@@ -72,14 +72,15 @@ def keep_classes(probs: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     return kept / np.maximum(kept.sum(axis=0, keepdims=True), 1e-12)
 
 
-def predict_round_mask(
+def predict_round(
     model: SegmentationNet,
     image: np.ndarray,
     config: SegmentationInferenceConfig = SegmentationInferenceConfig(),
     device: torch.device | str | None = None,
     classes: Sequence[int] | None = None,
-) -> np.ndarray:
-    """One image's label for the next round, as ``config`` says (scales, flip, CRF).
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image's label for the next round, as ``config`` says (scales, flip, CRF), and the
+    (C, H, W) probabilities it was made from (before the CRF: what its confidence scores).
 
     classes: the image's classes (its previous labels'); with config.label_classes_only,
     the others are left out before the CRF and argmax.
@@ -87,6 +88,16 @@ def predict_round_mask(
     probs = predict_probabilities(model, image, config.scales, config.flip, device)
     if classes is not None and config.label_classes_only:
         probs = keep_classes(probs, classes)
-    if config.crf:
-        probs = crf_inference(image, probs, config.crf_config)
-    return np.argmax(probs, axis=0).astype(np.uint8)
+    final = crf_inference(image, probs, config.crf_config) if config.crf else probs
+    return np.argmax(final, axis=0).astype(np.uint8), probs
+
+
+def predict_round_mask(
+    model: SegmentationNet,
+    image: np.ndarray,
+    config: SegmentationInferenceConfig = SegmentationInferenceConfig(),
+    device: torch.device | str | None = None,
+    classes: Sequence[int] | None = None,
+) -> np.ndarray:
+    """HxW uint8: the label of ``predict_round`` alone."""
+    return predict_round(model, image, config, device, classes)[0]
