@@ -203,12 +203,12 @@ def worst_images(ws: Workspace, stage: str, image_ids: Sequence[str]) -> tuple[l
 
 
 def confidence_ranking(ws: Workspace, stage: str, image_ids: Sequence[str]) -> list[tuple[str, float]] | None:
-    """Images of a mask stage ranked least confident first, by a label-free per-image score.
+    """Images of a mask stage ranked least confident first, by the label-free per-image score
+    stored with its masks (wsss_core.confidence); None when none of them has one."""
+    from wsss_core.confidence import read_confidence, worst
 
-    The plug-in point for the per-image confidence of pseudo masks: until that score is
-    stored in the workspace, there is none (None), and the report ranks by IoU only.
-    """
-    return None
+    ranked = worst(read_confidence(ws, stage, image_ids=image_ids), len(image_ids))
+    return ranked or None
 
 
 def image_row(ws: Workspace, image_id: str, masks: dict[str, set[str]], config: ReportConfig, score: str = "") -> ImageRow:

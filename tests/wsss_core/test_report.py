@@ -137,3 +137,14 @@ def test_the_command_writes_the_page_and_starts_no_prefect(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(out) and "<section id=\"results\">" in out.read_text()
+
+
+def test_without_ground_truth_the_worst_images_are_the_least_confident(tmp_path):
+    from wsss_core.confidence import mask_attributes
+
+    ws = make_workspace(tmp_path / "ws", gt=False)
+    for image_id, margin in (("a", 0.9), ("b", 0.2), ("c", 0.5)):  # rewritten with scores, as the mask tasks do
+        ws.write_array(GOOD, image_id, square(0), attributes=mask_attributes({"margin": margin, "max_probability": 0.9}))
+    ranked, note = worst_images(ws, GOOD, ws.image_ids())
+    assert [i for i, _ in ranked] == ["b", "c", "a"] and ranked[0][1] == "confidence 0.200"
+    assert "lowest label-free confidence first" in note
