@@ -14,7 +14,15 @@ Two readings of every walk are scored:
            neutral rest (RwMaskConfig.keep_confident)
 and, as references, pseudo/cam at several background scores and the confident labels alone
 (neutral read as background). Writes benchmarks/results/walk_params-NAME.json and prints the
-settings ranked by gain. The small preset's walk was chosen with this script over four
+settings ranked by gain.
+
+Two label-free criteria are scored for every walk too, to see whether a dataset's walk could be
+chosen without ground truth (they are mIoU against the confident affinity labels, neutral
+ignored; `--summary` shows the setting each would pick and its gain):
+  agreement -- the walk's masks against the confident labels;
+  held-out  -- the CAMs of a checkerboard of 4x4-cell blocks are hidden, the walk fills them
+               from the other blocks (two complementary walks), and only the hidden blocks
+               are compared with the confident labels. The small preset's walk was chosen with this script over four
 datasets (`--summary A.json B.json ...` ranks settings by their worst gain across them).
 """
 
@@ -42,6 +50,7 @@ from wsss_core.psa.random_walk import transition_matrix  # noqa: E402
 from wsss_core.store import AFFINITYNET_CHECKPOINT, Workspace  # noqa: E402
 
 CAM_SCORES = (0.2, 0.3, 0.45, 0.6)
+HELD_OUT_BLOCK = 4  # grid cells per side of a hidden block
 REFERENCE_CAM_SCORE = 0.45  # the small preset's pseudo/cam
 
 
@@ -53,22 +62,34 @@ def add(table: dict, key: object, n_classes: int, gt: np.ndarray, pred: np.ndarr
     table.setdefault(key, ConfusionMatrix(n_classes)).update(pred, gt)
 
 
+def held_out_cells(grid_h: int, grid_w: int, block: int = HELD_OUT_BLOCK) -> np.ndarray:
+    """(grid_h * grid_w,) bool: a checkerboard of block x block cells (True: hidden in the first walk)."""
+    rows, cols = np.mgrid[:grid_h, :grid_w]
+    return ((rows // block + cols // block) % 2 == 0).ravel()
+
+
 def walk_readings(
-    cams: np.ndarray, aff: np.ndarray, betas: list[float], log_ts: list[int], powers: list[float], image_shape: tuple[int, int]
+    cams: np.ndarray, aff: np.ndarray, betas: list[float], log_ts: list[int], powers: list[float],
+    image_shape: tuple[int, int], held_out: bool = False,
 ):
     """Yield (beta, log_t, power, (K+1, H, W) walked scores) for every setting; one walk per beta
-    carries every power's background channel and is read at each log_t."""
+    carries every power's background channel and is read at each log_t. held_out: the scores
+    are those of the held-out criterion instead (each cell read from the walk that hid it)."""
     height, width = image_shape
     grid_h, grid_w = aff.shape[1:]
     backgrounds = np.stack([np.power(1.0 - cams.max(axis=0), p) for p in powers])
     channels = np.concatenate([downsample_scores(backgrounds, 8), downsample_scores(cams, 8)])
     start = np.ascontiguousarray(channels.reshape(len(channels), -1).T, dtype=np.float32)
+    hidden = held_out_cells(grid_h, grid_w)[:, None]
+    # held out: the first walk starts without the hidden cells, the second without the rest
+    starts = [start * ~hidden, start * hidden] if held_out else [start]
     for beta in betas:
         transition = transition_matrix(aff, beta)
-        scores, steps = start.copy(), 0
+        walks, steps = [s.copy() for s in starts], 0
         for log_t in sorted(log_ts):
             while steps < 2**log_t:
-                scores, steps = transition @ scores, steps + 1
+                walks, steps = [transition @ w for w in walks], steps + 1
+            scores = np.where(hidden, walks[0], walks[1]) if held_out else walks[0]
             grid = torch.from_numpy(np.ascontiguousarray(scores.T).reshape(-1, grid_h, grid_w))[None]
             up = F.interpolate(grid, size=(grid_h * 8, grid_w * 8), mode="bilinear", align_corners=False)[0]
             up = up[:, :height, :width].numpy()
@@ -84,6 +105,8 @@ def measure(args: argparse.Namespace) -> dict:
     network = load_affinitynet(ws.path / AFFINITYNET_CHECKPOINT)
     walk: dict = {}
     band: dict = {}
+    agreement: dict = {}
+    held_out: dict = {}
     cam: dict = {}
     confident_only = ConfusionMatrix(n_classes)
     started = time.perf_counter()
@@ -104,12 +127,19 @@ def measure(args: argparse.Namespace) -> dict:
             key = (beta, log_t, power)
             add(walk, key, n_classes, gt, labels[np.argmax(scores, 0)])
             add(band, key, n_classes, gt, labels[np.argmax(keep_confident_labels(scores, classes, confident), 0)])
+            add(agreement, key, n_classes, confident, labels[np.argmax(scores, 0)])
+        for beta, log_t, power, scores in walk_readings(
+            cams, aff, args.betas, args.log_ts, args.powers, gt.shape, held_out=True
+        ):
+            # every cell is read from the walk that did not start from it
+            add(held_out, (beta, log_t, power), n_classes, confident, labels[np.argmax(scores, 0)])
         if number % 20 == 0 or number == len(ids):
             print(f"{number}/{len(ids)} images, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     reference = miou(cam[REFERENCE_CAM_SCORE])
     settings = [
         {"beta": k[0], "log_t": k[1], "power": k[2], "walk": miou(walk[k]), "band": miou(band[k]),
-         "walk_gain": miou(walk[k]) - reference, "band_gain": miou(band[k]) - reference}
+         "walk_gain": miou(walk[k]) - reference, "band_gain": miou(band[k]) - reference,
+         "agreement": miou(agreement[k]), "held_out": miou(held_out[k])}
         for k in walk
     ]
     return {
@@ -134,6 +164,22 @@ def summarise(paths: list[Path]) -> None:
         for (beta, log_t, power), values in ranked:
             print(f"  beta {beta:g} steps 2^{log_t} power {power:g}: " + " / ".join(f"{v:+.1f}" for v in values)
                   + f"  (mean {np.mean(values):+.1f})")
+    label_free_picks(results, [p.stem for p in paths])
+
+
+def label_free_picks(results: list[dict], names: list[str]) -> None:
+    """Per dataset: the walk each label-free criterion picks, its gain over pseudo/cam, and the best gain."""
+    for name, result in zip(names, results):
+        scored = [s for s in result["settings"] if "held_out" in s]
+        if not scored:
+            continue
+        best = max(scored, key=lambda s: s["walk_gain"])
+        line = [f"{name}: best {best['walk_gain']:+.1f} (beta {best['beta']:g} 2^{best['log_t']} power {best['power']:g})"]
+        for criterion in ("agreement", "held_out"):
+            pick = max(scored, key=lambda s: s[criterion])
+            line.append(f"{criterion} picks beta {pick['beta']:g} 2^{pick['log_t']} power {pick['power']:g}: "
+                        f"{pick['walk_gain']:+.1f}")
+        print("; ".join(line))
 
 
 def main() -> None:
