@@ -26,7 +26,7 @@ from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
 from wsss_core.tracking import Tracking
-from wsss_core.weights import WeightsChoice, resolve_pretrained
+from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
 
 SUPERPIXELS = "superpixels"
 
@@ -101,7 +101,8 @@ def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | No
         announce("features: not computed (this config uses no CNN features)")
         return None
     choice = resolve_pretrained("features", config.backbone, config.weights, ws.path / CAM_CHECKPOINT)
-    announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}", warning=choice.fallback)
+    announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}",
+             warning=choice.fallback and not offline_said())
     return choice
 
 
@@ -142,7 +143,8 @@ def run_graphnet(
     PROPAGATIONS.check(propagation)
     cam = resolve_cam_config(supervision, len(ws.select_ids(splits)), device, cam_overrides)
     resolved = resolve_config(preset, backbone, weights, overrides)
-    announce(f"graphnet: preset {resolved.preset} ({resolved.why})", warning=resolved.preset != "paper" and preset == AUTO)
+    announce(f"graphnet: preset {resolved.preset} ({resolved.why})",
+             warning=resolved.preset != "paper" and preset == AUTO and not offline_said())
     features = feature_weights(ws, resolved.config)
     settings = run_settings(resolved, supervision, propagation, crf, features.record() if features else None)
     inherit = {name: settings[name] for name in ("path", "method", "supervision", "preset")}
