@@ -73,6 +73,10 @@ def run_path(
     path_flow = resolve_target(spec.flow)
     section = config_to_dict(getattr(config, spec.settings))
     section["overrides"] = section.get("overrides") or None
+    if spec.cam_settings:  # the CAM rows as that path makes them: one training, one key
+        cams = getattr(config, spec.cam_settings)
+        section.update(cam_preset=cams.preset, cam_backbone=cams.backbone, cam_weights=cams.weights,
+                       cam_overrides=config_to_dict(cams.overrides) or None)
     return flow_result(
         path_flow, workspace=workspace, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
@@ -85,6 +89,7 @@ def run_rounds(name: str, labels: str, workspace: str, config: RunConfig, splits
     """A path's segmentation rounds as their own flow (a subflow of run), evaluated in the joint table."""
     section = config_to_dict(config.segmentation)
     section["overrides"] = section.get("overrides") or None
+    section.pop("paths", None)  # which paths get rounds: decided above
     return flow_result(
         segment_flow, workspace=workspace, labels=labels, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=f"{name}-rounds", **section,
@@ -117,6 +122,8 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
             announce(f"run: path {name}")
             whole.paths[name] = run_path(name, workspace, config, splits, execution)
         for name, path in whole.paths.items() if config.segmentation.rounds else ():
+            if config.segmentation.paths is not None and name not in config.segmentation.paths:
+                continue
             blocked = rounds_blocked(ws, config, path)
             if blocked:
                 announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)

@@ -54,9 +54,11 @@ class AffinityNetSettings:
 
 @dataclass(frozen=True)
 class SegmentationSettings:
-    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split."""
+    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split.
+    paths: only on these paths' masks (None: every path that ran)."""
 
     rounds: int = 1
+    paths: tuple[str, ...] | None = None
     preset: str = AUTO
     backbone: str | None = None
     weights: str | None = None
@@ -68,6 +70,8 @@ class SegmentationSettings:
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise UsageError(f"segmentation.rounds: {self.rounds} is not a number of rounds")
+        for name in self.paths or ():
+            PATHS.check(name)
 
 
 @dataclass(frozen=True)
