@@ -10,6 +10,7 @@ deployment passes the same file or settings, so a scheduled run is exactly this.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,19 @@ def ingest_dataset(workspace: str, config: RunConfig, execution: Execution) -> S
     )
 
 
+def generate_dataset(config: RunConfig) -> None:
+    """The built-in dataset into ingest.root, unless it is there already (wsss_core.data.wild.ensure_variant)."""
+    from wsss_core.data.wild import ensure_variant
+
+    g = config.generate
+    started = time.perf_counter()
+    if ensure_variant(config.ingest.root, g.variant, g.images, g.width, g.height, g.seed):
+        announce(f"run: generated the built-in dataset ({g.variant}, {g.images} images of {g.width}x{g.height}, "
+                 f"seed {g.seed}) in {config.ingest.root} in {time.perf_counter() - started:.0f} s")
+    else:
+        announce(f"run: the built-in dataset is in {config.ingest.root} already")
+
+
 def run_path(
     name: str, workspace: str, config: RunConfig, splits: list[str] | None, execution: Execution
 ) -> PipelineRun:
@@ -110,6 +124,8 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
     execution = Execution(**config.execution)
     splits = list(config.splits) if config.splits else None
     whole = WholeRun()
+    if config.generate.images:
+        generate_dataset(config)
     if config.ingest.root:
         whole.ingest = [ingest_dataset(workspace, config, execution)]
     ws = Workspace(workspace).require()

@@ -32,6 +32,22 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class GenerateSettings:
+    """Write the built-in synthetic dataset (`wsss generate`) to ingest.root before ingesting it,
+    unless that folder holds it already (the demo). images 0: generate nothing."""
+
+    images: int = 0
+    width: int = 256
+    height: int = 192
+    seed: int = 0
+    variant: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.images < 0:
+            raise UsageError(f"generate.images: {self.images} is not a number of images")
+
+
+@dataclass(frozen=True)
 class GraphNetSettings:
     preset: str = AUTO
     propagation: str = "gcn"
@@ -79,6 +95,7 @@ class RunConfig:
     """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image."""
 
     ingest: IngestSettings = IngestSettings()
+    generate: GenerateSettings = GenerateSettings()
     paths: tuple[str, ...] | None = None
     splits: tuple[str, ...] | None = None
     graphnet: GraphNetSettings = GraphNetSettings()
@@ -92,6 +109,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in self.paths or ():
             PATHS.check(name)
+        if self.generate.images and not self.ingest.root:
+            raise UsageError("generate: set ingest.root, the folder to write the built-in dataset to")
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
