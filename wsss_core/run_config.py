@@ -17,6 +17,8 @@ from wsss_core.errors import UsageError
 from wsss_core.registries import AUTO, PATHS
 
 SEGMENTATION_CONFIG = "wsss_core.segmentation.config:SegmentationConfig"
+# The demo's run config (`wsss demo`): sizes and schedules chosen to fit the 2-core CPU.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
 
 @dataclass(frozen=True)
