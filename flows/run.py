@@ -50,7 +50,8 @@ class WholeRun:
 
     @property
     def mask_stages(self) -> list[str]:
-        return [stage for run in [*self.paths.values(), *self.rounds.values()] for stage in run.mask_stages]
+        # once each: graphnet-tags and affinitynet both make (and list) pseudo/cam
+        return list(dict.fromkeys(stage for run in [*self.paths.values(), *self.rounds.values()] for stage in run.mask_stages))
 
     @property
     def ok(self) -> bool:

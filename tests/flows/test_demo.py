@@ -84,6 +84,7 @@ def test_demo_runs_every_path_and_a_round_each_then_finds_everything_done(tmp_pa
     # without a network (here) it is said once, plainly, and no fallback is shouted
     assert output.count("no pretrained weights (no network)") <= 1
     assert "RANDOM INIT" not in output and "could not load" not in output  # and no fallback warnings
+    assert "scored on different images" not in output  # every mask set once, on every image
 
     before = markers(workspace)
     report_written = report.stat().st_mtime_ns

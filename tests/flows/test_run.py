@@ -5,6 +5,7 @@ import mlflow
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.run import run_flow
+from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
 
@@ -69,3 +70,6 @@ def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_roo
     assert tags["pseudo/gcn-tags"].done > 0
     assert list(whole.rounds) == ["graphnet-tags"]  # segmentation.paths: rounds only there
     assert {"pseudo/gcn-tags", "pseudo/gcn-tags/round-1", "pseudo/rw", "pseudo/cam"} <= set(whole.evaluation)
+    n_images = len(Workspace(workspace).image_ids())
+    assert whole.mask_stages.count("pseudo/cam") == 1  # listed by both paths, scored once
+    assert whole.evaluation["pseudo/cam"]["images"] == n_images
