@@ -25,6 +25,7 @@ from wsss_core.refit import RefitRule
 from wsss_core.registries import AUTO, mask_method_of_stage
 from wsss_core.store import INGEST_STAGE, Workspace
 from wsss_core.tracking import Tracking
+from wsss_core.weights import offline_said
 
 
 # A late image served by networks trained without it loses more than the training noise
@@ -125,7 +126,7 @@ def run_affinitynet(
     announce(f"affinitynet: preset {resolved.preset} ({resolved.why})")
     for network, record in resolved.weights.items():
         if record.get("fallback"):
-            announce(f"{network}: {record['note']}", warning=True)
+            announce(f"{network}: {record['note']}", warning=not offline_said())
     settings = run_settings(resolved, crf)
     inherit = {name: settings[name] for name in ("path", "supervision", "preset")}
     with flow_run_tracking(ws, log_to_mlflow, "affinitynet", settings, resolved.config, inherit) as tracking:

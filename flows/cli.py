@@ -676,25 +676,86 @@ def ui(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the demo writes its dataset and workspace.")] = Path("demo"),
-    images: Annotated[int, typer.Option(help="Images in the built-in dataset.", min=1)] = 200,
+    out: Annotated[Path, typer.Option(help="Where the demo writes its dataset (OUT/dataset) and workspace (OUT/workspace).")] = Path("demo"),
+    images: Annotated[Optional[int], typer.Option(help="Images in the built-in dataset (default: the demo config's).", min=1)] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="The run config (default: examples/demo.yaml of this checkout).")
+    ] = None,
+    set_: SetOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    mlflow: MlflowOpt = True,
 ) -> None:
-    """Run the pipeline on the built-in dataset: generate, ingest, superpixels, then print the status."""
-    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+    """The whole pipeline on the built-in dataset: generate it (train and val) -> `wsss run` with the
+    demo config (every path, a segmentation round each, evaluation, report) -> the results table.
 
+    Exactly `wsss run --workspace OUT/workspace --config examples/demo.yaml --set ingest.root=OUT/dataset`;
+    run again, it finds everything done.
+    """
+    from wsss_core.run_config import DEMO_CONFIG
+
+    settings = parse_settings(set_)
+    settings["ingest.root"] = str(out / "dataset")
+    if images is not None:
+        settings["generate.images"] = images
+    if not progress:
+        settings["execution.progress"] = False
+    if not mlflow:
+        settings["mlflow"] = False
+    workspace = out / "workspace"
     started = time.perf_counter()
-    root, workspace = out / "dataset", out / "workspace"
-    if not (root / "classes.txt").exists():
-        generate_dataset(root, SyntheticConfig(n_images=images))
-        typer.echo(f"generated {images} images in {root}", err=True)
-    execution = {"progress": progress}
-    summaries = [
-        call_flow("flows.ingest:ingest_flow", root=str(root), workspace=str(workspace), execution=execution),
-        *call_flow("flows.superpixels:superpixels_flow", workspace=str(workspace), execution=execution).summaries,
-    ]
-    status(workspace=workspace, all_failures=False, worst=3)
-    finish(summaries, started)
+    whole = call_flow(
+        "flows.run:run_flow", workspace=str(workspace), config_file=str(config or DEMO_CONFIG), settings=settings,
+        run_name="demo",
+    )
+    print_demo_summary(whole, workspace, mlflow)
+    finish(whole.summaries, started)
+
+
+def tool_command(name: str) -> str:
+    """How to call a command of this environment: its name when it is on PATH, else its path."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and (not beside.exists() or Path(found).resolve() == beside.resolve()):
+        return name
+    if not beside.exists():
+        return name
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
+def print_demo_summary(whole: Any, workspace: Path, mlflow: bool) -> None:
+    """The results table (stdout), then where everything is and how to look at it."""
+    import os
+
+    from wsss_core.report import results_text
+
+    if whole.evaluation:
+        typer.echo("\nmIoU (%) on the built-in synthetic dataset (round 0: the pseudo masks; * best of a column):")
+        typer.echo(results_text(whole.evaluation))
+    else:
+        typer.echo("\nnothing was scored (see the messages above)")
+    lines = [f"workspace: {workspace}"]
+    if whole.report:
+        lines.append(f"report:    {whole.report}")
+    if mlflow:
+        lines.append(f"MLflow UI: {tool_command('wsss')} ui --workspace {workspace}    (http://127.0.0.1:5000)")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        lines.append(f"Prefect UI: {api.rstrip('/').removesuffix('/api')} (the flow runs went to the server in PREFECT_API_URL)")
+    else:
+        from prefect.settings import get_current_settings
+
+        lines.append(
+            f"Prefect UI: {tool_command('prefect')} server start --host 127.0.0.1 --port 4200 --analytics-off    "
+            f"(http://127.0.0.1:4200; the flow runs are in its database under {get_current_settings().home}; "
+            "with export PREFECT_API_URL=http://127.0.0.1:4200/api later commands report to it live)"
+        )
+    typer.echo("\n".join(lines))
 
 
 if __name__ == "__main__":

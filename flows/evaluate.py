@@ -3,6 +3,7 @@ logged to MLflow (one nested run per mask stage and split, under the flow run's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -15,7 +16,8 @@ from wsss_core.errors import WorkspaceError
 from wsss_core.metrics import ConfusionMatrix, format_iou_table
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order
 from wsss_core.runner import split_batches
-from wsss_core.store import Workspace
+from wsss_core.store import INGEST_STAGE, Workspace, write_json_atomic
+from wsss_core.tracking import experiment_name, tracking_uri
 
 REPORT_DIR = "reports"
 ALL_IMAGES = "all"  # the split column of a workspace whose images have no recorded split
@@ -31,34 +33,95 @@ def score_stages(
     ids = ws.select_ids(splits)
     members = split_members(ws, splits)
     memberships = {i: [s for s, found in members.items() if i in found] for i in ids}
+    fingerprints = scores_fingerprints(ws, stages, ids, members)
+    known = scored_before(ws)
+    reused = {stage: known[fingerprints[stage]] for stage in stages if fingerprints[stage] in known}
+    fresh = [stage for stage in stages if stage not in reused]
     futures = [
-        evaluate_batch.submit(ws, stages, batch, {i: memberships[i] for i in batch}) for batch in split_batches(ids, batch_size)
-    ]
+        evaluate_batch.submit(ws, fresh, batch, {i: memberships[i] for i in batch}) for batch in split_batches(ids, batch_size)
+    ] if fresh else []
     totals: Scores = {}
     for future in futures:
         for where, matrix in future.result().items():
             totals[where] = totals[where].merge(matrix) if where in totals else matrix
+    for stage, entry in reused.items():
+        totals[(stage, None)] = ConfusionMatrix.from_dict(entry)
+        for split, scores in (entry.get("splits") or {}).items():
+            totals[(stage, split)] = ConfusionMatrix.from_dict(scores)
+    if reused:
+        announce(f"evaluate: {len(reused)} of {len(stages)} mask sets unchanged since they were scored "
+                 "(same masks, images and splits): scores read back from reports/, not recomputed")
     table = table_rows(stages, list(members), totals, len(ws.classes))
     announce(format_iou_table(table, ws.classes, key_header=("mask set", "round", "split"), images=True))
     overall = {stage: totals.get((stage, None), ConfusionMatrix(len(ws.classes))) for stage in stages}
     if len({matrix.images for matrix in overall.values()}) > 1:
         counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in overall.items())
         announce(f"the methods were scored on different images ({counts}): the others failed or are pending, see `wsss status`", warning=True)
+    store = tracking_store(ws) if log_to_mlflow else None
+    # a stage read back was logged to MLflow when it was scored; log it only where it is not yet
+    to_log = [stage for stage in stages if stage not in reused or reused[stage].get(LOGGED_TO) != store]
     results = {
-        stage: {**matrix.to_dict(), "splits": {s: totals[(stage, s)].to_dict() for s in members if (stage, s) in totals}}
+        stage: {**matrix.to_dict(), "splits": {s: totals[(stage, s)].to_dict() for s in members if (stage, s) in totals},
+                FINGERPRINT: fingerprints[stage],
+                LOGGED_TO: store if stage in to_log else (reused[stage].get(LOGGED_TO) if stage in reused else None)}
         for stage, matrix in overall.items()
     }
     report = ws.path / REPORT_DIR / f"evaluation-{run_name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"time": time.time(), "splits": splits, "unit": "fraction", "results": results}, indent=1))
+    write_json_atomic(report, {"time": time.time(), "splits": splits, "unit": "fraction", "results": results})
     evaluated = {"stages": ", ".join(stages), "splits": ", ".join(members) or ALL_IMAGES, "report": report.name}
-    with flow_run_tracking(ws, log_to_mlflow, "evaluate", evaluated) as tracking:
+    with flow_run_tracking(ws, log_to_mlflow and bool(to_log), "evaluate", evaluated) as tracking:
         if tracking is not None:
-            for stage in stages:
+            for stage in to_log:
                 for split, scores in (results[stage]["splits"] or {ALL_IMAGES: results[stage]}).items():
                     image_ids = sorted(members[split]) if split in members else ids
                     log_evaluation_run(ws, tracking, stage, split, scores, mask_settings(ws, stage), str(report), image_ids)
     return results
+
+
+# What a stage's scores depend on, hashed into its entry in reports/evaluation-*.json: the
+# version of the scoring, the classes, the stage's key, each scored image's mask marker and
+# ingest marker (GT) stamps, and which of those images each split holds. Same fingerprint,
+# same confusion matrices: the evaluation reads them back instead of recomputing them.
+SCORING_VERSION = 1
+FINGERPRINT = "fingerprint"
+LOGGED_TO = "mlflow"  # the tracking store (URI and experiment) its runs were logged to; None: not logged
+
+
+def scores_fingerprints(ws: Workspace, stages: list[str], ids: list[str], members: dict[str, set[str]]) -> dict[str, str]:
+    ingest = ws.done_stamps(INGEST_STAGE)
+    chosen = set(ids)
+    splits = {split: sorted(found & chosen) for split, found in members.items()}
+    fingerprints = {}
+    for stage in stages:
+        masks = ws.done_stamps(stage)
+        payload = {
+            "version": SCORING_VERSION, "classes": ws.classes, "stage": stage, "key": ws.stage_key(stage),
+            "images": [[i, masks.get(i), ingest.get(i)] for i in ids], "splits": splits,
+        }
+        fingerprints[stage] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return fingerprints
+
+
+def scored_before(ws: Workspace) -> dict[str, dict]:
+    """{fingerprint: a stage's entry} of every evaluation report in the workspace that has one
+    (reports made before fingerprints, or unreadable ones, give nothing to read back)."""
+    known: dict[str, dict] = {}
+    for path in sorted((ws.path / REPORT_DIR).glob("evaluation-*.json")):
+        try:
+            results = json.loads(path.read_text())["results"]
+            entries = [entry for entry in results.values() if isinstance(entry, dict) and entry.get(FINGERPRINT)]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        for entry in entries:  # an entry whose runs were logged wins over an unlogged one
+            if entry[FINGERPRINT] not in known or known[entry[FINGERPRINT]].get(LOGGED_TO) is None:
+                known[entry[FINGERPRINT]] = entry
+    return known
+
+
+def tracking_store(ws: Workspace) -> str:
+    """Where this evaluation's MLflow runs go: the tracking URI and the experiment."""
+    return f"{tracking_uri(ws.path)}#{experiment_name()}"
 
 
 def split_members(ws: Workspace, splits: list[str] | None) -> dict[str, set[str]]:

@@ -26,7 +26,7 @@ from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
 from wsss_core.tracking import Tracking
-from wsss_core.weights import WeightsChoice, resolve_pretrained
+from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
 
 SUPERPIXELS = "superpixels"
 
@@ -101,19 +101,21 @@ def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | No
         announce("features: not computed (this config uses no CNN features)")
         return None
     choice = resolve_pretrained("features", config.backbone, config.weights, ws.path / CAM_CHECKPOINT)
-    announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}", warning=choice.fallback)
+    announce(choice.note if choice.fallback else f"features: {choice.backbone} with {choice.note}",
+             warning=choice.fallback and not offline_said())
     return choice
 
 
 def resolve_cam_config(
-    supervision: str, n_images: int, device: str | None, overrides: dict[str, Any] | None
+    supervision: str, n_images: int, device: str | None, overrides: dict[str, Any] | None,
+    preset: str = AUTO, backbone: str | None = None, weights: str | None = None,
 ) -> psa.ResolvedConfig | None:
     """The AffinityNet config of the CAM rows a supervision needs (tags), resolved as
-    `wsss affinitynet` resolves it ("auto" preset, same overrides), so both share stage keys;
-    None for scribbles and boxes."""
+    `wsss affinitynet` resolves it (same preset, backbone, weights and overrides), so both
+    share stage keys; None for scribbles and boxes."""
     if not SUPERVISIONS.get(supervision).seeds_from:
         return None
-    resolved = psa.resolve_config(AUTO, n_images, has_gpu(device), overrides=overrides)
+    resolved = psa.resolve_config(preset, n_images, has_gpu(device), backbone, weights, overrides=overrides)
     announce(f"graphnet: CAM rows of the affinitynet path, preset {resolved.preset} ({resolved.why})")
     return resolved
 
@@ -136,13 +138,17 @@ def run_graphnet(
     execution: Execution,
     only_ids: list[str] | None = None,
     cam_overrides: dict[str, Any] | None = None,
+    cam_preset: str = AUTO,
+    cam_backbone: str | None = None,
+    cam_weights: str | None = None,
 ) -> PipelineRun:
     ws = Workspace(workspace).require()
     SUPERVISIONS.check(supervision)
     PROPAGATIONS.check(propagation)
-    cam = resolve_cam_config(supervision, len(ws.select_ids(splits)), device, cam_overrides)
+    cam = resolve_cam_config(supervision, len(ws.select_ids(splits)), device, cam_overrides, cam_preset, cam_backbone, cam_weights)
     resolved = resolve_config(preset, backbone, weights, overrides)
-    announce(f"graphnet: preset {resolved.preset} ({resolved.why})", warning=resolved.preset != "paper" and preset == AUTO)
+    announce(f"graphnet: preset {resolved.preset} ({resolved.why})",
+             warning=resolved.preset != "paper" and preset == AUTO and not offline_said())
     features = feature_weights(ws, resolved.config)
     settings = run_settings(resolved, supervision, propagation, crf, features.record() if features else None)
     inherit = {name: settings[name] for name in ("path", "method", "supervision", "preset")}
@@ -156,7 +162,8 @@ def run_graphnet(
             ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
                 "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
                 "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
-                "device": device, "cam_overrides": cam_overrides,
+                "device": device, "cam_overrides": cam_overrides, "cam_preset": cam_preset,
+                "cam_backbone": cam_backbone, "cam_weights": cam_weights,
             })
         run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
         baseline = f"pseudo/{SUPERVISIONS.get(supervision).baseline}"
@@ -186,12 +193,16 @@ def graphnet_flow(
     only_ids: list[str] | None = None,
     execution: Execution = Execution(),
     cam_overrides: dict[str, Any] | None = None,
+    cam_preset: str = AUTO,
+    cam_backbone: str | None = None,
+    cam_weights: str | None = None,
 ) -> PipelineRun:
     """Pseudo masks from scribbles, boxes or image tags for every image of the chosen splits (default: all).
 
     tags: the AffinityNet path's CAM rows (train-cam, cams, pseudo/cam, affinity-labels;
-    computed when missing, reused after `wsss affinitynet` with the same cam_overrides,
-    which are AffinityNetPathConfig values like affinitynet's overrides) seed the graph.
+    computed when missing, reused after `wsss affinitynet` with the same settings:
+    cam_preset, cam_backbone, cam_weights and cam_overrides are affinitynet's preset,
+    backbone, weights and overrides) seed the graph.
 
     preset: paper, offline or auto (paper when the pretrained weights load, else offline).
     backbone / weights: the CNN of the features stage (default: the preset's; weights: a
@@ -204,6 +215,7 @@ def graphnet_flow(
     """
     run = run_graphnet(
         workspace, supervision, preset, propagation, crf, backbone, weights, overrides, splits, until,
-        evaluate, log_to_mlflow, run_name, device, execution, only_ids, cam_overrides,
+        evaluate, log_to_mlflow, run_name, device, execution, only_ids, cam_overrides, cam_preset, cam_backbone,
+        cam_weights,
     )
     return outcome(run, run.summaries, workspace)

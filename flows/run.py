@@ -10,6 +10,7 @@ deployment passes the same file or settings, so a scheduled run is exactly this.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,8 @@ class WholeRun:
 
     @property
     def mask_stages(self) -> list[str]:
-        return [stage for run in [*self.paths.values(), *self.rounds.values()] for stage in run.mask_stages]
+        # once each: graphnet-tags and affinitynet both make (and list) pseudo/cam
+        return list(dict.fromkeys(stage for run in [*self.paths.values(), *self.rounds.values()] for stage in run.mask_stages))
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,19 @@ def ingest_dataset(workspace: str, config: RunConfig, execution: Execution) -> S
     )
 
 
+def generate_dataset(config: RunConfig) -> None:
+    """The built-in dataset into ingest.root, unless it is there already (wsss_core.data.wild.ensure_variant)."""
+    from wsss_core.data.wild import ensure_variant
+
+    g = config.generate
+    started = time.perf_counter()
+    if ensure_variant(config.ingest.root, g.variant, g.images, g.width, g.height, g.seed):
+        announce(f"run: generated the built-in dataset ({g.variant}, {g.images} images of {g.width}x{g.height}, "
+                 f"seed {g.seed}) in {config.ingest.root} in {time.perf_counter() - started:.0f} s")
+    else:
+        announce(f"run: the built-in dataset is in {config.ingest.root} already")
+
+
 def run_path(
     name: str, workspace: str, config: RunConfig, splits: list[str] | None, execution: Execution
 ) -> PipelineRun:
@@ -73,6 +88,10 @@ def run_path(
     path_flow = resolve_target(spec.flow)
     section = config_to_dict(getattr(config, spec.settings))
     section["overrides"] = section.get("overrides") or None
+    if spec.cam_settings:  # the CAM rows as that path makes them: one training, one key
+        cams = getattr(config, spec.cam_settings)
+        section.update(cam_preset=cams.preset, cam_backbone=cams.backbone, cam_weights=cams.weights,
+                       cam_overrides=config_to_dict(cams.overrides) or None)
     return flow_result(
         path_flow, workspace=workspace, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
@@ -85,6 +104,7 @@ def run_rounds(name: str, labels: str, workspace: str, config: RunConfig, splits
     """A path's segmentation rounds as their own flow (a subflow of run), evaluated in the joint table."""
     section = config_to_dict(config.segmentation)
     section["overrides"] = section.get("overrides") or None
+    section.pop("paths", None)  # which paths get rounds: decided above
     return flow_result(
         segment_flow, workspace=workspace, labels=labels, splits=splits, evaluate=False,
         log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=f"{name}-rounds", **section,
@@ -105,6 +125,8 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
     execution = Execution(**config.execution)
     splits = list(config.splits) if config.splits else None
     whole = WholeRun()
+    if config.generate.images:
+        generate_dataset(config)
     if config.ingest.root:
         whole.ingest = [ingest_dataset(workspace, config, execution)]
     ws = Workspace(workspace).require()
@@ -117,6 +139,8 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
             announce(f"run: path {name}")
             whole.paths[name] = run_path(name, workspace, config, splits, execution)
         for name, path in whole.paths.items() if config.segmentation.rounds else ():
+            if config.segmentation.paths is not None and name not in config.segmentation.paths:
+                continue
             blocked = rounds_blocked(ws, config, path)
             if blocked:
                 announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)

@@ -29,7 +29,7 @@ from wsss_core.config import config_to_dict
 from wsss_core.segmentation.config import ResolvedSegmentationConfig, SegmentationConfig, resolve_config
 from wsss_core.tracking import Tracking
 from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
-from wsss_core.weights import WeightsChoice
+from wsss_core.weights import WeightsChoice, offline_said
 
 ROUND_NAME = re.compile(r"round-[0-9]+")
 DEFAULT_TRAIN_SPLIT = "train"
@@ -157,7 +157,7 @@ def run_segment(
     announce(f"segment: preset {resolved.preset} ({resolved.why}), {resolved.config.train.backbone}, "
              f"{rounds} round(s) on {base}, trained on {len(trainable)} images of split {train_split}")
     if resolved.weights.fallback:
-        announce(resolved.weights.note, warning=True)
+        announce(resolved.weights.note, warning=not offline_said())
     from_checkpoint = fallback is not None and resolved.weights.weights == fallback
     settings = round_settings(base, rounds, resolved, train_split)
     inherit = {name: settings[name] for name in ("labels", "preset")}

@@ -214,18 +214,61 @@ def _torchvision_weights_enum(name: str) -> type | None:
         return None
 
 
+# Downloads that failed for want of a network, in this process: {hub cache file: the error}.
+# Tried once per file (a missing network fails every time, some only after a timeout) and said
+# once per process (OFFLINE_MESSAGE), not once per network and run: each choice records it anyway.
+_UNREACHABLE: dict[str, str] = {}
+OFFLINE_MESSAGE = "no pretrained weights (no network): networks train from random init"
+
+
+def offline() -> bool:
+    """True once a download of pretrained weights failed for want of a network in this process
+    (and OFFLINE_MESSAGE was said); the fallbacks that follow need not say it again."""
+    return bool(_UNREACHABLE)
+
+
+def _network_error(error: BaseException) -> bool:
+    import http.client
+    import urllib.error
+
+    return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException))
+
+
+def _hub_file(url: str) -> Path:
+    """Where torch.hub keeps (and looks for) a downloaded checkpoint."""
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def _torchvision_state_dict(
     member: torchvision.models.WeightsEnum, requested: str
 ) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
+    cached = _hub_file(member.url)
     try:
+        if not cached.exists():  # fetched here, without torch.hub's "Downloading: ..." line before a failure
+            if str(cached) in _UNREACHABLE:
+                raise ConnectionError(_UNREACHABLE[str(cached)])
+            logger.info("downloading %s to %s", member.url, cached)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(member.url, str(cached), progress=False)
         state_dict = member.get_state_dict(progress=False)
     except Exception as exc:  # any failure to fetch (network, cache, hash) must not stop a run
         message = (
             f"could not load torchvision weights {member.name} ({type(exc).__name__}: {exc}); "
             "falling back to RANDOM INIT: features and CAMs will be far weaker"
         )
-        logger.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        if _network_error(exc):
+            first = not _UNREACHABLE
+            _UNREACHABLE.setdefault(str(cached), f"{type(exc).__name__}: {exc}")
+            if first:
+                logger.warning("%s (torchvision could not download %s weights %s: %s)", OFFLINE_MESSAGE,
+                               member.__class__.__name__.removesuffix("_Weights").lower(), member.name, exc)
+            else:
+                logger.info(message)
+        else:  # a damaged cache file, a hash mismatch: a real problem, said every time
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
         return None, WeightsRecord(requested, "none", message)
     return dict(state_dict), WeightsRecord(requested, f"torchvision:{member.name}", "loaded")
 

@@ -71,6 +71,15 @@ class ConfusionMatrix:
         total = self.matrix.sum() + self.unpredicted.sum()
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, object]) -> ConfusionMatrix:
+        """The matrix back from its ``to_dict()`` (the counts; the scores follow from them)."""
+        matrix = cls(int(payload["num_classes"]))  # type: ignore[arg-type]
+        matrix.matrix = np.asarray(payload["matrix"], dtype=np.int64).reshape(matrix.num_classes, matrix.num_classes)
+        matrix.unpredicted = np.asarray(payload["unpredicted"], dtype=np.int64).reshape(matrix.num_classes)
+        matrix.images = int(payload["images"])  # type: ignore[arg-type]
+        return matrix
+
     def to_dict(self) -> dict[str, object]:
         """JSON-able summary (nan becomes None)."""
         return {

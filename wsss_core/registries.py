@@ -223,7 +223,9 @@ class PathSpec:
 
     flow: its Prefect flow; needs: the weak label it needs; settings: the section of the
     run config whose values are the flow's parameters; config: the typed config its
-    overrides apply to; parameters: fixed ones.
+    overrides apply to; parameters: fixed ones. cam_settings: the section whose preset,
+    backbone, weights and overrides make the CAM rows this path shares with another path
+    (passed as the flow's cam_* parameters, so both paths compute them once, under one key).
     """
 
     flow: str
@@ -231,6 +233,7 @@ class PathSpec:
     settings: str
     config: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    cam_settings: str | None = None
 
 
 PATHS: Registry[PathSpec] = Registry("path")
@@ -254,4 +257,12 @@ PATHS.register(
     "affinitynet",
     PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
     "AffinityNet (PSA) from tags",
+)
+PATHS.register(
+    "graphnet-tags",
+    PathSpec(
+        "flows.graphnet:graphnet_flow", "tags", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        {"supervision": "tags"}, cam_settings="affinitynet",
+    ),
+    "GraphNet seeded by the AffinityNet path's confident CAM labels (shares its CAM stages)",
 )

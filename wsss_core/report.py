@@ -421,6 +421,38 @@ def render_results(report: Report) -> str:
     return "".join(parts)
 
 
+def results_text(results: dict[str, dict]) -> str:
+    """The results as plain text: mIoU (%) per mask set and round (rows, pipeline order) and per
+    split (columns), then the images scored; `*` marks the best of each column.
+
+    results: {stage: scores over its images, with "splits": {split: scores}}, as an
+    evaluation returns them (flows.evaluate, reports/evaluation-*.json)."""
+    stages = sorted(results, key=mask_stage_order)
+    splits = list(dict.fromkeys(sp for st in stages for sp in (results[st].get("splits") or {})))
+
+    def miou(stage: str, split: str) -> float | None:
+        scores = (results[stage].get("splits") or {}).get(split) or {}
+        return scores.get("miou")
+
+    best = {sp: max((v for st in stages if (v := miou(st, sp)) is not None), default=None) for sp in splits}
+    header = ["method", "round", "mask set", *[f"mIoU {sp}" for sp in splits], "images"]
+    rows = [header]
+    for stage in stages:
+        found = mask_method_of_stage(stage)
+        round_ = mask_round_of_stage(stage)
+        cells = []
+        for sp in splits:
+            value = miou(stage, sp)
+            cells.append("-" if value is None else f"{100 * value:.1f}" + ("*" if value == best[sp] else " "))
+        rows.append([found[0] if found else stage, str(round_ if round_ is not None else "-"), stage, *cells,
+                     str(results[stage].get("images", "-"))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    )
+
+
 def render_grid(rows: Sequence[ImageRow]) -> str:
     if not rows:
         return '<p class="muted">No images.</p>'

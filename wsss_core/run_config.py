@@ -17,6 +17,8 @@ from wsss_core.errors import UsageError
 from wsss_core.registries import AUTO, PATHS
 
 SEGMENTATION_CONFIG = "wsss_core.segmentation.config:SegmentationConfig"
+# The demo's run config (`wsss demo`): sizes and schedules chosen to fit the 2-core CPU.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,22 @@ class IngestSettings:
     scribbles_dir: str | None = None
     image_dir: str | None = None
     max_side: int = 4096
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Write the built-in synthetic dataset (`wsss generate`) to ingest.root before ingesting it,
+    unless that folder holds it already (the demo). images 0: generate nothing."""
+
+    images: int = 0
+    width: int = 256
+    height: int = 192
+    seed: int = 0
+    variant: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.images < 0:
+            raise UsageError(f"generate.images: {self.images} is not a number of images")
 
 
 @dataclass(frozen=True)
@@ -54,9 +72,11 @@ class AffinityNetSettings:
 
 @dataclass(frozen=True)
 class SegmentationSettings:
-    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split."""
+    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split.
+    paths: only on these paths' masks (None: every path that ran)."""
 
     rounds: int = 1
+    paths: tuple[str, ...] | None = None
     preset: str = AUTO
     backbone: str | None = None
     weights: str | None = None
@@ -68,6 +88,8 @@ class SegmentationSettings:
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise UsageError(f"segmentation.rounds: {self.rounds} is not a number of rounds")
+        for name in self.paths or ():
+            PATHS.check(name)
 
 
 @dataclass(frozen=True)
@@ -75,6 +97,7 @@ class RunConfig:
     """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image."""
 
     ingest: IngestSettings = IngestSettings()
+    generate: GenerateSettings = GenerateSettings()
     paths: tuple[str, ...] | None = None
     splits: tuple[str, ...] | None = None
     graphnet: GraphNetSettings = GraphNetSettings()
@@ -88,6 +111,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in self.paths or ():
             PATHS.check(name)
+        if self.generate.images and not self.ingest.root:
+            raise UsageError("generate: set ingest.root, the folder to write the built-in dataset to")
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:

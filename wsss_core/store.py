@@ -535,6 +535,25 @@ class Workspace:
             return set()
         return {p.name[:-5] for p in os.scandir(folder) if p.name.endswith(".json") and p.is_file()}
 
+    def done_stamps(self, stage: str, key: str | None = None) -> dict[str, int]:
+        """{image id: its marker's mtime in ns} of the stage's done images (under key, default the
+        current one). A marker is rewritten whenever its image is recomputed, so a changed stamp
+        means a changed output even under an unchanged key (e.g. after `wsss check` repaired it)."""
+        key = key or self.stage_key(stage)
+        if key is None:
+            return {}
+        folder = self._marker_dir(stage, key)
+        if not folder.is_dir():
+            return {}
+        stamps = {}
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".json") and entry.is_file():
+                try:
+                    stamps[entry.name[:-5]] = entry.stat().st_mtime_ns
+                except FileNotFoundError:  # removed meanwhile: not done
+                    pass
+        return stamps
+
     def image_ids(self) -> list[str]:
         """Every image ingested so far, sorted."""
         return sorted(self.done_ids(INGEST_STAGE))

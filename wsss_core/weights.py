@@ -83,8 +83,22 @@ def resolve_pretrained(
             f"the {network} network starts from RANDOM INIT"
         )
         choice = WeightsChoice(network, backbone, "none", backbone, requested, note, fallback=True)
-    logger.warning(note)  # the flow also says it on the console, once
+    logger.log(fallback_level(), note)  # the flow also says it on the console, once
     return choice
+
+
+def offline_said() -> bool:
+    """True once this process said that pretrained weights cannot be downloaded (no network:
+    wsss_core.backbones.OFFLINE_MESSAGE); a fallback that follows from it is then no news."""
+    from wsss_core.backbones import offline
+
+    return offline()
+
+
+def fallback_level() -> int:
+    """The log level of a weights fallback: a warning, unless it follows from the missing network
+    this process already warned about once (then INFO: each run still records the fallback)."""
+    return logging.INFO if offline_said() else logging.WARNING
 
 
 def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
@@ -96,7 +110,8 @@ def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
     state_dict, record = resolve_weights(backbone, weights)
     if state_dict is not None:
         return True, f"{record.used}: {record.reason}"
-    return False, f"pretrained weights {weights!r} of {backbone} could not be loaded ({record.reason})"
+    reason = "no network" if offline_said() and record.used == "none" else record.reason
+    return False, f"pretrained weights {weights!r} of {backbone} could not be loaded ({reason})"
 
 
 def checkpoint_backbone(path: Path) -> str:

@@ -95,3 +95,41 @@ def test_methods_scored_on_different_images_say_so(synthetic_root, tmp_path, cap
     assert results["pseudo/all"]["images"] == len(ids) and results["pseudo/one-missing"]["images"] == len(ids) - 1
     err = capsys.readouterr().err
     assert "scored on different images" in err and f"pseudo/one-missing {len(ids) - 1}" in err
+
+
+def test_unchanged_masks_are_read_back_and_a_recomputed_mask_is_scored_again(synthetic_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "ws"
+    ingest_flow(root=str(synthetic_root), workspace=str(workspace), split=["train", "val"], execution=Execution(progress=False))
+    ws = Workspace(workspace)
+    ids = ws.image_ids()
+    stages = ["pseudo/perfect", "pseudo/background"]
+    for stage in stages:
+        ws.begin_stage(stage, "k", {})
+    for image_id in ids:
+        gt = ws.read_array("gt", image_id)
+        for stage, mask in zip(stages, [np.where(gt == 255, 0, gt), np.zeros_like(gt)]):
+            ws.write_array(stage, image_id, mask.astype(np.uint8))
+            ws.mark_done(stage, image_id, "k")
+    first = evaluate_flow(str(workspace), stages, run_name="a")
+    capsys.readouterr()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(workspace))
+    experiment = client.get_experiment_by_name("wsss").experiment_id
+    logged = len(client.search_runs([experiment]))
+
+    again = evaluate_flow(str(workspace), stages, run_name="b")  # nothing changed: read back, nothing logged again
+    assert "2 of 2 mask sets unchanged" in capsys.readouterr().err
+    assert again == first and len(client.search_runs([experiment])) == logged
+    assert json.loads((workspace / "reports/evaluation-b.json").read_text())["results"] == first
+
+    # one image's mask recomputed (the pipeline writes its marker again after the array): scored again
+    gt = ws.read_array("gt", ids[0])
+    ws.write_array("pseudo/perfect", ids[0], np.zeros_like(gt))
+    ws.mark_done("pseudo/perfect", ids[0], "k")
+    changed = evaluate_flow(str(workspace), stages, run_name="c")
+    assert "1 of 2 mask sets unchanged" in capsys.readouterr().err
+    assert changed["pseudo/perfect"]["miou"] < 1.0 and changed["pseudo/background"] == first["pseudo/background"]
+    assert len(client.search_runs([experiment])) == logged + 1 + 2  # a flow run and the changed set's two splits
+    # another image selection is another evaluation: nothing read back
+    evaluate_flow(str(workspace), stages, run_name="d", splits=["val"], log_to_mlflow=False)
+    assert "unchanged" not in capsys.readouterr().err

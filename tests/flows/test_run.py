@@ -5,6 +5,7 @@ import mlflow
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.run import run_flow
+from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
 
@@ -44,3 +45,31 @@ def test_the_whole_run_nests_its_paths_and_its_evaluation_under_one_run(syntheti
         f"pseudo/{m} {s}" for m in ("gcn-scribbles", "nearest-scribbles", "gcn-scribbles/round-1") for s in ("train", "val")
     }
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_root, tmp_path):
+    from tests.flows.test_affinitynet import tiny_config
+    from wsss_core.config import config_to_dict
+
+    workspace = str(tmp_path / "ws")
+    ingest_flow(root=str(synthetic_root), workspace=workspace, execution=Execution(progress=False))
+    cams = config_to_dict(tiny_config(cam_epochs=2))  # not the preset's: the tags path must get them too
+    settings = {
+        "paths": ["affinitynet", "graphnet-tags"], "mlflow": False, "device": "cpu",
+        "affinitynet": {"preset": "small", "crf": False, "train_threads": 1, "overrides": cams},
+        "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 20}}},
+        "segmentation": {"rounds": 1, "paths": ["graphnet-tags"],
+                         "overrides": {"train": {"epochs": 1, "crop_size": 48}, "inference": {"crf": False}}},
+        "execution": {"progress": False, "batch_size": 4},
+    }
+    whole = flow_result(run_flow, workspace=workspace, settings=settings)
+    assert whole.ok and list(whole.paths) == ["affinitynet", "graphnet-tags"]
+    tags = {s.stage: s for s in whole.paths["graphnet-tags"].summaries}
+    for stage in ("train-cam", "cams", "pseudo/cam", "affinity-labels"):  # computed once, by affinitynet
+        assert tags[stage].done == 0 and tags[stage].skipped > 0, stage
+    assert tags["pseudo/gcn-tags"].done > 0
+    assert list(whole.rounds) == ["graphnet-tags"]  # segmentation.paths: rounds only there
+    assert {"pseudo/gcn-tags", "pseudo/gcn-tags/round-1", "pseudo/rw", "pseudo/cam"} <= set(whole.evaluation)
+    n_images = len(Workspace(workspace).image_ids())
+    assert whole.mask_stages.count("pseudo/cam") == 1  # listed by both paths, scored once
+    assert whole.evaluation["pseudo/cam"]["images"] == n_images

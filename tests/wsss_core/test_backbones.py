@@ -156,3 +156,32 @@ def test_normalise_images_values_and_layout():
 
 def test_default_device_follows_cuda_availability():
     assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_without_a_network_the_missing_weights_are_said_once_and_fetched_once_per_file(tmp_path, monkeypatch, caplog):
+    import urllib.error
+    import warnings as warnings_module
+
+    from wsss_core import backbones
+    from wsss_core.weights import resolve_pretrained
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached
+    monkeypatch.setattr(backbones, "_UNREACHABLE", {})
+    tried = []
+
+    def unreachable(url, dst, *args, **kwargs):
+        tried.append(url)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    with caplog.at_level(logging.INFO), warnings_module.catch_warnings():
+        warnings_module.simplefilter("error")  # no RuntimeWarning on top of the log line
+        for backbone in ("resnet18", "resnet18", "vgg16"):
+            state_dict, record = resolve_weights(backbone, "DEFAULT")
+            assert state_dict is None and record.used == "none" and "RANDOM INIT" in record.reason
+        choice = resolve_pretrained("segmentation", "resnet18", "DEFAULT")
+    assert choice.fallback and choice.weights == "none"  # still recorded as a fallback
+    assert len(tried) == 2  # once per file, not once per request
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and loud[0].startswith(backbones.OFFLINE_MESSAGE) and "resnet18" in loud[0]
+    assert backbones.offline()

@@ -14,7 +14,7 @@ import pytest
 
 from wsss_core.errors import WorkspaceError
 from wsss_core.metrics import ConfusionMatrix
-from wsss_core.report import SECTIONS, ReportConfig, best_marked, gather, render_html, worst_images, write_report
+from wsss_core.report import SECTIONS, ReportConfig, best_marked, gather, render_html, results_text, worst_images, write_report
 from wsss_core.store import INGEST_STAGE, Workspace
 
 CLASSES = ["background", "cat"]
@@ -112,6 +112,23 @@ def test_without_ground_truth_the_page_says_what_it_cannot_rank(tmp_path):
 def test_best_marks_ties_and_skips_missing():
     assert best_marked([0.5, None, 0.5, 0.2]) == [("50.0", "num best"), ("-", "num"), ("50.0", "num best"), ("20.0", "num")]
     assert best_marked([None]) == [("-", "num")]
+
+
+def test_results_text_rows_in_pipeline_order_best_of_each_split_starred():
+    def scores(train, val):
+        return {"images": 3, "splits": {"train": {"miou": train}, **({"val": {"miou": val}} if val is not None else {})}}
+
+    text = results_text({
+        "pseudo/gcn-scribbles/round-1": scores(0.9, 0.8),
+        "pseudo/gcn-scribbles": scores(0.85, 0.81),
+        "pseudo/nearest-scribbles": scores(0.3, None),
+    })
+    lines = text.splitlines()
+    assert lines[0].split() == ["method", "round", "mask", "set", "mIoU", "train", "mIoU", "val", "images"]
+    assert [line.split()[2] for line in lines[1:]] == [  # the baseline first, then the method and its rounds
+        "pseudo/nearest-scribbles", "pseudo/gcn-scribbles", "pseudo/gcn-scribbles/round-1"]
+    assert lines[1].split()[:5] == ["nearest-scribbles", "0", "pseudo/nearest-scribbles", "30.0", "-"]
+    assert lines[2].split()[3:5] == ["85.0", "81.0*"] and lines[3].split()[3:5] == ["90.0*", "80.0"]
 
 
 def test_write_report_defaults_to_the_reports_folder_and_refuses_a_broken_evaluation(tmp_path):

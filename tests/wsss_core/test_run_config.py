@@ -28,7 +28,8 @@ def test_bad_run_configs_get_one_line_naming_the_file(tmp_path):
 
 def test_paths_follow_the_weak_labels_present():
     chosen, skipped = applicable_paths(None, {"scribbles", "tags"})
-    assert chosen == ["graphnet-scribbles", "affinitynet"] and skipped == {"graphnet-boxes": "the dataset has no boxes"}
+    assert chosen == ["graphnet-scribbles", "affinitynet", "graphnet-tags"]  # gcn-tags after the CAM rows' own path
+    assert skipped == {"graphnet-boxes": "the dataset has no boxes"}
     assert applicable_paths(("graphnet-boxes",), {"boxes"}) == (["graphnet-boxes"], {})
 
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.sample import IGNORE_INDEX, Sample
+from wsss_core.errors import UsageError
 from wsss_core.data.synthetic import (
     _OWNER_MARKER,
     _SHAPE_FAMILIES,
@@ -315,10 +317,48 @@ def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig()
 VARIANTS = ("standard", "holdout", "wild")
 
 
+def variant_config(variant: str, n_images: int, width: int, height: int, seed: int) -> Any:
+    """The generator config of a variant: WildConfig for "wild", else SyntheticConfig."""
+    if variant == "wild":
+        return WildConfig(n_images=n_images, width=width, height=height, seed=seed)
+    if variant not in VARIANTS:
+        raise UsageError(f"variant {variant!r}: choose {', '.join(VARIANTS)}")
+    from wsss_core.data.synthetic import SyntheticConfig
+
+    return SyntheticConfig(n_images=n_images, width=width, height=height, seed=seed, variant=variant)  # type: ignore[arg-type]
+
+
 def generate_variant(out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int) -> Path:
     """`wsss generate`: the built-in dataset ("standard", "holdout") or the seed's "wild" dataset."""
+    config = variant_config(variant, n_images, width, height, seed)
     if variant == "wild":
-        return generate_wild_dataset(out_dir, WildConfig(n_images=n_images, width=width, height=height, seed=seed))
-    from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+        return generate_wild_dataset(out_dir, config)
+    from wsss_core.data.synthetic import generate_dataset
 
-    return generate_dataset(out_dir, SyntheticConfig(n_images=n_images, width=width, height=height, seed=seed, variant=variant))  # type: ignore[arg-type]
+    return generate_dataset(out_dir, config)
+
+
+def ensure_variant(out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int) -> bool:
+    """Generate the dataset into out_dir unless it already holds exactly that one; True when it
+    wrote it. synthetic.json (written last) says what a folder holds; a folder holding another
+    generated dataset is refused (a workspace must not mix two), as is one holding a dataset
+    the generator did not write."""
+    root = Path(out_dir)
+    config = variant_config(variant, n_images, width, height, seed)
+    record = root / "synthetic.json"
+    if record.is_file():
+        try:
+            found = json.loads(record.read_text())
+        except ValueError:
+            found = {}
+        if found.get("config_hash") == config_hash(config):
+            return False
+        held = found.get("config") or {}
+        raise UsageError(
+            f"{root}: holds another generated dataset ({held.get('n_images', '?')} images of "
+            f"{held.get('width', '?')}x{held.get('height', '?')}, variant {held.get('variant', 'wild' if found.get('family') else '?')}, "
+            f"seed {held.get('seed', '?')}) than the one asked for ({n_images} images of {width}x{height}, "
+            f"variant {variant}, seed {seed}): choose another folder, or remove it"
+        )
+    generate_variant(root, variant, n_images, width, height, seed)  # refuses a folder it did not write
+    return True

@@ -26,7 +26,7 @@ from wsss_core.graphnet.label_propagation import LabelPropagationConfig
 from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
 from wsss_core.superpixels import SuperpixelConfig
-from wsss_core.weights import pretrained_loads
+from wsss_core.weights import fallback_level, pretrained_loads
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def resolve_config(
         loads, note = pretrained_loads(BACKBONES.check(backbone), weights)
         preset, why = ("paper", f"auto: {note}") if loads else ("offline", f"auto: {note}")
         if not loads:  # the flow says it on the console; this goes to the logs
-            logger.warning("%s: using the offline preset (colour + texture node features, no CNN)", note)
+            logger.log(fallback_level(), "%s: using the offline preset (colour + texture node features, no CNN)", note)
     else:
         why = "asked for"
     config = GRAPHNET_PRESETS.get(preset)()

@@ -31,7 +31,7 @@ from wsss_core.backbones import (
 from wsss_core.errors import BadInputError, UsageError
 from wsss_core.registries import BACKBONES, SEGMENTATION_ARCHS
 from wsss_core.training import read_checkpoint
-from wsss_core.weights import WeightsChoice, no_weights, resolve_pretrained
+from wsss_core.weights import WeightsChoice, fallback_level, no_weights, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def resolve_segmentation_weights(
             f"{choice.note}; but that checkpoint's {choice.backbone} does not fit {arch}: "
             f"the {NETWORK} network starts from RANDOM INIT"
         )
-        logger.warning(note)
+        logger.log(fallback_level(), note)
         choice = WeightsChoice(NETWORK, backbone, "none", backbone, choice.requested, note, fallback=True)
     return choice
 
@@ -144,7 +144,7 @@ def _resolve_torchvision_only(backbone: str, weights: str | None) -> WeightsChoi
         f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?); "
         f"the {NETWORK} network starts from RANDOM INIT"
     )
-    logger.warning(note)
+    logger.log(fallback_level(), note)
     return WeightsChoice(NETWORK, backbone, "none", backbone, requested, note, fallback=True)
 
 

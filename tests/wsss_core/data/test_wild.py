@@ -7,7 +7,15 @@ import pytest
 
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.data.voc import VocReader
-from wsss_core.data.wild import WildConfig, dataset_look, generate_variant, generate_wild_dataset, generate_wild_sample
+from wsss_core.data.wild import (
+    WildConfig,
+    dataset_look,
+    ensure_variant,
+    generate_variant,
+    generate_wild_dataset,
+    generate_wild_sample,
+)
+from wsss_core.errors import UsageError
 
 SMALL = WildConfig(n_images=6, width=96, height=72, seed=5)
 
@@ -72,3 +80,15 @@ def test_generate_variant_dispatches(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "classes.txt").read_text().splitlines()[1] == "brick-red"
     with pytest.raises(ValueError, match="64x64"):
         WildConfig(width=48)
+
+
+def test_ensure_variant_writes_once_and_refuses_another_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    assert ensure_variant(root, "standard", 2, 80, 64, 9)  # written
+    written = (root / "synthetic.json").stat().st_mtime_ns
+    assert not ensure_variant(root, "standard", 2, 80, 64, 9)  # that one is there: left alone
+    assert (root / "synthetic.json").stat().st_mtime_ns == written
+    with pytest.raises(UsageError, match="another generated dataset"):  # a workspace must not mix two
+        ensure_variant(root, "standard", 3, 80, 64, 9)
+    with pytest.raises(UsageError, match="variant 'nope'"):
+        ensure_variant(tmp_path / "e", "nope", 2, 80, 64, 9)
