@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.metrics import align_columns
 from wsss_core.store import workspace_path
 from wsss_core.tracking import workspace_store
 
@@ -121,11 +122,7 @@ def format_comparison(runs: Sequence[ComparedRun], metric: str, params: Sequence
         started = datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
         where = [run.where] if show_where else []
         rows.append([f"{run.value:.2f}", run.name, run.run_id[:8], started, *where, *(run.params.get(p, MISSING) for p in params)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.rjust(w) if i == 0 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
-        for row in rows
-    )
+    return align_columns(rows, right={0})
 
 
 def compare_runs(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 
@@ -114,12 +114,17 @@ def format_iou_table(
             raise ValueError(f"{key}: {confusion.num_classes} classes but {len(class_names)} names")
         values = [*confusion.iou(), confusion.miou()]
         rows.append([*keys, *([str(confusion.images)] if images else []), *(_percent(v) for v in values)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i < len(key_header) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return align_columns(rows, right=range(len(key_header), len(header)))
+
+
+def align_columns(rows: Sequence[Sequence[str]], right: Container[int]) -> str:
+    """Plain-text table: cells padded to their column's width, two spaces apart; the columns
+    whose index is in ``right`` right-aligned (numbers), the others left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
         for row in rows
-    ]
-    return "\n".join(lines)
+    )
 
 
 def _percent(value: float) -> str:

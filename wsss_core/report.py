@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsss_core.errors import WorkspaceError
-from wsss_core.metrics import ConfusionMatrix
+from wsss_core.metrics import ConfusionMatrix, align_columns
 from wsss_core.plots import colorize, draw_boxes, draw_scribbles, overlay_mask
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order, round_zero_stage
 from wsss_core.store import Workspace
@@ -446,11 +446,7 @@ def results_text(results: dict[str, dict]) -> str:
             cells.append("-" if value is None else f"{100 * value:.1f}" + ("*" if value == best[sp] else " "))
         rows.append([found[0] if found else stage, str(round_ if round_ is not None else "-"), stage, *cells,
                      str(results[stage].get("images", "-"))])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
-        for row in rows
-    )
+    return align_columns(rows, right=range(3, len(header)))
 
 
 def render_grid(rows: Sequence[ImageRow]) -> str:
