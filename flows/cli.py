@@ -591,10 +591,7 @@ def run(
     if not mlflow:
         settings["mlflow"] = False
     started = time.perf_counter()
-    whole = call_flow(
-        "flows.run:run_flow", workspace=str(workspace), config_file=str(config) if config else None,
-        settings=settings or None, run_name=run_name,
-    )
+    whole = call_run_flow(workspace, config, settings, run_name)
     if whole.report:
         typer.echo(f"report: {whole.report}", err=True)
     finish(whole.summaries, started)
@@ -703,12 +700,17 @@ def demo(
         settings["mlflow"] = False
     workspace = out / "workspace"
     started = time.perf_counter()
-    whole = call_flow(
-        "flows.run:run_flow", workspace=str(workspace), config_file=str(config or DEMO_CONFIG), settings=settings,
-        run_name="demo",
-    )
+    whole = call_run_flow(workspace, config or DEMO_CONFIG, settings, "demo")
     print_demo_summary(whole, workspace, mlflow)
     finish(whole.summaries, started)
+
+
+def call_run_flow(workspace: Path, config: Path | None, settings: dict[str, Any], run_name: str | None) -> Any:
+    """flows.run:run_flow, as `wsss run` and `wsss demo` call it."""
+    return call_flow(
+        "flows.run:run_flow", workspace=str(workspace), config_file=str(config) if config else None,
+        settings=settings or None, run_name=run_name,
+    )
 
 
 def tool_command(name: str) -> str:
@@ -718,9 +720,7 @@ def tool_command(name: str) -> str:
 
     beside = Path(sys.executable).parent / name
     found = shutil.which(name)
-    if found and (not beside.exists() or Path(found).resolve() == beside.resolve()):
-        return name
-    if not beside.exists():
+    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
         return name
     try:
         return str(beside.relative_to(Path.cwd()))
