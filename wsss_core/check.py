@@ -21,7 +21,7 @@ from pathlib import Path
 
 from wsss_core.errors import StoredArrayError, WorkspaceError
 from wsss_core.runner import UNREADABLE
-from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
+from wsss_core.store import INGEST_STAGE, Workspace, stage_arrays
 
 # Ingested arrays every image has; gt and scribbles exist only where the dataset has them.
 REQUIRED_INGEST_ARRAYS = ("images", "boxes", "tags")
@@ -51,15 +51,14 @@ class CheckReport:
         return counts
 
 
-def array_groups(stage: str) -> tuple[str, ...]:
-    """The array groups a stage writes: the ingested ones for ingest, else its own name."""
-    return INGEST_ARRAYS if stage == INGEST_STAGE else (stage,)
+array_groups = stage_arrays  # the array groups a stage writes
 
 
 def stored_arrays(ws: Workspace, group: str, image_id: str) -> Iterator[str | None]:
-    """The arrays under <group>/<image_id>: None for the node itself when it is an array,
-    else each array's name inside it (e.g. "edges" of graphs/<id>/edges). A node whose
-    zarr.json is unreadable is yielded too: reading it names the problem."""
+    """The arrays stored one by one under <group>/<image_id> (workspaces from before packs):
+    None for the node itself when it is an array, else each array's name inside it (e.g.
+    "edges" of graphs/<id>/edges). A node whose zarr.json is unreadable is yielded too:
+    reading it names the problem."""
     base = ws.store_path / group / image_id
     for folder, dirs, files in os.walk(base):
         dirs.sort()
@@ -78,14 +77,14 @@ def stored_arrays(ws: Workspace, group: str, image_id: str) -> Iterator[str | No
 def writes_per_image_arrays(ws: Workspace, stage: str) -> bool:
     """Whether a stage stores arrays per image: a dataset-level stage (a training) marks
     images done but stores none, and its group stays empty."""
-    if stage == INGEST_STAGE:
-        return True
-    group = ws.store_path / stage
-    return group.is_dir() and any(entry.is_dir() for entry in os.scandir(group))
+    return ws.stores_arrays(stage)
 
 
 def check_image(ws: Workspace, stage: str, image_id: str) -> tuple[int, Problem | None]:
     """Read every array of one done (stage, image). Returns (arrays read, the first problem or None)."""
+    listed = ws.image_arrays(stage, image_id)
+    if listed is not None:  # its marker says which arrays it has, in packs
+        return check_listed(ws, stage, image_id, listed)
     read = 0
     for group in array_groups(stage):
         names = list(stored_arrays(ws, group, image_id))
@@ -99,6 +98,22 @@ def check_image(ws: Workspace, stage: str, image_id: str) -> tuple[int, Problem 
             except WorkspaceError as error:  # a node that is no array
                 return read, Problem(stage, image_id, str(ws.store_path / group / image_id), str(error))
             read += 1
+    return read, None
+
+
+def check_listed(ws: Workspace, stage: str, image_id: str, listed: list[tuple[str, str | None]]) -> tuple[int, Problem | None]:
+    """check_image for an image whose marker lists its arrays."""
+    groups = {group for group, _ in listed}
+    for group in array_groups(stage):
+        if group not in groups and (stage != INGEST_STAGE or group in REQUIRED_INGEST_ARRAYS):
+            return 0, Problem(stage, image_id, ws.marker_file(stage, image_id), f"marked done but no array stored ({group})")
+    read = 0
+    for group, name in listed:
+        try:
+            ws.read_array(group, image_id, name)
+        except StoredArrayError as error:
+            return read, Problem(stage, image_id, error.path, error.problem)
+        read += 1
     return read, None
 
 

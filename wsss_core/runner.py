@@ -1,7 +1,8 @@
 """The per-image loop every batched stage shares (orchestrator-free).
 
 For each image of a batch: skip it when its marker for the stage's key exists, else
-run the step (which writes the image's arrays), then write the marker. A step that
+run the step (which writes the image's arrays); when the batch ends, its images' arrays
+are written as packs, then their markers (Workspace.packing). A step that
 raises is recorded as a failure of that image only; its neighbours go on. A step that
 finds an input array of an earlier stage unreadable (StoredArrayError) also makes that
 stage's image not done (record + marker removed), so its next run recomputes it. I/O errors
@@ -91,30 +92,49 @@ def run_batch(
 ) -> BatchReport:
     """Run `step` on each image not yet done. See the module docstring.
 
-    With final_attempt=False, transient errors are left unrecorded for a retry;
-    on the final attempt they become failure records like any other error.
+    The batch's arrays go into packs (Workspace.packing): an image's marker is written,
+    after its pack, when the batch ends (or when its waiting arrays grow past PACK_BYTES),
+    so an image counts as done only then. With final_attempt=False, transient errors are
+    left unrecorded for a retry; on the final attempt they become failure records like any
+    other error.
     """
     report = BatchReport(stage)
-    for image_id in image_ids:
-        if workspace.is_done(stage, image_id, key):
-            report.skipped.append(image_id)
-            continue
-        try:
-            warnings = step(image_id)
-        except Exception as error:  # noqa: BLE001 - one image's failure must not stop the batch
-            message = str(error) or type(error).__name__
-            if is_transient(error) and not final_attempt:
-                report.transient[image_id] = message
+
+    def failed(image_id: str, error: Exception) -> None:
+        message = str(error) or type(error).__name__
+        if is_transient(error) and not final_attempt:
+            report.transient[image_id] = message
+            return
+        logger.warning("%s: %s failed: %s", stage, image_id, message)
+        logger.debug("%s", "".join(traceback.format_exception(error)))
+        report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
+
+    with workspace.packing(stage, key) as batch:
+
+        def flush() -> None:
+            written, errors = batch.flush()
+            for image_id in written:
+                workspace.clear_failure(stage, image_id)
+                report.done.append(image_id)
+            for image_id, error in errors.items():
+                failed(image_id, error)
+
+        for image_id in image_ids:
+            if workspace.is_done(stage, image_id, key):
+                report.skipped.append(image_id)
                 continue
-            logger.warning("%s: %s failed: %s", stage, image_id, message)
-            logger.debug("%s", traceback.format_exc())
-            report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
-            continue
-        if warnings:
-            workspace.record_warnings(stage, image_id, warnings, key)
-        workspace.mark_done(stage, image_id, key)
-        workspace.clear_failure(stage, image_id)
-        report.done.append(image_id)
+            try:
+                warnings = step(image_id)
+            except Exception as error:  # noqa: BLE001 - one image's failure must not stop the batch
+                batch.discard(image_id)
+                failed(image_id, error)
+                continue
+            if warnings:
+                workspace.record_warnings(stage, image_id, warnings, key)
+            workspace.mark_done(stage, image_id, key)  # waits for the batch's flush
+            if batch.full:
+                flush()
+        flush()
     return report
 
 

@@ -2,10 +2,16 @@
 
 Layout of a workspace directory::
 
-    store.zarr/                 Zarr v3 store: one array per (stage, image), e.g. images/<id>,
-                                superpixels/<id>, pseudo/gcn-scribbles/<id>; root attributes hold the
-                                dataset description and each stage's config and key.
-    markers/<stage>/<key>/<id>  completion markers, written after the image's arrays
+    store.zarr/                 Zarr v3 store; root attributes hold the dataset description and
+                                each stage's config and key
+      <group>/_packs/<pack>     a batch's images of one array (images, superpixels, graphs' edges,
+                                pseudo/gcn-scribbles, ...): one sharded Zarr array, a row per image
+                                (flattened; one inner chunk each), written whole by one batch task
+      <group>/<id>[/<name>]     one array per (group, image): workspaces written before packs, and
+                                arrays written outside a batch (Workspace.write_array alone; it
+                                points a packed image's marker to the new array)
+    markers/<stage>/<key>/<id>.json   completion markers, written after the image's arrays; a
+                                marker of a packed image says where each of its arrays lives
     records/failures/<stage>/<id>.json   one failure record per (stage, image); an ingest failure
                                 also names the split(s) whose list holds the id
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
@@ -13,22 +19,35 @@ Layout of a workspace directory::
     (root attribute "requests") how each pipeline was last asked for, for `wsss retry-failed`
 
 Markers and records are small files written atomically (temp file + rename), one per
-image, so any number of processes may write them at once; each process also owns the
-whole arrays it writes. Zarr attributes and split records are written only by the
-single flow process.
+image, so any number of processes may write them at once. Arrays: inside
+Workspace.packing() (wsss_core.runner.run_batch opens it around every batch), an image's
+arrays wait in memory until the batch (or PACK_BYTES of it) is done, then each array
+group's images go into one new pack, named uniquely, so no two writers ever share a file
+(Zarr is safe across processes only when each writer owns whole shards); then the
+images' markers are written, pointing into the packs. An image is still done only when
+its marker exists, and a recomputed image (a retry, a repair) goes into a new pack, its
+marker pointing there. Reading one image reads its marker, then only its own inner
+chunk of the pack. Zarr attributes and split records are written only by the single
+flow process.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +76,23 @@ OBJECT_STORE_LIMITS = (
     "markers, records and splits are written atomically by a local rename, MLflow's store is "
     "SQLite in the workspace and checkpoints are local files"
 )
+
+
+# Packs: <group>/_packs/<pack>, a batch's images of one array group. "_" starts no stage
+# name segment and no image id, so a pack never clashes with an image's array or a stage.
+PACKS = "_packs"
+# A batch flushes its packs early once its waiting arrays hold this many bytes.
+PACK_BYTES = 256 * 2**20
+# Opened packs kept per process (packs never change once written: safe to keep open).
+PACK_HANDLES = 512
+_PACK_HANDLES: OrderedDict[tuple[str, str], zarr.Array] = OrderedDict()
+_PACK_LOCK = threading.Lock()
+_PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
+
+
+def stage_arrays(stage: str) -> tuple[str, ...]:
+    """The array groups a stage writes: the ingested ones for ingest, else its own name."""
+    return INGEST_ARRAYS if stage == INGEST_STAGE else (stage,)
 
 
 def owning_stage(array: str) -> str:
@@ -116,6 +152,89 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalFiles:
+    """A workspace's files besides the arrays (markers, records, splits, models, reports) on a
+    local or mounted file system, named by paths relative to the workspace ("markers/x/k/a.json").
+
+    Written whole through a temp file and a rename, so a reader sees the old file or the new one.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._base = str(root)
+
+    def show(self, relative: str) -> str:
+        """The file as messages name it."""
+        return str(self.root / relative)
+
+    def _full(self, relative: str) -> str:
+        return os.path.join(self._base, relative)
+
+    def exists(self, relative: str) -> bool:
+        return os.path.exists(self._full(relative))
+
+    def is_file(self, relative: str) -> bool:
+        return os.path.isfile(self._full(relative))
+
+    def read_text(self, relative: str) -> str:
+        with open(self._full(relative)) as handle:
+            return handle.read()
+
+    def read_bytes(self, relative: str) -> bytes:
+        with open(self._full(relative), "rb") as handle:
+            return handle.read()
+
+    def write_json(self, relative: str, payload: dict[str, Any]) -> None:
+        write_json_atomic(self.root / relative, payload)
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        write_bytes_atomic(self.root / relative, data)
+
+    def remove(self, relative: str) -> None:
+        try:
+            os.unlink(self._full(relative))
+        except FileNotFoundError:
+            pass
+
+    def remove_tree(self, relative: str) -> None:
+        shutil.rmtree(self._full(relative), ignore_errors=True)
+
+    def files(self, relative: str) -> list[str]:
+        """The names of the plain files in a folder, unsorted ([] when there is no folder)."""
+        try:
+            return [e.name for e in os.scandir(self._full(relative)) if e.is_file()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def folders(self, relative: str) -> list[str]:
+        """The names of the folders in a folder, unsorted ([] when there is no folder)."""
+        try:
+            return [e.name for e in os.scandir(self._full(relative)) if e.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def all_files(self, relative: str) -> list[str]:
+        """Every file under a folder, as paths relative to it, sorted."""
+        base = self._full(relative)
+        found = []
+        for folder, _, names in os.walk(base):
+            found += [os.path.relpath(os.path.join(folder, n), base).replace(os.sep, "/") for n in names]
+        return sorted(found)
+
+
 @dataclass(frozen=True)
 class StageRecord:
     """A per-image record: a failure or a warning."""
@@ -149,13 +268,14 @@ class Workspace:
     def __init__(self, path: str | Path):
         self.path = workspace_path(path)
         self.store_path = self.path / STORE_NAME
+        self._files = LocalFiles(self.path)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
     # ----------------------------------------------------------------- metadata
     def exists(self) -> bool:
-        return (self.store_path / "zarr.json").exists()
+        return self._files.exists(f"{STORE_NAME}/zarr.json")
 
     def require(self) -> Workspace:
         if not self.exists():
@@ -224,31 +344,28 @@ class Workspace:
     # image is in it; with several, membership is unknown until `wsss ingest --split`
     # is re-run for each (cheap: ingested images are skipped, their split recorded).
 
-    def _split_file(self, split: str) -> Path:
-        return self.path / SPLITS_DIR / f"{check_split_name(split)}.json"
+    def _split_file(self, split: str) -> str:
+        return f"{SPLITS_DIR}/{check_split_name(split)}.json"
 
     def _has_record(self, split: str) -> bool:
-        return bool(_SPLIT_NAME.match(split)) and self._split_file(split).is_file()
+        return bool(_SPLIT_NAME.match(split)) and self._files.is_file(self._split_file(split))
 
     def _recorded_splits(self) -> list[str]:
-        folder = self.path / SPLITS_DIR
-        if not folder.is_dir():
-            return []
-        names = (p.name[:-5] for p in os.scandir(folder) if p.name.endswith(".json") and p.is_file())
+        names = (n[:-5] for n in self._files.files(SPLITS_DIR) if n.endswith(".json"))
         return sorted(n for n in names if _SPLIT_NAME.match(n))  # not the temp files of a write
 
     def _read_split(self, split: str) -> set[str] | None:
         """The recorded ids of a split, None when it has no record."""
         path = self._split_file(split)
         try:
-            return set(json.loads(path.read_text())["ids"])
+            return set(json.loads(self._files.read_text(path))["ids"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise WorkspaceError(f"{path}: unreadable split record ({error})") from None
+            raise WorkspaceError(f"{self._files.show(path)}: unreadable split record ({error})") from None
 
     def _write_split(self, split: str, image_ids: Iterable[str]) -> None:
-        write_json_atomic(self._split_file(split), {"split": split, "ids": sorted(image_ids)})
+        self._files.write_json(self._split_file(split), {"split": split, "ids": sorted(image_ids)})
 
     def _legacy_split(self) -> str | None:
         """The one split of a workspace made before per-image splits: it holds every ingested image."""
@@ -354,9 +471,12 @@ class Workspace:
         old = stages.get(stage)
         changed = old is not None and old["key"] != key
         if changed:
-            shutil.rmtree(self._marker_dir(stage), ignore_errors=True)
-            shutil.rmtree(self._record_dir("failures", stage), ignore_errors=True)
-            shutil.rmtree(self._record_dir("warnings", stage), ignore_errors=True)
+            self._files.remove_tree(self._marker_dir(stage))
+            self._files.remove_tree(self._record_dir("failures", stage))
+            self._files.remove_tree(self._record_dir("warnings", stage))
+            # The packs of the old config: no marker points into them any more.
+            for group in stage_arrays(stage):
+                self._files.remove_tree(f"{STORE_NAME}/{group}/{PACKS}")
         stages[stage] = {"key": key, "config": config, "upstream": upstream or {}, "time": time.time()}
         self._update_attrs(stages=stages)
         # Create the stage's group now, from this one process, so that parallel
@@ -399,11 +519,34 @@ class Workspace:
         self, stage: str, image_id: str, data: np.ndarray, name: str | None = None,
         attributes: dict[str, Any] | None = None,
     ) -> None:
-        """Write one per-image array (one chunk: its writer owns it whole).
+        """Write one image's array of group `stage` (images, superpixels, graphs, ...).
 
-        attributes: JSON values stored in the array's metadata (e.g. a mask's confidence),
-        replaced with the array when it is written again."""
-        data = np.ascontiguousarray(data)
+        Inside packing() of the stage that owns the group, it waits for the batch's pack
+        (see the module docstring) and is written with the image's marker; elsewhere it
+        is written at once, as an array of its own (one chunk: its writer owns it whole).
+        attributes: JSON values kept with the array (e.g. a mask's confidence), replaced
+        with the array when it is written again."""
+        check_image_id(image_id)
+        batch = self._batch_for(owning_stage(stage))
+        if batch is not None:
+            batch.add(image_id, stage, name, np.ascontiguousarray(data), attributes)
+            return
+        self._write_own_array(stage, image_id, np.ascontiguousarray(data), name, attributes)
+        self._repoint_own(stage, image_id, name)
+
+    def _repoint_own(self, group: str, image_id: str, name: str | None) -> None:
+        """After an array of its own replaced a packed one (a write outside a batch, e.g. a fix
+        by hand), the image's marker points to it, so reads find the new array, not the pack."""
+        found = self._packed_marker_file(owning_stage(group), image_id)
+        if found is None:
+            return
+        relative, marker = found
+        marker["arrays"].setdefault(group, {})[name or ""] = {"own": True}
+        self._files.write_json(relative, marker)
+
+    def _write_own_array(
+        self, stage: str, image_id: str, data: np.ndarray, name: str | None, attributes: dict[str, Any] | None
+    ) -> None:
         array = zarr.create_array(
             store=self.store_path,
             name=self._array_path(stage, image_id, name),
@@ -416,10 +559,120 @@ class Workspace:
         if data.size:
             array[...] = data
 
+    @contextmanager
+    def packing(self, stage: str, key: str, limit_bytes: int | None = None) -> Iterator[PackBatch]:
+        """Collect the arrays and markers a batch of `stage` writes (in this thread) into packs.
+
+        While open, write_array of the stage's groups and mark_done(stage, ..., key) wait
+        in the yielded PackBatch; its flush() writes the packs, then the markers. What is
+        not flushed when the block ends is dropped (those images are not done).
+        """
+        batch = PackBatch(self, check_stage_name(stage), key, PACK_BYTES if limit_bytes is None else limit_bytes)
+        token = _PACKING.set(batch)
+        try:
+            yield batch
+        finally:
+            _PACKING.reset(token)
+
+    def _batch_for(self, stage: str, key: str | None = None) -> PackBatch | None:
+        """The open batch of this workspace's stage in this thread, if any."""
+        batch = _PACKING.get()
+        if batch is None or batch.stage != stage or batch.location != self._location():
+            return None
+        return batch if key is None or key == batch.key else None
+
+    def _location(self) -> str:
+        return str(self.path)
+
     # Reading: a stored file that cannot be decoded (zarr 3 raises RuntimeError "Zstd
     # decompression error" for a truncated chunk, ValueError for a broken zarr.json) is a
     # StoredArrayError naming the file. Plain OSErrors pass unchanged: the runner retries
     # them as passing I/O trouble rather than recomputing the array.
+
+    def _pointer(self, group: str, image_id: str, name: str | None) -> dict[str, Any] | None | bool:
+        """Where an image's array is: its pack entry (a dict), None when the image's marker
+        lists its arrays and not this one, False when it is stored as an array of its own
+        (no marker of a batch: written before packs, or outside one)."""
+        check_image_id(image_id)
+        marker = self._packed_marker(owning_stage(group), image_id)
+        if marker is None:
+            return False
+        entry = marker["arrays"].get(group, {}).get(name or "")
+        return False if isinstance(entry, dict) and entry.get("own") else entry
+
+    def _packed_marker(self, stage: str, image_id: str) -> dict[str, Any] | None:
+        """The image's marker when a batch wrote it (it lists the image's arrays), else None."""
+        found = self._packed_marker_file(stage, image_id)
+        return None if found is None else found[1]
+
+    def _packed_marker_file(self, stage: str, image_id: str) -> tuple[str, dict[str, Any]] | None:
+        """_packed_marker with its file, relative to the workspace."""
+        base = f"markers/{stage}"
+        found = []
+        for key in self._files.folders(base):
+            try:
+                found.append((key, json.loads(self._files.read_text(f"{base}/{key}/{image_id}.json"))))
+            except FileNotFoundError:
+                continue
+            except ValueError:  # a marker cut short: not packed (its arrays will not be found)
+                found.append((key, {}))
+        if len(found) > 1:  # an old key's folder left by an interrupted begin_stage
+            current = self.stage_key(stage)
+            found = [(k, m) for k, m in found if k == current]
+        if not found:
+            return None
+        key, marker = found[0]
+        if isinstance(marker, dict) and isinstance(marker.get("arrays"), dict):
+            return f"{base}/{key}/{image_id}.json", marker
+        return None
+
+    def _pack_entry(self, group: str, image_id: str, name: str | None) -> dict[str, Any] | None | bool:
+        """_pointer, or the array itself (key "data") while it waits in this thread's batch."""
+        batch = self._batch_for(owning_stage(group))
+        if batch is not None:
+            waiting = batch.waiting(image_id, group, name)
+            if waiting is not None:
+                return waiting
+        return self._pointer(group, image_id, name)
+
+    def _open_pack(self, group: str, image_id: str, name: str | None, pack: str) -> zarr.Array:
+        """A pack's array, opened once per process (packs are never changed once written)."""
+        cache_key = (self._location(), pack)
+        with _PACK_LOCK:
+            handle = _PACK_HANDLES.get(cache_key)
+            if handle is not None:
+                _PACK_HANDLES.move_to_end(cache_key)
+                return handle
+        meta = f"{STORE_NAME}/{pack}/zarr.json"
+        try:
+            handle = zarr.open_array(self.store_path / pack, mode="r")
+        except OSError as error:
+            if not isinstance(error, FileNotFoundError) or self._files.exists(meta):
+                raise
+            raise _unreadable(group, image_id, name, self._files.show(meta), error) from None
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata, or no pack at all
+            raise _unreadable(group, image_id, name, self._files.show(meta), error) from error
+        with _PACK_LOCK:
+            _PACK_HANDLES[cache_key] = handle
+            while len(_PACK_HANDLES) > PACK_HANDLES:
+                _PACK_HANDLES.popitem(last=False)
+        return handle
+
+    def _read_packed(self, group: str, image_id: str, name: str | None, entry: dict[str, Any]) -> np.ndarray:
+        if "data" in entry:
+            return entry["data"].copy()
+        handle = self._open_pack(group, image_id, name, entry["pack"])
+        shape = tuple(entry["shape"])
+        try:
+            values = handle[entry["row"], : math.prod(shape)]
+            return values.reshape(shape)
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the data
+            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from error
+
+    def _no_array(self, stage: str, image_id: str, why: str) -> WorkspaceError:
+        return WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({why})")
 
     def _open_array(self, stage: str, image_id: str, name: str | None) -> zarr.Array:
         path = self.store_path / self._array_path(stage, image_id, name)
@@ -427,14 +680,20 @@ class Workspace:
             return zarr.open_array(path, mode="r")
         except OSError as error:
             if isinstance(error, FileNotFoundError) and not (path / "zarr.json").exists():
-                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+                raise self._no_array(stage, image_id, str(error)) from None
             raise
         except Exception as error:  # noqa: BLE001 - any decoding error of the metadata
             if not (path / "zarr.json").exists():  # zarr says ArrayNotFoundError
-                raise WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({error})") from None
+                raise self._no_array(stage, image_id, str(error)) from None
             raise _unreadable(stage, image_id, name, path / "zarr.json", error) from error
 
     def read_array(self, stage: str, image_id: str, name: str | None = None) -> np.ndarray:
+        """One image's array of group `stage` (images, superpixels, graphs with name edges, ...)."""
+        entry = self._pack_entry(stage, image_id, name)
+        if entry is None:
+            raise self._no_array(stage, image_id, "its marker lists no such array" + (f" {name!r}" if name else ""))
+        if entry is not False:
+            return self._read_packed(stage, image_id, name, entry)
         array = self._open_array(stage, image_id, name)
         try:
             return array[...]
@@ -446,10 +705,21 @@ class Workspace:
 
     def array_shape(self, stage: str, image_id: str, name: str | None = None) -> tuple[int, ...]:
         """The shape from the array's metadata, without reading its data."""
+        entry = self._pack_entry(stage, image_id, name)
+        if entry is None:
+            raise self._no_array(stage, image_id, "its marker lists no such array")
+        if entry is not False:
+            return tuple(entry["data"].shape) if "data" in entry else tuple(entry["shape"])
         return tuple(self._open_array(stage, image_id, name).shape)
 
     def array_attributes(self, stage: str, image_id: str, name: str | None = None) -> dict[str, Any]:
-        """An array's attributes from its zarr.json alone (no chunk read; {} if absent or unreadable)."""
+        """An array's attributes, without reading its data ({} if absent or unreadable)."""
+        entry = self._pack_entry(stage, image_id, name)
+        if entry is None:
+            return {}
+        if entry is not False:
+            attributes = entry.get("attributes")
+            return dict(attributes) if isinstance(attributes, dict) else {}
         meta = self.store_path / self._array_path(stage, image_id, name) / "zarr.json"
         try:
             attributes = json.loads(meta.read_text()).get("attributes")
@@ -458,7 +728,38 @@ class Workspace:
         return attributes if isinstance(attributes, dict) else {}
 
     def has_array(self, stage: str, image_id: str, name: str | None = None) -> bool:
+        entry = self._pack_entry(stage, image_id, name)
+        if entry is not False:
+            return entry is not None
         return (self.store_path / self._array_path(stage, image_id, name) / "zarr.json").exists()
+
+    def image_arrays(self, stage: str, image_id: str) -> list[tuple[str, str | None]] | None:
+        """The (group, name) of every array a done image of a stage has, from its marker;
+        None when its arrays are stored one by one (the marker does not list them)."""
+        marker = self._packed_marker(check_stage_name(stage), check_image_id(image_id))
+        if marker is None:
+            return None
+        listed = sorted((group, name) for group, names in marker["arrays"].items() for name in names)
+        return [(group, name or None) for group, name in listed]
+
+    def stores_arrays(self, stage: str) -> bool:
+        """Whether a stage stores arrays per image: a dataset-level stage (a training) marks
+        images done but stores none, and its group stays empty."""
+        return stage == INGEST_STAGE or bool(self._files.folders(f"{STORE_NAME}/{check_stage_name(stage)}"))
+
+    def marker_file(self, stage: str, image_id: str, key: str | None = None) -> str:
+        """An image's marker file under the stage's current key (or `key`), as messages name it."""
+        return self._files.show(f"{self._marker_dir(stage, key or self.stage_key(stage) or '-')}/{check_image_id(image_id)}.json")
+
+    def array_file(self, stage: str, image_id: str, name: str | None = None) -> str:
+        """The file that holds an image's array's data (its pack's shard, or its own chunk), as
+        messages name it; for tools and tests that look at the files."""
+        entry = self._pointer(stage, image_id, name)
+        if entry is None:
+            raise self._no_array(stage, image_id, "its marker lists no such array")
+        if entry is not False:
+            return self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0")
+        return str(_chunk_file(self.store_path / self._array_path(stage, image_id, name)))
 
     @staticmethod
     def _array_path(stage: str, image_id: str, name: str | None) -> str:
@@ -478,34 +779,67 @@ class Workspace:
                 break
         return found
 
+    def _write_pack(self, group: str, name: str | None, pack: str, items: list[tuple[str, np.ndarray]]) -> str:
+        """One pack: the images' arrays as rows (flattened, zero-padded), one shard, one inner
+        chunk per row. Returns its path in the store."""
+        dtype = items[0][1].dtype
+        longest = max(1, max(data.size for _, data in items))
+        rows = np.zeros((len(items), longest), dtype=dtype)
+        for row, (_, data) in enumerate(items):
+            rows[row, : data.size] = data.reshape(-1)
+        path = f"{group}/{PACKS}/{pack}"
+        array = zarr.create_array(
+            store=self.store_path, name=path, shape=rows.shape, dtype=dtype, chunks=(1, longest),
+            shards=rows.shape, attributes={"images": [image_id for image_id, _ in items], "name": name},
+        )
+        array[...] = rows
+        return path
+
+    def _drop_own_arrays(self, group: str, image_id: str, names: Iterable[str | None]) -> None:
+        """Remove an image's arrays stored one by one (a workspace from before packs) once its
+        pack holds them: nothing reads them any more."""
+        for name in names:
+            node = self.store_path / self._array_path(group, image_id, name)
+            if (node / "zarr.json").exists() and _node_type(node) == "array":
+                shutil.rmtree(node, ignore_errors=True)
+        parent = self.store_path / group / image_id
+        if any(name is not None for name in names) and parent.is_dir() and [p.name for p in parent.iterdir()] == ["zarr.json"]:
+            shutil.rmtree(parent, ignore_errors=True)  # the image's group, now empty
+
     # ------------------------------------------------------------------ markers
-    def _marker_dir(self, stage: str, key: str | None = None) -> Path:
-        base = self.path / "markers" / check_stage_name(stage)
-        return base / key if key else base
+    def _marker_dir(self, stage: str, key: str | None = None) -> str:
+        base = f"markers/{check_stage_name(stage)}"
+        return f"{base}/{key}" if key else base
 
     def mark_done(self, stage: str, image_id: str, key: str, served_by: str | None = None) -> None:
         """Written last, after every array of the image: its presence means 'whole'.
 
-        served_by: for a dataset-level stage, the model file that serves this image when it
-        is not the stage's main one (an image that joined after the fit).
+        Inside packing() of this stage and key, it is written when the batch is flushed,
+        after the packs. served_by: for a dataset-level stage, the model file that serves
+        this image when it is not the stage's main one (an image that joined after the fit).
         """
         check_image_id(image_id)
+        batch = self._batch_for(stage, key)
+        if batch is not None:
+            batch.mark(image_id, served_by)
+            return
         payload: dict[str, Any] = {"time": time.time()}
         if served_by:
             payload["served_by"] = served_by
-        write_json_atomic(self._marker_dir(stage, key) / f"{image_id}.json", payload)
+        self._files.write_json(f"{self._marker_dir(stage, key)}/{image_id}.json", payload)
 
     def served_by(self, stage: str, image_id: str, key: str) -> str | None:
         """The model file a dataset-level stage's marker names for this image (None: the main one)."""
         try:
-            return json.loads((self._marker_dir(stage, key) / f"{check_image_id(image_id)}.json").read_text()).get("served_by")
+            marker = self._files.read_text(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
+            return json.loads(marker).get("served_by")
         except (FileNotFoundError, ValueError):
             return None
 
     def is_done(self, stage: str, image_id: str, key: str) -> bool:
         if not _IMAGE_ID.match(image_id):
             return False  # an invalid id (e.g. '../x' in a split list) is never done
-        return (self._marker_dir(stage, key) / f"{image_id}.json").exists()
+        return self._files.exists(f"{self._marker_dir(stage, key)}/{image_id}.json")
 
     def invalidate(self, stage: str, image_id: str, kind: str, message: str) -> None:
         """Make a done image not done: a failure record says why, and its marker goes, so the
@@ -518,7 +852,7 @@ class Workspace:
         splits = self._listing_splits(image_id) if stage == INGEST_STAGE else ()
         self.record_failure(stage, image_id, kind, message, key or "", splits)
         if key is not None:
-            (self._marker_dir(stage, key) / f"{check_image_id(image_id)}.json").unlink(missing_ok=True)
+            self._files.remove(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
 
     def _listing_splits(self, image_id: str) -> list[str]:
         legacy = self._legacy_split()
@@ -530,10 +864,7 @@ class Workspace:
         key = key or self.stage_key(stage)
         if key is None:
             return set()
-        folder = self._marker_dir(stage, key)
-        if not folder.is_dir():
-            return set()
-        return {p.name[:-5] for p in os.scandir(folder) if p.name.endswith(".json") and p.is_file()}
+        return {n[:-5] for n in self._files.files(self._marker_dir(stage, key)) if n.endswith(".json")}
 
     def done_stamps(self, stage: str, key: str | None = None) -> dict[str, int]:
         """{image id: its marker's mtime in ns} of the stage's done images (under key, default the
@@ -559,23 +890,23 @@ class Workspace:
         return sorted(self.done_ids(INGEST_STAGE))
 
     # ------------------------------------------------------------------ records
-    def _record_dir(self, kind: str, stage: str) -> Path:
-        return self.path / "records" / kind / check_stage_name(stage)
+    def _record_dir(self, kind: str, stage: str) -> str:
+        return f"records/{kind}/{check_stage_name(stage)}"
 
     def record_failure(
         self, stage: str, image_id: str, kind: str, message: str, key: str = "", splits: Iterable[str] = ()
     ) -> None:
         record = StageRecord(stage, image_id, kind, message, key, time.time(), tuple(sorted(splits)))
-        write_json_atomic(self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json", asdict(record))
+        self._files.write_json(f"{self._record_dir('failures', stage)}/{_safe_name(image_id)}.json", asdict(record))
 
     def clear_failure(self, stage: str, image_id: str) -> None:
-        (self._record_dir("failures", stage) / f"{_safe_name(image_id)}.json").unlink(missing_ok=True)
+        self._files.remove(f"{self._record_dir('failures', stage)}/{_safe_name(image_id)}.json")
 
     def record_warnings(self, stage: str, image_id: str, messages: Iterable[str], key: str = "") -> None:
         messages = list(messages)
         if messages:
             record = StageRecord(stage, image_id, "warning", "\n".join(messages), key, time.time())
-            write_json_atomic(self._record_dir("warnings", stage) / f"{_safe_name(image_id)}.json", asdict(record))
+            self._files.write_json(f"{self._record_dir('warnings', stage)}/{_safe_name(image_id)}.json", asdict(record))
 
     def failures(self, stage: str) -> list[StageRecord]:
         return self._records("failures", stage)
@@ -586,15 +917,15 @@ class Workspace:
     def _records(self, kind: str, stage: str) -> list[StageRecord]:
         return [record for _, record in self._record_files(kind, stage)]
 
-    def _record_files(self, kind: str, stage: str) -> list[tuple[Path, StageRecord]]:
-        """Each record with its file (older workspaces may name a record otherwise than _safe_name)."""
+    def _record_files(self, kind: str, stage: str) -> list[tuple[str, StageRecord]]:
+        """Each record with its file, relative to the workspace (older workspaces may name a
+        record otherwise than _safe_name)."""
         folder = self._record_dir(kind, stage)
-        if not folder.is_dir():
-            return []
         records = []
-        for path in sorted(folder.glob("*.json")):
+        for name in sorted(n for n in self._files.files(folder) if n.endswith(".json") and not n.startswith(".")):
+            path = f"{folder}/{name}"
             try:
-                records.append((path, StageRecord(**json.loads(path.read_text()))))
+                records.append((path, StageRecord(**json.loads(self._files.read_text(path)))))
             except (OSError, ValueError, TypeError):
                 continue  # removed or replaced while we listed it
         return records
@@ -619,10 +950,10 @@ class Workspace:
             else:  # names no split: unknown, unless every split was judged now
                 keep, gone = set(), judged_all
             if gone:
-                path.unlink(missing_ok=True)
+                self._files.remove(path)
                 dropped.append(record)
             elif keep != set(record.splits):
-                write_json_atomic(path, asdict(replace(record, splits=tuple(sorted(keep)))))
+                self._files.write_json(path, asdict(replace(record, splits=tuple(sorted(keep)))))
         return dropped
 
     # ------------------------------------------------------------------- status
@@ -645,6 +976,100 @@ class Workspace:
         done, failed = done_all & ids, failed_all & ids
         pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
+
+
+class PackBatch:
+    """A batch's arrays and markers waiting to be written as packs (Workspace.packing).
+
+    Images are added as their step writes them and marked when the step succeeds;
+    flush() writes one pack per (array group, name, dtype) holding every marked image,
+    then each image's marker (which points into the packs), and forgets them. An image
+    that failed is discard()ed: nothing of it is written.
+    """
+
+    def __init__(self, workspace: Workspace, stage: str, key: str, limit_bytes: int):
+        self.workspace, self.stage, self.key, self.limit_bytes = workspace, stage, key, limit_bytes
+        self.location = workspace._location()
+        self._arrays: dict[str, dict[tuple[str, str | None], tuple[np.ndarray, dict[str, Any] | None]]] = {}
+        self._marked: dict[str, str | None] = {}
+        self.nbytes = 0
+
+    @property
+    def full(self) -> bool:
+        return self.nbytes >= self.limit_bytes
+
+    @property
+    def marked(self) -> list[str]:
+        return list(self._marked)
+
+    def add(self, image_id: str, group: str, name: str | None, data: np.ndarray, attributes: dict[str, Any] | None) -> None:
+        arrays = self._arrays.setdefault(image_id, {})
+        if (group, name) in arrays:
+            self.nbytes -= arrays[group, name][0].nbytes
+        arrays[group, name] = (data.copy(), dict(attributes) if attributes else None)  # the caller may reuse its array
+        self.nbytes += data.nbytes
+
+    def waiting(self, image_id: str, group: str, name: str | None) -> dict[str, Any] | None:
+        found = self._arrays.get(image_id, {}).get((group, name))
+        return None if found is None else {"data": found[0], "attributes": found[1]}
+
+    def mark(self, image_id: str, served_by: str | None = None) -> None:
+        self._marked[image_id] = served_by
+
+    def discard(self, image_id: str) -> None:
+        for data, _ in self._arrays.pop(image_id, {}).values():
+            self.nbytes -= data.nbytes
+        self._marked.pop(image_id, None)
+
+    def flush(self) -> tuple[list[str], dict[str, Exception]]:
+        """Write the marked images: packs first, then markers. Returns (the images now done,
+        the images that could not be written with the error). Either way they are forgotten;
+        images added but not marked stay."""
+        marked = dict(self._marked)
+        if not marked:
+            return [], {}
+        ws = self.workspace
+        packs: dict[tuple[str, str | None, str], list[tuple[str, np.ndarray]]] = {}
+        for image_id in marked:
+            for (group, name), (data, _) in self._arrays.get(image_id, {}).items():
+                packs.setdefault((group, name, data.dtype.str), []).append((image_id, data))
+        pointers: dict[str, dict[str, dict[str, dict[str, Any]]]] = {image_id: {} for image_id in marked}
+        pack_id = f"{time.time_ns() // 1_000_000:011x}-{secrets.token_hex(6)}"
+        try:
+            for (group, name, dtype), items in packs.items():
+                several = sum(1 for g, n, _ in packs if (g, n) == (group, name)) > 1
+                suffix = (f".{name}" if name else "") + (f".{np.dtype(dtype).name}" if several else "")
+                path = ws._write_pack(group, name, pack_id + suffix, items)
+                for row, (image_id, data) in enumerate(items):
+                    entry: dict[str, Any] = {"pack": path, "row": row, "shape": list(data.shape), "dtype": data.dtype.name}
+                    attributes = self._arrays[image_id][group, name][1]
+                    if attributes:
+                        entry["attributes"] = attributes
+                    pointers[image_id].setdefault(group, {})[name or ""] = entry
+        except Exception as error:  # noqa: BLE001 - every image of the flush fails with it
+            for image_id in marked:
+                self.discard(image_id)
+            return [], {image_id: error for image_id in marked}
+        done, errors = [], {}
+        folder = ws._marker_dir(self.stage, self.key)
+        for image_id, served_by in marked.items():
+            payload: dict[str, Any] = {"time": time.time(), "arrays": pointers[image_id]}
+            if served_by:
+                payload["served_by"] = served_by
+            try:
+                ws._files.write_json(f"{folder}/{image_id}.json", payload)
+                done.append(image_id)
+            except Exception as error:  # noqa: BLE001 - that image is not done
+                errors[image_id] = error
+        for image_id in done:
+            by_group: dict[str, list[str | None]] = {}
+            for group, name in self._arrays.get(image_id, {}):
+                by_group.setdefault(group, []).append(name)
+            for group, written in by_group.items():
+                ws._drop_own_arrays(group, image_id, written)
+        for image_id in marked:
+            self.discard(image_id)
+        return done, errors
 
 
 class ArrayColumn(Sequence):
@@ -672,6 +1097,13 @@ def _chunk_file(array_path: Path) -> Path:
     return chunks[0] if len(chunks) == 1 else array_path
 
 
+def _node_type(node: Path) -> str | None:
+    try:
+        return json.loads((node / "zarr.json").read_text()).get("node_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _relevant(record: StageRecord, key: str | None, splits: set[str]) -> bool:
     """A failure still worth counting. Not one made under another config's key, nor an
     ingest failure none of whose splits is in the workspace: begin_stage and
@@ -695,7 +1127,7 @@ def prune_failures(ws: Workspace, known_ids: Iterable[str]) -> list[StageRecord]
     for stage in ws.stages():
         for path, record in ws._record_files("failures", stage):
             if record.image_id not in known:
-                path.unlink(missing_ok=True)
+                ws._files.remove(path)
                 dropped.append(record)
     return dropped
 

@@ -1,6 +1,7 @@
 """A damaged stored array, as a real run meets it: named, recorded, recomputed."""
 
-import shutil
+import json
+from pathlib import Path
 
 import numpy as np
 from prefect import flow
@@ -16,6 +17,7 @@ from wsss_core.data.readers import open_reader
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
 from wsss_core.superpixels import compute_superpixels
+from tests.storage_helpers import damage
 
 QUIET = Execution(progress=False)
 SEEDS = "seeds/scribbles"
@@ -30,12 +32,6 @@ def seeds_flow(workspace: str):
     return run_pipeline(ws, pipeline, QUIET, ws.image_ids())
 
 
-def damage(ws: Workspace, array_path: str):
-    [chunk] = [p for p in (ws.store_path / array_path / "c").rglob("*") if p.is_file()]
-    chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])
-    return chunk
-
-
 def ingested(synthetic_root, tmp_path) -> Workspace:
     flow_result(ingest_flow, root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=QUIET)
     return Workspace(tmp_path / "ws")
@@ -44,14 +40,16 @@ def ingested(synthetic_root, tmp_path) -> Workspace:
 def test_ingest_writes_only_the_arrays_it_owns(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
     image_id = ws.image_ids()[0]
-    groups = {p.parent.parent.name for p in ws.store_path.glob(f"*/{image_id}/zarr.json")}
+    groups = {group for group, _ in ws.image_arrays(INGEST_STAGE, image_id)}
     assert groups <= set(INGEST_ARRAYS) and {"images", "boxes", "tags"} <= groups
+    packs = {path.parents[2].name for path in ws.store_path.glob("*/_packs/*/zarr.json")}
+    assert packs == groups and not list(ws.store_path.glob(f"*/{image_id}"))  # no array of its own
 
 
 def test_a_damaged_image_fails_the_next_stage_by_name_and_is_read_again(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
     image_id = ws.image_ids()[0]
-    chunk = damage(ws, f"images/{image_id}")
+    chunk = damage(ws, "images", image_id)
     run = flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     [summary] = run.summaries
     assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
@@ -74,7 +72,7 @@ def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_r
     ws = ingested(synthetic_root, tmp_path)
     flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     image_id = ws.image_ids()[1]
-    chunk = damage(ws, f"superpixels/{image_id}")
+    chunk = damage(ws, "superpixels", image_id)
     [summary] = seeds_flow(str(ws.path)).summaries
     assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
     for stage in (SEEDS, "superpixels"):
@@ -93,9 +91,12 @@ def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
     flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     first, second = ws.image_ids()[:2]
-    broken_image = damage(ws, f"images/{first}")
-    broken_superpixels = damage(ws, f"superpixels/{second}")
-    shutil.rmtree(ws.store_path / "tags" / second)  # a marker whose array is gone entirely
+    broken_image = damage(ws, "images", first)
+    broken_superpixels = damage(ws, "superpixels", second)
+    marker = Path(ws.marker_file(INGEST_STAGE, second))
+    listed = json.loads(marker.read_text())
+    del listed["arrays"]["tags"]  # a marker whose array is gone entirely
+    marker.write_text(json.dumps(listed))
     runner = CliRunner()
 
     result = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)

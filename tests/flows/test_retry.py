@@ -12,6 +12,7 @@ from flows.common import Execution, flow_result, prepare_stage
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow
+from tests.storage_helpers import damage
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.errors import WorkspaceError
@@ -164,8 +165,7 @@ def test_a_damaged_stored_image_is_read_again_by_retry_failed(synthetic_root, tm
     ws = Workspace(path)
     flow_result(ingest_flow, root=str(synthetic_root), workspace=path, execution=QUIET)
     damaged = ws.image_ids()[0]
-    [chunk] = [p for p in (ws.store_path / "images" / damaged / "c").rglob("*") if p.is_file()]
-    chunk.write_bytes(chunk.read_bytes()[:20])
+    damage(ws, "images", damaged)
     run = flow_result(superpixels_flow, workspace=path, execution=QUIET)
     assert list(run.summaries[0].failed) == [damaged] and damaged not in ws.image_ids()
     assert [r.kind for r in ws.failures(INGEST_STAGE)] == ["unreadable"]

@@ -86,3 +86,49 @@ def test_an_unreadable_input_array_sends_its_image_back_to_the_stage_that_wrote_
         [record] = ws.failures(stage)
         assert (record.image_id, record.kind) == ("b", UNREADABLE) and str(chunk) in record.message
     assert ws.done_ids("source") == {"a"}  # the source stage recomputes b on its next run
+
+
+def test_a_batch_s_images_share_one_pack_and_are_done_only_when_it_is_written(ws):
+    seen_done = []
+
+    def step(image_id):
+        seen_done.append(ws.is_done("double", "a", "k"))
+        ws.write_array("double", image_id, np.full((2, 3), ord(image_id[0]), np.uint8))
+
+    report = run_batch(ws, "double", "k", ["a", "b", "c"], step)
+    assert report.done == ["a", "b", "c"] and seen_done == [False, False, False]
+    assert len(list((ws.store_path / "double" / "_packs").glob("*/zarr.json"))) == 1
+    assert ws.read_array("double", "b")[0, 0] == ord("b")
+
+
+def test_an_interrupted_batch_marks_none_of_its_images_and_resumes(ws):
+    def crashing(image_id):
+        if image_id == "c":
+            raise KeyboardInterrupt  # the process goes down mid-batch
+        ws.write_array("double", image_id, np.ones((1, 1), np.uint8))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(ws, "double", "k", ["a", "b", "c"], crashing)
+    assert ws.done_ids("double") == set()
+    report = run_batch(ws, "double", "k", ["a", "b", "c"], lambda i: ws.write_array("double", i, np.ones((1, 1), np.uint8)))
+    assert report.done == ["a", "b", "c"]
+
+
+def test_a_pack_that_cannot_be_written_fails_its_images_as_passing_trouble(ws, monkeypatch):
+    from wsss_core.store import Workspace
+
+    real = Workspace._write_pack
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("connection reset")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Workspace, "_write_pack", flaky)
+    step = lambda i: ws.write_array("double", i, np.ones((1, 1), np.uint8))  # noqa: E731
+    first = run_batch(ws, "double", "k", ["a", "b"], step, final_attempt=False)
+    assert first.done == [] and set(first.transient) == {"a", "b"} and ws.failures("double") == []
+    again = run_batch(ws, "double", "k", ["a", "b"], step)
+    assert again.done == ["a", "b"] and ws.done_ids("double") == {"a", "b"}

@@ -331,3 +331,186 @@ def test_invalidate_makes_an_image_not_done(tmp_path):
     [record] = ws.failures(INGEST_STAGE)
     assert (record.image_id, record.kind, record.splits, record.key) == ("a", "unreadable", ("train",), "k0")
     assert ws.status(INGEST_STAGE).failed == 1
+
+
+# ------------------------------------------------------------------------ packs
+
+
+def pack_files(ws: Workspace, group: str) -> list:
+    return sorted(p.parent for p in (ws.store_path / group / "_packs").glob("*/zarr.json"))
+
+
+def write_batch(ws: Workspace, stage: str, key: str, ids, value=0, limit_bytes=None):
+    """As run_batch does: an image's arrays, then its marker, all flushed at the end."""
+    with ws.packing(stage, key, limit_bytes) as batch:
+        for n, image_id in enumerate(ids):
+            ws.write_array(stage, image_id, np.full((3 + n, 4), value + n, np.int32))
+            ws.write_array(stage, image_id, np.arange(n + 1, dtype=np.float16), name="extra", attributes={"n": n})
+            ws.mark_done(stage, image_id, key)
+            if batch.full:
+                batch.flush()
+        return batch.flush()
+
+
+def test_a_batch_writes_one_pack_per_array_then_the_markers(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    with ws.packing("superpixels", "k1") as batch:
+        ws.write_array("superpixels", "a", np.full((3, 4), 7, np.int32), attributes={"confidence": 0.5})
+        ws.mark_done("superpixels", "a", "k1")
+        assert not ws.is_done("superpixels", "a", "k1")  # not before its pack is written
+        assert ws.read_array("superpixels", "a")[0, 0] == 7 and ws.array_shape("superpixels", "a") == (3, 4)
+        ws.write_array("superpixels", "b", np.full((2, 2), 9, np.int32))
+        ws.mark_done("superpixels", "b", "k1")
+        assert pack_files(ws, "superpixels") == []
+        assert batch.flush() == (["a", "b"], {})
+    assert ws.done_ids("superpixels") == {"a", "b"}
+    [pack] = pack_files(ws, "superpixels")
+    assert [p.name for p in (pack / "c").rglob("*") if p.is_file()] == ["0"]  # one shard file
+    assert np.array_equal(ws.read_array("superpixels", "b"), np.full((2, 2), 9, np.int32))
+    assert ws.read_array("superpixels", "a").dtype == np.int32
+    assert ws.array_attributes("superpixels", "a") == {"confidence": 0.5} and ws.array_attributes("superpixels", "b") == {}
+    assert ws.has_array("superpixels", "a") and not ws.has_array("superpixels", "a", "other")
+    assert ws.image_arrays("superpixels", "a") == [("superpixels", None)]
+    assert ws.array_file("superpixels", "a") == str(pack / "c" / "0" / "0")
+    assert not (ws.store_path / "superpixels" / "a").exists()  # no array of its own
+
+
+def test_packs_hold_named_arrays_and_flush_early_when_full(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("graphs", "k2", {})
+    done, errors = write_batch(ws, "graphs", "k2", ["a", "b", "c"], value=10, limit_bytes=100)
+    assert errors == {} and ws.done_ids("graphs") == {"a", "b", "c"}
+    assert len(pack_files(ws, "graphs")) == 2 * 2  # flushed after "b" (over 100 bytes), then "c"
+    for n, image_id in enumerate(["a", "b", "c"]):
+        assert np.array_equal(ws.read_array("graphs", image_id), np.full((3 + n, 4), 10 + n, np.int32))
+        assert np.array_equal(ws.read_array("graphs", image_id, "extra"), np.arange(n + 1, dtype=np.float16))
+        assert ws.array_attributes("graphs", image_id, "extra") == {"n": n}
+    assert ws.image_arrays("graphs", "b") == [("graphs", None), ("graphs", "extra")]
+
+
+def test_a_failed_or_unfinished_image_leaves_nothing_done(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    with ws.packing("superpixels", "k1") as batch:
+        ws.write_array("superpixels", "a", np.ones((2, 2), np.int32))
+        ws.mark_done("superpixels", "a", "k1")
+        ws.write_array("superpixels", "bad", np.ones((2, 2), np.int32))
+        batch.discard("bad")  # its step failed
+        ws.write_array("superpixels", "late", np.ones((2, 2), np.int32))  # a step under way
+        assert batch.flush() == (["a"], {})
+    ws.write_array("superpixels", "x", np.ones((1, 1), np.int32))  # after the block: written at once
+    with ws.packing("superpixels", "k1"):
+        ws.write_array("superpixels", "crash", np.ones((2, 2), np.int32))
+        ws.mark_done("superpixels", "crash", "k1")  # the batch never flushed (a crash)
+    assert ws.done_ids("superpixels") == {"a"}
+    for image_id in ("bad", "late", "crash"):
+        assert not ws.has_array("superpixels", image_id)
+    assert ws.has_array("superpixels", "x") and ws.image_arrays(INGEST_STAGE, "x") is None
+
+
+def test_a_pack_flush_that_fails_marks_nothing(tmp_path, monkeypatch):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Workspace, "_write_pack", broken)
+    done, errors = write_batch(ws, "superpixels", "k1", ["a", "b"])
+    assert done == [] and set(errors) == {"a", "b"} and "disk full" in str(errors["a"])
+    assert ws.done_ids("superpixels") == set()
+
+
+def test_a_recomputed_image_goes_to_a_new_pack_and_a_new_config_drops_the_old_packs(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    write_batch(ws, "superpixels", "k1", ["a", "b"], value=0)
+    ws.invalidate("superpixels", "b", "unreadable", "broken")  # `wsss check` found it damaged
+    write_batch(ws, "superpixels", "k1", ["b"], value=50)  # a retry of that one image
+    assert len(pack_files(ws, "superpixels")) == 2 * 2  # two batches of two arrays
+    assert ws.read_array("superpixels", "a")[0, 0] == 0 and ws.read_array("superpixels", "b")[0, 0] == 50
+    assert ws.begin_stage("superpixels", "k2", {"n": 2})
+    assert pack_files(ws, "superpixels") == [] and ws.done_ids("superpixels") == set()
+    assert not ws.has_array("superpixels", "a")
+
+
+def test_an_old_workspace_s_arrays_stay_readable_and_go_when_recomputed(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("graphs", "k2", {})
+    ws.begin_stage("superpixels", "k1", {})
+    for image_id in ("a", "b"):  # as workspaces from before packs hold them
+        ws.write_array("graphs", image_id, np.full((2, 2), 1, np.int32), name="edges")
+        ws.write_array("graphs", image_id, np.arange(3, dtype=np.float16), name="weights")
+        ws.mark_done("graphs", image_id, "k2")
+        ws.write_array("superpixels", image_id, np.full((2, 2), 1, np.int32))
+        ws.mark_done("superpixels", image_id, "k1")
+    assert ws.image_arrays("graphs", "a") is None and ws.read_array("graphs", "a", "weights").size == 3
+    ws.invalidate("graphs", "a", "unreadable", "broken")
+    ws.invalidate("superpixels", "a", "unreadable", "broken")
+    with ws.packing("graphs", "k2") as batch:
+        ws.write_array("graphs", "a", np.full((2, 2), 5, np.int32), name="edges")
+        ws.write_array("graphs", "a", np.arange(4, dtype=np.float16), name="weights")
+        ws.mark_done("graphs", "a", "k2")
+        batch.flush()
+    write_batch(ws, "superpixels", "k1", ["a"], value=5)
+    assert ws.read_array("graphs", "a", "edges")[0, 0] == 5 and ws.read_array("superpixels", "a")[0, 0] == 5
+    assert not (ws.store_path / "graphs" / "a").exists() and not (ws.store_path / "superpixels" / "a").exists()
+    assert ws.read_array("graphs", "b", "edges")[0, 0] == 1 and (ws.store_path / "graphs" / "b" / "edges").is_dir()
+
+
+def test_a_damaged_pack_is_named_and_only_its_damaged_rows_are_unreadable(tmp_path):
+    from tests.storage_helpers import damage
+    from wsss_core.errors import StoredArrayError
+
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    with ws.packing("superpixels", "k1") as batch:
+        for n, image_id in enumerate(["a", "b", "c"]):
+            ws.write_array("superpixels", image_id, np.arange(40, dtype=np.int32).reshape(5, 8) + n)
+            ws.mark_done("superpixels", image_id, "k1")
+        batch.flush()
+    shard = damage(ws, "superpixels", "b")
+    with pytest.raises(StoredArrayError) as caught:
+        ws.read_array("superpixels", "b")
+    assert (caught.value.stage, caught.value.image_id, caught.value.path) == ("superpixels", "b", str(shard))
+    assert ws.read_array("superpixels", "a")[0, 1] == 1 and ws.read_array("superpixels", "c")[0, 0] == 2
+    damage(ws, "superpixels", "a", whole_file=True)  # a copy cut short: the pack's index is gone
+    for image_id in ("a", "c"):
+        with pytest.raises(StoredArrayError, match="superpixels/_packs/"):
+            ws.read_array("superpixels", image_id)
+
+
+def _write_batches(path, worker: int, batches: int) -> None:
+    ws = Workspace(path)
+    for b in range(batches):
+        write_batch(ws, "superpixels", "k1", [f"w{worker}_{b}_{i}" for i in range(8)], value=1000 * worker + 10 * b)
+
+
+def test_batches_written_by_many_processes_at_once_stay_whole(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_batches, args=(ws.path, w, 4)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert len(ws.done_ids("superpixels")) == 3 * 4 * 8 and len(pack_files(ws, "superpixels")) == 3 * 4 * 2
+    for w in range(3):
+        for b in range(4):
+            for i in range(8):
+                image_id = f"w{w}_{b}_{i}"
+                assert np.array_equal(ws.read_array("superpixels", image_id), np.full((3 + i, 4), 1000 * w + 10 * b + i, np.int32))
+
+
+def test_a_write_outside_a_batch_replaces_a_packed_array(tmp_path):
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("graphs", "k2", {})
+    write_batch(ws, "graphs", "k2", ["a", "b"], value=3)
+    ws.write_array("graphs", "a", np.full((2, 2), 8, np.int32), name="extra")  # a fix by hand
+    assert np.array_equal(ws.read_array("graphs", "a", "extra"), np.full((2, 2), 8, np.int32))
+    assert ws.array_file("graphs", "a", "extra").startswith(str(ws.store_path / "graphs" / "a" / "extra"))
+    assert ws.read_array("graphs", "a")[0, 0] == 3 and ws.read_array("graphs", "b", "extra").size == 2
+    assert ws.image_arrays("graphs", "a") == [("graphs", None), ("graphs", "extra")]
