@@ -214,17 +214,28 @@ class LocalFiles:
 
     def files(self, relative: str) -> list[str]:
         """The names of the plain files in a folder, unsorted ([] when there is no folder)."""
+        return [e.name for e in self._entries(relative) if e.is_file()]
+
+    def stamps(self, relative: str) -> dict[str, int]:
+        """{name: mtime in ns} of the plain files in a folder ({} when there is no folder)."""
+        stamps = {}
+        for entry in self._entries(relative):
+            try:
+                if entry.is_file():
+                    stamps[entry.name] = entry.stat().st_mtime_ns
+            except FileNotFoundError:  # removed meanwhile
+                pass
+        return stamps
+
+    def _entries(self, relative: str) -> list[os.DirEntry]:
         try:
-            return [e.name for e in os.scandir(self._full(relative)) if e.is_file()]
+            return list(os.scandir(self._full(relative)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     def folders(self, relative: str) -> list[str]:
         """The names of the folders in a folder, unsorted ([] when there is no folder)."""
-        try:
-            return [e.name for e in os.scandir(self._full(relative)) if e.is_dir()]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        return [e.name for e in self._entries(relative) if e.is_dir()]
 
     def all_files(self, relative: str) -> list[str]:
         """Every file under a folder, as paths relative to it, sorted."""
@@ -874,16 +885,7 @@ class Workspace:
         if key is None:
             return {}
         folder = self._marker_dir(stage, key)
-        if not folder.is_dir():
-            return {}
-        stamps = {}
-        for entry in os.scandir(folder):
-            if entry.name.endswith(".json") and entry.is_file():
-                try:
-                    stamps[entry.name[:-5]] = entry.stat().st_mtime_ns
-                except FileNotFoundError:  # removed meanwhile: not done
-                    pass
-        return stamps
+        return {name[:-5]: stamp for name, stamp in self._files.stamps(folder).items() if name.endswith(".json")}
 
     def image_ids(self) -> list[str]:
         """Every image ingested so far, sorted."""
