@@ -1,0 +1,437 @@
+"""How should a workspace hold 100k+ images? Files, write and read time of storage layouts.
+
+    .venv/bin/python benchmarks/storage.py [--images 1000] [--batch 16] [--repeats 3] [--reads 300]
+
+Writes what ingest + superpixels write for N images of 256x192 (images HxWx3 uint8, gt and
+scribbles HxW uint8, boxes (2, 5) int32, tags (2,) int32, superpixels HxW int32; a
+completion marker per image and stage) in batches of --batch images, in each layout:
+
+    per-image            the workspace before packs (and old workspaces read by today's code):
+                         one Zarr array per (array, image), one marker file per (stage, image)
+    workspace packs      today's wsss_core.store.Workspace, as run_batch drives it: a batch's
+                         images of one array in one sharded pack (Workspace.packing), markers
+                         pointing into it; reads by Workspace.read_array, its pack-handle cache
+                         emptied before each read (a cold read)
+    per-image, batch markers   the same arrays, one marker file per (stage, batch) listing its ids
+    (the prototypes measured to choose, not the workspace's code:)
+    packs                one Zarr array per (array, batch): rows = the batch's images (flattened,
+                         padded to the longest), sharding codec (one shard file, one inner chunk
+                         per image, so reading an image reads only its bytes); per-image markers
+                         that point at (pack, row, shape)
+    packs, batch markers the same packs; one marker per (stage, batch) holding the pointers
+    stage arrays         one Zarr array per array name for the whole dataset, (N, H, W[, 3]),
+                         sharded along the images (a shard = one batch, one inner chunk per
+                         image): Zarr's sharding codec as documented; needs one shape for all
+                         images; one marker per (stage, batch)
+
+and measures: files per image and bytes on disk per image (every file is one object/PUT on
+an object store); write time per image (whole run / N); read time of one image's `images`
+array at random (a fresh reader per read, as a stage's task opens the workspace; index
+lookups included); the time of one `is_done` lookup of a random image; and concurrent
+writers: two processes writing alternate batches at once, then every image read back and
+compared (plus, for the stage arrays, two processes writing alternate images of the SAME
+shards, which Zarr does not promise to survive). Medians over --repeats; the machine is
+shared, so its load is saved with the results. Writes benchmarks/results/storage.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from wsss_core import store  # noqa: E402
+from wsss_core.store import Workspace, write_json_atomic  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "storage.json"
+H, W = 192, 256
+ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")  # ingest; then "superpixels"
+
+
+# ------------------------------------------------------------------------ data
+def sample(index: int) -> dict[str, np.ndarray]:
+    """One image's arrays, deterministic per index: one of 64 made ones, with the index
+    written into its first pixels (so that an image stored in another's place is caught)."""
+    data = {name: values.copy() for name, values in _made(index % 64).items()}
+    data["images"][0, :8, 0] = np.frombuffer(np.int64(index).tobytes(), dtype=np.uint8)
+    data["superpixels"][0, 0] = index
+    return data
+
+
+@functools.lru_cache(maxsize=64)
+def _made(seed: int) -> dict[str, np.ndarray]:
+    """Arrays compressible like real ones."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(H // 16, W // 16, 3), dtype=np.uint8)
+    image = np.kron(coarse, np.ones((16, 16, 1), dtype=np.uint8))
+    image = (image.astype(np.int16) + rng.integers(-8, 8, size=image.shape)).clip(0, 255).astype(np.uint8)
+    gt = np.kron(rng.integers(0, 5, size=(H // 32, W // 32)), np.ones((32, 32))).astype(np.uint8)
+    scribbles = np.full((H, W), 255, dtype=np.uint8)
+    for row in rng.integers(0, H, size=4):
+        scribbles[row, 20 : W - 20] = gt[row, 20 : W - 20]
+    yy, xx = np.mgrid[0:H, 0:W]
+    shift = int(rng.integers(0, 12))
+    superpixels = (((yy + shift) // 12) * (W // 12 + 1) + (xx + shift) // 12).astype(np.int32)
+    boxes = np.array([[1, 10, 10, 100, 90], [2, 50, 60, 200, 180]], dtype=np.int32)
+    tags = np.array([1, 2], dtype=np.int32)
+    return {"images": image, "gt": gt, "scribbles": scribbles, "boxes": boxes, "tags": tags, "superpixels": superpixels}
+
+
+def ids_of(n: int) -> list[str]:
+    return [f"img{i:06d}" for i in range(n)]
+
+
+def batches_of(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+# --------------------------------------------------------------------- layouts
+class PerImage:
+    """The current workspace code, unchanged."""
+
+    name = "per-image"
+    batch_markers = False
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ws = Workspace(root)
+
+    def prepare(self, n: int) -> None:
+        for stage in ("ingest", "superpixels"):
+            self.ws.begin_stage(stage, "k", {})
+        for group in ARRAYS:
+            self.ws._root("a").require_group(group)
+
+    def write_batch(self, batch: list[int]) -> None:
+        ids = ids_of(batch[-1] + 1)
+        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+            for i in batch:
+                data = sample(i)
+                for name in names:  # the code path of the workspace before packs
+                    self.ws._write_own_array(name, ids[i], data[name], None, None)
+                if not self.batch_markers:
+                    self.ws.mark_done(stage, ids[i], "k")
+            if self.batch_markers:
+                write_json_atomic(self._batch_marker(stage, batch[0]), {"ids": [ids[i] for i in batch]})
+
+    def _batch_marker(self, stage: str, first: int) -> Path:
+        return self.root / "markers" / stage / "k" / f"batch-{first:06d}.json"
+
+    def read_image(self, index: int) -> np.ndarray:
+        return Workspace(self.root).read_array("images", f"img{index:06d}")
+
+    def is_done(self, index: int) -> bool:
+        image_id = f"img{index:06d}"
+        if not self.batch_markers:
+            return Workspace(self.root).is_done("superpixels", image_id, "k")
+        return any(image_id in json.loads(p.read_text())["ids"] for p in (self.root / "markers" / "superpixels" / "k").glob("*.json"))
+
+
+class PerImageBatchMarkers(PerImage):
+    name = "per-image, batch markers"
+    batch_markers = True
+
+
+class WorkspacePacks:
+    """The workspace's own packs (wsss_core.store), written as run_batch writes them."""
+
+    name = "workspace packs"
+    batch_markers = False
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ws = Workspace(root)
+
+    def prepare(self, n: int) -> None:
+        for stage in ("ingest", "superpixels"):
+            self.ws.begin_stage(stage, "k", {})
+
+    def write_batch(self, batch: list[int]) -> None:
+        ids = ids_of(batch[-1] + 1)
+        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+            with self.ws.packing(stage, "k") as packing:
+                for i in batch:
+                    data = sample(i)
+                    for name in names:
+                        self.ws.write_array(name, ids[i], data[name])
+                    self.ws.mark_done(stage, ids[i], "k")
+                done, errors = packing.flush()
+                assert not errors and len(done) == len(batch), errors
+
+    def read_image(self, index: int) -> np.ndarray:
+        store._PACK_HANDLES.clear()  # a cold read: as the first read of a pack in a fresh process
+        return Workspace(self.root).read_array("images", f"img{index:06d}")
+
+    def is_done(self, index: int) -> bool:
+        return Workspace(self.root).is_done("superpixels", f"img{index:06d}", "k")
+
+
+class Packs:
+    """One sharded Zarr array per (array, batch); rows are images."""
+
+    name = "packs"
+    batch_markers = False
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.store = root / "store.zarr"
+
+    def prepare(self, n: int) -> None:
+        zarr.open_group(self.store, mode="a")
+
+    def write_batch(self, batch: list[int]) -> None:
+        ids = ids_of(batch[-1] + 1)
+        pack = f"pack-{batch[0]:06d}-{os.getpid()}"
+        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+            data = [sample(i) for i in batch]
+            pointers: dict[str, dict[str, dict]] = {ids[i]: {} for i in batch}
+            for name in names:
+                flat = [d[name].reshape(-1) for d in data]
+                longest = max(1, max(f.size for f in flat))
+                rows = np.zeros((len(flat), longest), dtype=flat[0].dtype)
+                for row, values in enumerate(flat):
+                    rows[row, : values.size] = values
+                array = zarr.create_array(
+                    store=self.store, name=f"{name}/_packs/{pack}", shape=rows.shape, dtype=rows.dtype,
+                    chunks=(1, longest), shards=rows.shape, overwrite=True,
+                )
+                array[...] = rows
+                for row, i in enumerate(batch):
+                    pointers[ids[i]][name] = {"pack": pack, "row": row, "shape": list(data[row][name].shape)}
+            marker_dir = self.root / "markers" / stage / "k"
+            if self.batch_markers:
+                write_json_atomic(marker_dir / f"{pack}.json", {"ids": pointers})
+            else:
+                for image_id, pointer in pointers.items():
+                    write_json_atomic(marker_dir / f"{image_id}.json", {"arrays": pointer})
+
+    def _pointer(self, image_id: str) -> dict:
+        folder = self.root / "markers" / "ingest" / "k"
+        if not self.batch_markers:
+            return json.loads((folder / f"{image_id}.json").read_text())["arrays"]["images"]
+        for path in folder.glob("*.json"):  # a fresh reader has no index: it reads the markers
+            found = json.loads(path.read_text())["ids"].get(image_id)
+            if found:
+                return found["images"]
+        raise KeyError(image_id)
+
+    def read_image(self, index: int) -> np.ndarray:
+        pointer = self._pointer(f"img{index:06d}")
+        array = zarr.open_array(self.store / "images" / "_packs" / pointer["pack"], mode="r")
+        size = int(np.prod(pointer["shape"]))
+        return array[pointer["row"], :size].reshape(pointer["shape"])
+
+    def is_done(self, index: int) -> bool:
+        image_id = f"img{index:06d}"
+        folder = self.root / "markers" / "superpixels" / "k"
+        if not self.batch_markers:
+            return (folder / f"{image_id}.json").exists()
+        return any(image_id in json.loads(p.read_text())["ids"] for p in folder.glob("*.json"))
+
+
+class PacksBatchMarkers(Packs):
+    name = "packs, batch markers"
+    batch_markers = True
+
+
+class StageArrays:
+    """One array per name for the whole dataset, one shard per batch (fixed shapes only)."""
+
+    name = "stage arrays"
+    batch_markers = True
+
+    def __init__(self, root: Path, batch: int = 16):
+        self.root, self.batch = root, batch
+        self.store = root / "store.zarr"
+
+    def prepare(self, n: int) -> None:
+        first = sample(0)
+        group = zarr.open_group(self.store, mode="a")
+        for name, values in first.items():
+            group.create_array(
+                name, shape=(n, *values.shape), dtype=values.dtype, chunks=(1, *values.shape),
+                shards=(self.batch, *values.shape), overwrite=True,
+            )
+
+    def write_batch(self, batch: list[int]) -> None:
+        ids = ids_of(batch[-1] + 1)
+        group = zarr.open_group(self.store, mode="r+")
+        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+            data = [sample(i) for i in batch]
+            for name in names:
+                group[name][batch[0] : batch[-1] + 1] = np.stack([d[name] for d in data])
+            write_json_atomic(self.root / "markers" / stage / "k" / f"batch-{batch[0]:06d}.json",
+                              {"ids": [ids[i] for i in batch]})
+
+    def write_images(self, indices: list[int]) -> None:
+        """One image at a time (for the same-shard hazard): each a read-modify-write of its shard."""
+        group = zarr.open_group(self.store, mode="r+")
+        for i in indices:
+            data = sample(i)
+            for name in (*ARRAYS, "superpixels"):
+                group[name][i] = data[name]
+
+    def read_image(self, index: int) -> np.ndarray:
+        return zarr.open_array(self.store / "images", mode="r")[index]
+
+    def is_done(self, index: int) -> bool:
+        image_id = f"img{index:06d}"
+        return any(image_id in json.loads(p.read_text())["ids"] for p in (self.root / "markers" / "superpixels" / "k").glob("*.json"))
+
+
+LAYOUTS = {cls.name: cls for cls in (PerImage, WorkspacePacks, PerImageBatchMarkers, Packs, PacksBatchMarkers, StageArrays)}
+
+
+def make(name: str, root: Path, batch: int):
+    return LAYOUTS[name](root, batch) if name == "stage arrays" else LAYOUTS[name](root)
+
+
+# ------------------------------------------------------------------ measuring
+def disk_usage(root: Path) -> tuple[int, int]:
+    files = blocks = 0
+    for folder, _, names in os.walk(root):
+        for file_name in names:
+            files += 1
+            blocks += os.stat(os.path.join(folder, file_name)).st_blocks * 512
+    return files, blocks
+
+
+def _writer(name: str, root: str, batch: int, n: int, batches: list[list[int]], start, images: list[int] | None) -> None:
+    layout = make(name, Path(root), batch)
+    start.wait()
+    if images is not None:
+        layout.write_images(images)
+    else:
+        for indices in batches:
+            layout.write_batch(indices)
+
+
+def verify(layout, n: int) -> int:
+    """Images whose stored arrays differ from what was written (or are missing)."""
+    wrong = 0
+    for i in range(n):
+        try:
+            wrong += not np.array_equal(layout.read_image(i), sample(i)["images"])
+        except Exception:  # noqa: BLE001 - missing or broken: wrong
+            wrong += 1
+    return wrong
+
+
+def concurrent(name: str, scratch: Path, n: int, batch: int, same_shard: bool = False) -> dict:
+    """Two processes at once: alternate batches (or alternate images of the same shards)."""
+    root = scratch / "concurrent"
+    shutil.rmtree(root, ignore_errors=True)
+    layout = make(name, root, batch)
+    layout.prepare(n)
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(2)
+    batches = batches_of(n, batch)
+    if same_shard:
+        jobs = [(None, list(range(k, n, 2))) for k in (0, 1)]
+    else:
+        jobs = [(batches[k::2], None) for k in (0, 1)]
+    procs = [ctx.Process(target=_writer, args=(name, str(root), batch, n, b or [], start, imgs)) for b, imgs in jobs]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    wrong = verify(layout, n)
+    shutil.rmtree(root, ignore_errors=True)
+    return {"images": n, "wrong": wrong, "exit_codes": [p.exitcode for p in procs]}
+
+
+def one_run(name: str, scratch: Path, n: int, batch: int, reads: int, seed: int) -> dict:
+    root = scratch / "ws"
+    shutil.rmtree(root, ignore_errors=True)
+    layout = make(name, root, batch)
+    layout.prepare(n)
+    started = time.perf_counter()
+    for indices in batches_of(n, batch):
+        layout.write_batch(indices)
+    write_s = time.perf_counter() - started
+    files, blocks = disk_usage(root)
+    rng = random.Random(seed)
+    picks = [rng.randrange(n) for _ in range(reads)]
+    read_ms, done_ms = [], []
+    for i in picks:
+        t0 = time.perf_counter()
+        layout.read_image(i)
+        read_ms.append((time.perf_counter() - t0) * 1000)
+    for i in picks[: max(20, reads // 10)]:
+        t0 = time.perf_counter()
+        assert layout.is_done(i)
+        done_ms.append((time.perf_counter() - t0) * 1000)
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "write_ms_per_image": write_s * 1000 / n,
+        "files_per_image": files / n,
+        "disk_kb_per_image": blocks / 1024 / n,
+        "read_ms": statistics.median(read_ms),
+        "is_done_ms": statistics.median(done_ms),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument("--concurrent-images", type=int, default=320)
+    parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS))
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    args = parser.parse_args()
+    results: dict = {
+        "images": args.images, "batch": args.batch, "repeats": args.repeats, "image_shape": [H, W, 3],
+        "machine": platform.platform(), "cpus": os.cpu_count(), "zarr": zarr.__version__,
+        "load_before": os.getloadavg()[0], "layouts": {},
+    }
+    with tempfile.TemporaryDirectory(dir=args.dir) as scratch_dir:
+        scratch = Path(scratch_dir)
+        runs: dict[str, list[dict]] = {name: [] for name in args.layouts}
+        for repeat in range(args.repeats):  # interleaved, so that load changes hit every layout alike
+            for name in args.layouts:
+                print(f"{name} (repeat {repeat + 1}) ...", flush=True)
+                runs[name].append(one_run(name, scratch, args.images, args.batch, args.reads, repeat))
+        for name in args.layouts:
+            medians = {k: round(statistics.median(r[k] for r in runs[name]), 3) for k in runs[name][0]}
+            print(f"{name}: concurrent writers ...", flush=True)
+            medians["concurrent_batches"] = concurrent(name, scratch, args.concurrent_images, args.batch)
+            if name == "stage arrays":
+                medians["concurrent_same_shard"] = concurrent(name, scratch, args.concurrent_images, args.batch, True)
+            medians["runs"] = runs[name]
+            results["layouts"][name] = medians
+    results["load_after"] = os.getloadavg()[0]
+    header = f"{'layout':<26}{'files/img':>10}{'KB/img':>8}{'write ms/img':>13}{'read ms':>9}{'is_done ms':>11}  concurrent"
+    print(header)
+    for name, r in results["layouts"].items():
+        both = f"{r['concurrent_batches']['wrong']} wrong of {r['concurrent_batches']['images']}"
+        if "concurrent_same_shard" in r:
+            both += f"; same shards: {r['concurrent_same_shard']['wrong']} wrong"
+        print(f"{name:<26}{r['files_per_image']:>10.2f}{r['disk_kb_per_image']:>8.1f}{r['write_ms_per_image']:>13.2f}"
+              f"{r['read_ms']:>9.2f}{r['is_done_ms']:>11.2f}  {both}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
