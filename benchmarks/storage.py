@@ -63,6 +63,7 @@ from wsss_core.store import Workspace, write_json_atomic  # noqa: E402
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "storage.json"
 H, W = 192, 256
 ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")  # ingest; then "superpixels"
+STAGES = (("ingest", ARRAYS), ("superpixels", ("superpixels",)))  # (stage, the arrays it writes)
 
 
 # ------------------------------------------------------------------------ data
@@ -94,8 +95,8 @@ def _made(seed: int) -> dict[str, np.ndarray]:
     return {"images": image, "gt": gt, "scribbles": scribbles, "boxes": boxes, "tags": tags, "superpixels": superpixels}
 
 
-def ids_of(n: int) -> list[str]:
-    return [f"img{i:06d}" for i in range(n)]
+def image_id(index: int) -> str:
+    return f"img{index:06d}"
 
 
 def batches_of(n: int, size: int) -> list[list[int]]:
@@ -103,10 +104,14 @@ def batches_of(n: int, size: int) -> list[list[int]]:
 
 
 # --------------------------------------------------------------------- layouts
-class PerImage:
-    """The current workspace code, unchanged."""
+def listed_in_batch_markers(folder: Path, image_id: str) -> bool:
+    """is_done with a marker per batch: a fresh reader has no index, so it reads the markers."""
+    return any(image_id in json.loads(p.read_text())["ids"] for p in folder.glob("*.json"))
 
-    name = "per-image"
+
+class WorkspaceLayout:
+    """A layout written by wsss_core.store.Workspace."""
+
     batch_markers = False
 
     def __init__(self, root: Path):
@@ -114,34 +119,39 @@ class PerImage:
         self.ws = Workspace(root)
 
     def prepare(self, n: int) -> None:
-        for stage in ("ingest", "superpixels"):
+        for stage, _ in STAGES:
             self.ws.begin_stage(stage, "k", {})
+
+    def read_image(self, index: int) -> np.ndarray:
+        return Workspace(self.root).read_array("images", image_id(index))
+
+    def is_done(self, index: int) -> bool:
+        if self.batch_markers:
+            return listed_in_batch_markers(self.root / "markers" / "superpixels" / "k", image_id(index))
+        return Workspace(self.root).is_done("superpixels", image_id(index), "k")
+
+
+class PerImage(WorkspaceLayout):
+    """The workspace before packs: one array per (array, image), as old workspaces hold them."""
+
+    name = "per-image"
+
+    def prepare(self, n: int) -> None:
+        super().prepare(n)
         for group in ARRAYS:
             self.ws._root("a").require_group(group)
 
     def write_batch(self, batch: list[int]) -> None:
-        ids = ids_of(batch[-1] + 1)
-        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+        for stage, names in STAGES:
             for i in batch:
                 data = sample(i)
                 for name in names:  # the code path of the workspace before packs
-                    self.ws._write_own_array(name, ids[i], data[name], None, None)
+                    self.ws._write_own_array(name, image_id(i), data[name], None, None)
                 if not self.batch_markers:
-                    self.ws.mark_done(stage, ids[i], "k")
+                    self.ws.mark_done(stage, image_id(i), "k")
             if self.batch_markers:
-                write_json_atomic(self._batch_marker(stage, batch[0]), {"ids": [ids[i] for i in batch]})
-
-    def _batch_marker(self, stage: str, first: int) -> Path:
-        return self.root / "markers" / stage / "k" / f"batch-{first:06d}.json"
-
-    def read_image(self, index: int) -> np.ndarray:
-        return Workspace(self.root).read_array("images", f"img{index:06d}")
-
-    def is_done(self, index: int) -> bool:
-        image_id = f"img{index:06d}"
-        if not self.batch_markers:
-            return Workspace(self.root).is_done("superpixels", image_id, "k")
-        return any(image_id in json.loads(p.read_text())["ids"] for p in (self.root / "markers" / "superpixels" / "k").glob("*.json"))
+                marker = self.root / "markers" / stage / "k" / f"batch-{batch[0]:06d}.json"
+                write_json_atomic(marker, {"ids": [image_id(i) for i in batch]})
 
 
 class PerImageBatchMarkers(PerImage):
@@ -149,38 +159,25 @@ class PerImageBatchMarkers(PerImage):
     batch_markers = True
 
 
-class WorkspacePacks:
+class WorkspacePacks(WorkspaceLayout):
     """The workspace's own packs (wsss_core.store), written as run_batch writes them."""
 
     name = "workspace packs"
-    batch_markers = False
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.ws = Workspace(root)
-
-    def prepare(self, n: int) -> None:
-        for stage in ("ingest", "superpixels"):
-            self.ws.begin_stage(stage, "k", {})
 
     def write_batch(self, batch: list[int]) -> None:
-        ids = ids_of(batch[-1] + 1)
-        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+        for stage, names in STAGES:
             with self.ws.packing(stage, "k") as packing:
                 for i in batch:
                     data = sample(i)
                     for name in names:
-                        self.ws.write_array(name, ids[i], data[name])
-                    self.ws.mark_done(stage, ids[i], "k")
+                        self.ws.write_array(name, image_id(i), data[name])
+                    self.ws.mark_done(stage, image_id(i), "k")
                 done, errors = packing.flush()
                 assert not errors and len(done) == len(batch), errors
 
     def read_image(self, index: int) -> np.ndarray:
         store._PACK_HANDLES.clear()  # a cold read: as the first read of a pack in a fresh process
-        return Workspace(self.root).read_array("images", f"img{index:06d}")
-
-    def is_done(self, index: int) -> bool:
-        return Workspace(self.root).is_done("superpixels", f"img{index:06d}", "k")
+        return super().read_image(index)
 
 
 class Packs:
@@ -197,11 +194,10 @@ class Packs:
         zarr.open_group(self.store, mode="a")
 
     def write_batch(self, batch: list[int]) -> None:
-        ids = ids_of(batch[-1] + 1)
         pack = f"pack-{batch[0]:06d}-{os.getpid()}"
-        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+        for stage, names in STAGES:
             data = [sample(i) for i in batch]
-            pointers: dict[str, dict[str, dict]] = {ids[i]: {} for i in batch}
+            pointers: dict[str, dict[str, dict]] = {image_id(i): {} for i in batch}
             for name in names:
                 flat = [d[name].reshape(-1) for d in data]
                 longest = max(1, max(f.size for f in flat))
@@ -214,36 +210,35 @@ class Packs:
                 )
                 array[...] = rows
                 for row, i in enumerate(batch):
-                    pointers[ids[i]][name] = {"pack": pack, "row": row, "shape": list(data[row][name].shape)}
+                    pointers[image_id(i)][name] = {"pack": pack, "row": row, "shape": list(data[row][name].shape)}
             marker_dir = self.root / "markers" / stage / "k"
             if self.batch_markers:
                 write_json_atomic(marker_dir / f"{pack}.json", {"ids": pointers})
             else:
-                for image_id, pointer in pointers.items():
-                    write_json_atomic(marker_dir / f"{image_id}.json", {"arrays": pointer})
+                for written, pointer in pointers.items():
+                    write_json_atomic(marker_dir / f"{written}.json", {"arrays": pointer})
 
-    def _pointer(self, image_id: str) -> dict:
+    def _pointer(self, wanted: str) -> dict:
         folder = self.root / "markers" / "ingest" / "k"
         if not self.batch_markers:
-            return json.loads((folder / f"{image_id}.json").read_text())["arrays"]["images"]
+            return json.loads((folder / f"{wanted}.json").read_text())["arrays"]["images"]
         for path in folder.glob("*.json"):  # a fresh reader has no index: it reads the markers
-            found = json.loads(path.read_text())["ids"].get(image_id)
+            found = json.loads(path.read_text())["ids"].get(wanted)
             if found:
                 return found["images"]
-        raise KeyError(image_id)
+        raise KeyError(wanted)
 
     def read_image(self, index: int) -> np.ndarray:
-        pointer = self._pointer(f"img{index:06d}")
+        pointer = self._pointer(image_id(index))
         array = zarr.open_array(self.store / "images" / "_packs" / pointer["pack"], mode="r")
         size = int(np.prod(pointer["shape"]))
         return array[pointer["row"], :size].reshape(pointer["shape"])
 
     def is_done(self, index: int) -> bool:
-        image_id = f"img{index:06d}"
         folder = self.root / "markers" / "superpixels" / "k"
         if not self.batch_markers:
-            return (folder / f"{image_id}.json").exists()
-        return any(image_id in json.loads(p.read_text())["ids"] for p in folder.glob("*.json"))
+            return (folder / f"{image_id(index)}.json").exists()
+        return listed_in_batch_markers(folder, image_id(index))
 
 
 class PacksBatchMarkers(Packs):
@@ -271,14 +266,13 @@ class StageArrays:
             )
 
     def write_batch(self, batch: list[int]) -> None:
-        ids = ids_of(batch[-1] + 1)
         group = zarr.open_group(self.store, mode="r+")
-        for stage, names in (("ingest", ARRAYS), ("superpixels", ("superpixels",))):
+        for stage, names in STAGES:
             data = [sample(i) for i in batch]
             for name in names:
                 group[name][batch[0] : batch[-1] + 1] = np.stack([d[name] for d in data])
             write_json_atomic(self.root / "markers" / stage / "k" / f"batch-{batch[0]:06d}.json",
-                              {"ids": [ids[i] for i in batch]})
+                              {"ids": [image_id(i) for i in batch]})
 
     def write_images(self, indices: list[int]) -> None:
         """One image at a time (for the same-shard hazard): each a read-modify-write of its shard."""
@@ -292,8 +286,7 @@ class StageArrays:
         return zarr.open_array(self.store / "images", mode="r")[index]
 
     def is_done(self, index: int) -> bool:
-        image_id = f"img{index:06d}"
-        return any(image_id in json.loads(p.read_text())["ids"] for p in (self.root / "markers" / "superpixels" / "k").glob("*.json"))
+        return listed_in_batch_markers(self.root / "markers" / "superpixels" / "k", image_id(index))
 
 
 LAYOUTS = {cls.name: cls for cls in (PerImage, WorkspacePacks, PerImageBatchMarkers, Packs, PacksBatchMarkers, StageArrays)}

@@ -51,9 +51,6 @@ class CheckReport:
         return counts
 
 
-array_groups = stage_arrays  # the array groups a stage writes
-
-
 def stored_arrays(ws: Workspace, group: str, image_id: str) -> Iterator[str | None]:
     """The arrays stored one by one under <group>/<image_id> (workspaces from before packs):
     None for the node itself when it is an array, else each array's name inside it (e.g.
@@ -74,19 +71,13 @@ def stored_arrays(ws: Workspace, group: str, image_id: str) -> Iterator[str | No
             dirs[:] = []  # an array's chunks hold no arrays
 
 
-def writes_per_image_arrays(ws: Workspace, stage: str) -> bool:
-    """Whether a stage stores arrays per image: a dataset-level stage (a training) marks
-    images done but stores none, and its group stays empty."""
-    return ws.stores_arrays(stage)
-
-
 def check_image(ws: Workspace, stage: str, image_id: str) -> tuple[int, Problem | None]:
     """Read every array of one done (stage, image). Returns (arrays read, the first problem or None)."""
     listed = ws.image_arrays(stage, image_id)
     if listed is not None:  # its marker says which arrays it has, in packs
         return check_listed(ws, stage, image_id, listed)
     read = 0
-    for group in array_groups(stage):
+    for group in stage_arrays(stage):
         names = list(stored_arrays(ws, group, image_id))
         if not names and (stage != INGEST_STAGE or group in REQUIRED_INGEST_ARRAYS):
             return read, Problem(stage, image_id, str(ws.store_path / group / image_id), "marked done but no array stored")
@@ -104,7 +95,7 @@ def check_image(ws: Workspace, stage: str, image_id: str) -> tuple[int, Problem 
 def check_listed(ws: Workspace, stage: str, image_id: str, listed: list[tuple[str, str | None]]) -> tuple[int, Problem | None]:
     """check_image for an image whose marker lists its arrays."""
     groups = {group for group, _ in listed}
-    for group in array_groups(stage):
+    for group in stage_arrays(stage):
         if group not in groups and (stage != INGEST_STAGE or group in REQUIRED_INGEST_ARRAYS):
             return 0, Problem(stage, image_id, ws.marker_file(stage, image_id), f"marked done but no array stored ({group})")
     read = 0
@@ -119,7 +110,7 @@ def check_listed(ws: Workspace, stage: str, image_id: str, listed: list[tuple[st
 
 def done_images(ws: Workspace) -> dict[str, list[str]]:
     """stage -> its images marked done under its current key, for the stages that store arrays."""
-    return {stage: sorted(ws.done_ids(stage)) for stage in ws.stages() if writes_per_image_arrays(ws, stage)}
+    return {stage: sorted(ws.done_ids(stage)) for stage in ws.stages() if ws.stores_arrays(stage)}
 
 
 def check_workspace(

@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,19 +152,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class LocalFiles:
     """A workspace's files besides the arrays (markers, records, splits, models, reports) on a
     local or mounted file system, named by paths relative to the workspace ("markers/x/k/a.json").
@@ -193,15 +180,8 @@ class LocalFiles:
         with open(self._full(relative)) as handle:
             return handle.read()
 
-    def read_bytes(self, relative: str) -> bytes:
-        with open(self._full(relative), "rb") as handle:
-            return handle.read()
-
     def write_json(self, relative: str, payload: dict[str, Any]) -> None:
         write_json_atomic(self.root / relative, payload)
-
-    def write_bytes(self, relative: str, data: bytes) -> None:
-        write_bytes_atomic(self.root / relative, data)
 
     def remove(self, relative: str) -> None:
         try:
@@ -236,14 +216,6 @@ class LocalFiles:
     def folders(self, relative: str) -> list[str]:
         """The names of the folders in a folder, unsorted ([] when there is no folder)."""
         return [e.name for e in self._entries(relative) if e.is_dir()]
-
-    def all_files(self, relative: str) -> list[str]:
-        """Every file under a folder, as paths relative to it, sorted."""
-        base = self._full(relative)
-        found = []
-        for folder, _, names in os.walk(base):
-            found += [os.path.relpath(os.path.join(folder, n), base).replace(os.sep, "/") for n in names]
-        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -834,7 +806,15 @@ class Workspace:
         if batch is not None:
             batch.mark(image_id, served_by)
             return
+        self._write_marker(stage, key, image_id, served_by)
+
+    def _write_marker(
+        self, stage: str, key: str, image_id: str, served_by: str | None, arrays: dict[str, Any] | None = None
+    ) -> None:
+        """An image's marker; arrays: where a batch's packs hold its arrays (see PackBatch.flush)."""
         payload: dict[str, Any] = {"time": time.time()}
+        if arrays is not None:
+            payload["arrays"] = arrays
         if served_by:
             payload["served_by"] = served_by
         self._files.write_json(f"{self._marker_dir(stage, key)}/{image_id}.json", payload)
@@ -1000,10 +980,6 @@ class PackBatch:
     def full(self) -> bool:
         return self.nbytes >= self.limit_bytes
 
-    @property
-    def marked(self) -> list[str]:
-        return list(self._marked)
-
     def add(self, image_id: str, group: str, name: str | None, data: np.ndarray, attributes: dict[str, Any] | None) -> None:
         arrays = self._arrays.setdefault(image_id, {})
         if (group, name) in arrays:
@@ -1053,13 +1029,9 @@ class PackBatch:
                 self.discard(image_id)
             return [], {image_id: error for image_id in marked}
         done, errors = [], {}
-        folder = ws._marker_dir(self.stage, self.key)
         for image_id, served_by in marked.items():
-            payload: dict[str, Any] = {"time": time.time(), "arrays": pointers[image_id]}
-            if served_by:
-                payload["served_by"] = served_by
             try:
-                ws._files.write_json(f"{folder}/{image_id}.json", payload)
+                ws._write_marker(self.stage, self.key, image_id, served_by, pointers[image_id])
                 done.append(image_id)
             except Exception as error:  # noqa: BLE001 - that image is not done
                 errors[image_id] = error
