@@ -1,7 +1,7 @@
 """How the pipeline's cost grows with the dataset, and what the orchestration costs.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000 4000] [--graphnet-sizes 250 1000]
-        [--workers 1 2] [--data /tmp/wsss-scale] [--servers temporary long-lived]
+        [--workers 1 2] [--data /tmp/wsss-scale] [--servers temporary long-lived] [--repeats 3]
 
 For each size N it generates the built-in dataset (N images of 256x192, cached under --data),
 ingests every split, then times, each in a fresh copy of the ingested workspace and a
@@ -20,7 +20,9 @@ orchestration share ((wall - plain wall) / wall), peak memory (max RSS) of the c
 process and of any worker process it starts (the temporary server's excluded), files in
 the workspace per image, and the speed-up from 1 to 2 workers. Linearity: seconds per image
 at the largest size over the smallest. The machine is shared: the load average is saved
-with every run. Prints a table and writes benchmarks/results/scale.json.
+with every run, and --repeats N runs N interleaved rounds and reports each run kind's median
+(every wall time kept in walls_s; peak memory is the largest of the rounds). Prints a table
+and writes benchmarks/results/scale.json.
 """
 
 from __future__ import annotations
@@ -231,32 +233,46 @@ class LongLivedServer:
         self.log.close()
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run kind's repeats as one row: the median run by wall time, with every wall time kept."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["walls_s"] = [r["wall_s"] for r in runs]
+    row["peak_mb"] = max(r["peak_mb"] for r in runs)
+    return row
+
+
 def run_size(path: str, size: int, workers: list[int], servers: list[str], data: Path, env: dict[str, str],
-             server: LongLivedServer | None) -> dict[str, Any]:
+             server: LongLivedServer | None, repeats: int) -> dict[str, Any]:
     source = ingested(data, size, env)
     images = len([p for p in (source / "markers" / "ingest").rglob("*.json")])
-    row: dict[str, Any] = {"path": path, "size": size, "images": images, "runs": {}}
+    row: dict[str, Any] = {"path": path, "size": size, "images": images, "repeats": repeats, "runs": {}}
+    plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers for w in workers]
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plans}
     with tempfile.TemporaryDirectory(dir=data) as scratch:
         scratch_dir = Path(scratch)
-        plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers for w in workers]
-        for name, count, kind in plans:
-            workspace = fresh_copy(source, scratch_dir)
-            run_env = dict(env)
-            if name == "plain":
-                command = [sys.executable, str(Path(__file__).resolve()), "--plain", path, str(workspace)]
-            else:
-                command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--workers", str(count), "--no-progress"]
-                if kind == "long-lived":
-                    run_env["PREFECT_API_URL"] = server.url
-            print(f"  {path} {size}: {name} ...", flush=True)
-            result = measure(command, run_env, REPO_ROOT)
-            result["images_per_s"] = round(images / result["wall_s"], 2)
-            files = count_files(workspace)
-            result["files"] = sum(files.values())
-            result["files_per_image"] = round(result["files"] / images, 1)
-            result["files_by_folder"] = files
-            row["runs"][name] = result
-            print(f"    {result['wall_s']} s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
+        # Interleaved rounds (plain, w1, w2, plain, w1, w2, ...): a busy spell on the shared
+        # machine then lands on every run kind rather than on one.
+        for round_ in range(repeats):
+            for name, count, kind in plans:
+                workspace = fresh_copy(source, scratch_dir)
+                run_env = dict(env)
+                if name == "plain":
+                    command = [sys.executable, str(Path(__file__).resolve()), "--plain", path, str(workspace)]
+                else:
+                    command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--workers", str(count), "--no-progress"]
+                    if kind == "long-lived":
+                        run_env["PREFECT_API_URL"] = server.url
+                print(f"  {path} {size}: {name} (round {round_ + 1}/{repeats}) ...", flush=True)
+                result = measure(command, run_env, REPO_ROOT)
+                result["images_per_s"] = round(images / result["wall_s"], 2)
+                files = count_files(workspace)
+                result["files"] = sum(files.values())
+                result["files_per_image"] = round(result["files"] / images, 1)
+                result["files_by_folder"] = files
+                measured[name].append(result)
+                print(f"    {result['wall_s']} s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
+    row["runs"] = {name: median_run(runs) for name, runs in measured.items()}
     plain = row["runs"]["plain"]["wall_s"]
     for name, result in row["runs"].items():
         if name != "plain":
@@ -304,6 +320,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000], help="dataset sizes for the superpixels stage")
     parser.add_argument("--graphnet-sizes", type=int, nargs="*", default=[250, 1000], help="dataset sizes for the whole GraphNet path")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per size; each row is the median round")
     parser.add_argument("--servers", nargs="+", choices=["temporary", "long-lived"], default=["temporary", "long-lived"])
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "wsss-scale", help="datasets and workspaces (kept between runs)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
@@ -323,7 +340,7 @@ def main() -> None:
         plan = [("superpixels", size) for size in args.sizes] + [("graphnet", size) for size in args.graphnet_sizes]
         plan.sort(key=lambda item: (sorted(args.sizes if item[0] == "superpixels" else args.graphnet_sizes).index(item[1]), item[0] != "superpixels"))
         for path, size in plan:
-            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server))
+            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server, args.repeats))
             save(rows, args.out)
     finally:
         if server is not None:
