@@ -8,15 +8,18 @@ ingests every split, then times, each in a fresh copy of the ingested workspace 
 process of its own:
 
 - plain: the same stage table walked without Prefect: each stage's task function called
-  directly (Task.fn) on every image, one stage after the other, in one process. Same
-  per-image work, same workspace reads and writes, same stage bookkeeping; no flow, no
-  task runs, no server. This is "the plain loop's compute and I/O".
+  directly (Task.fn) on the command's batches (16 images), one batch after the other, one
+  stage after the other, in one process. Same per-batch work (a block stage computes the
+  same blocks), same workspace reads and writes and packs, same stage bookkeeping; no flow,
+  no task runs, no server. This is "the plain loop's compute and I/O".
 - the command (`wsss superpixels`, `wsss graphnet --no-evaluate --no-mlflow`) with 1 and 2
   workers (threads engine), with Prefect's temporary server (the default: every command
   starts one) and with a long-lived `prefect server start` named by PREFECT_API_URL.
 
-Reported per run: wall time (whole process, imports included, for plain runs too), images/s,
-orchestration share ((wall - plain wall) / wall), peak memory (max RSS) of the command's
+Reported per run: wall time (whole process, imports included, for plain runs too), CPU time
+(user + system of the process and the children it waited for, plus the long-lived server's
+during the run), images/s, orchestration share ((wall - plain wall) / wall, and the same in
+CPU time, which other jobs on a shared machine move much less), peak memory (max RSS) of the command's
 process and of any worker process it starts (the temporary server's excluded), files in
 the workspace per image, and the speed-up from 1 to 2 workers. Linearity: seconds per image
 at the largest size over the smallest. The machine is shared: the load average is saved
@@ -62,11 +65,12 @@ def plain_walk(workspace: str, path: str) -> None:
 
     import flows  # noqa: F401  (Prefect's defaults; nothing here talks to a server)
     import tasks.graphnet
-    from flows.common import prepare_stage
+    from flows.common import DEFAULT_BATCH_SIZE, prepare_stage
     from flows.graphnet import feature_weights, graphnet_pipeline
     from flows.pipeline import Pipeline, Stage, finished_by, fit_config
     from tasks.superpixels import superpixels_batch
     from wsss_core.graphnet.config import resolve_config
+    from wsss_core.runner import split_batches
     from wsss_core.store import INGEST_STAGE, Workspace
 
     # Outside a task run there is no run logger: the shared GCN fit logs to a plain one.
@@ -90,7 +94,8 @@ def plain_walk(workspace: str, path: str) -> None:
         else:
             key = prepare_stage(ws, stage.name, dict(stage.params), stage.reads)
             pending = [i for i in eligible if not ws.is_done(stage.name, i, key)]
-            stage.task.fn(workspace=ws, stage=stage.name, key=key, image_ids=pending, **arguments)
+            for batch in split_batches(pending, DEFAULT_BATCH_SIZE):
+                stage.task.fn(workspace=ws, stage=stage.name, key=key, image_ids=batch, **arguments)
 
 
 # ----------------------------------------------------------------------------- measuring a process
@@ -107,6 +112,20 @@ def _peak_kib(pid: int) -> int | None:
     return None
 
 
+def _cpu_s(pid: int) -> float:
+    """A live process's CPU seconds so far (user + system, its own threads), or 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process and its live descendants (the long-lived server's)."""
+    return sum(_cpu_s(p) for p in [pid, *_descendants(pid)])
+
+
 def _descendants(pid: int) -> list[int]:
     import psutil
 
@@ -116,8 +135,10 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def measure(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Run a command; its wall time, exit code, peak memory and its workers' (polled VmHWM)."""
+def measure(args: list[str], env: dict[str, str], cwd: Path, server: LongLivedServer | None = None) -> dict[str, Any]:
+    """Run a command; its wall time, exit code, CPU time (with the server's during the run,
+    when one is named), peak memory and its workers' (polled VmHWM)."""
+    server_cpu = tree_cpu_s(server.proc.pid) if server else 0.0
     started = time.perf_counter()
     load = os.getloadavg()[0]
     proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -137,12 +158,17 @@ def measure(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
+    server_cpu = tree_cpu_s(server.proc.pid) - server_cpu if server else 0.0
     done.set()
     watcher.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{output[-3000:]}")
     return {
         "wall_s": round(wall, 2),
+        # CPU seconds of the command (and the children it waited for) plus the server's share
+        # in that time: less moved by other jobs on the machine than the wall time is.
+        "cpu_s": round(usage.ru_utime + usage.ru_stime + server_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
         "peak_mb": round(usage.ru_maxrss / 1024, 1),
         "worker_peak_mb": round(max(workers.values()) / 1024, 1) if workers else None,
         "load_before": round(load, 2),
@@ -238,6 +264,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["wall_s"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["walls_s"] = [r["wall_s"] for r in runs]
+    row["cpu_s"] = sorted(r["cpu_s"] for r in runs)[(len(runs) - 1) // 2]
+    row["cpus_s"] = [r["cpu_s"] for r in runs]
     row["peak_mb"] = max(r["peak_mb"] for r in runs)
     return row
 
@@ -264,19 +292,20 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                     if kind == "long-lived":
                         run_env["PREFECT_API_URL"] = server.url
                 print(f"  {path} {size}: {name} (round {round_ + 1}/{repeats}) ...", flush=True)
-                result = measure(command, run_env, REPO_ROOT)
+                result = measure(command, run_env, REPO_ROOT, server if kind == "long-lived" else None)
                 result["images_per_s"] = round(images / result["wall_s"], 2)
                 files = count_files(workspace)
                 result["files"] = sum(files.values())
                 result["files_per_image"] = round(result["files"] / images, 1)
                 result["files_by_folder"] = files
                 measured[name].append(result)
-                print(f"    {result['wall_s']} s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
+                print(f"    {result['wall_s']} s, {result['cpu_s']} CPU s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
     row["runs"] = {name: median_run(runs) for name, runs in measured.items()}
-    plain = row["runs"]["plain"]["wall_s"]
+    plain, plain_cpu = row["runs"]["plain"]["wall_s"], row["runs"]["plain"]["cpu_s"]
     for name, result in row["runs"].items():
         if name != "plain":
             result["orchestration_share"] = round((result["wall_s"] - plain) / result["wall_s"], 3)
+            result["orchestration_cpu_share"] = round((result["cpu_s"] - plain_cpu) / result["cpu_s"], 3)
             result["vs_plain"] = round(result["wall_s"] / plain, 3)
     for kind in servers:
         one, two = row["runs"].get(f"w1-{kind}"), row["runs"].get(f"w2-{kind}")
@@ -304,11 +333,12 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'path':12} {'images':>6} {'run':18} {'wall s':>8} {'img/s':>7} {'orch.':>6} {'peak MB':>8} {'worker MB':>9} {'files/img':>9} {'load':>5}")
+    print(f"\n{'path':12} {'images':>6} {'run':18} {'wall s':>8} {'CPU s':>8} {'img/s':>7} {'orch.':>6} {'CPU orch.':>9} {'peak MB':>8} {'worker MB':>9} {'files/img':>9} {'load':>5}")
     for row in rows:
         for name, r in row["runs"].items():
             share = f"{r['orchestration_share']:.0%}" if "orchestration_share" in r else "-"
-            print(f"{row['path']:12} {row['images']:>6} {name:18} {r['wall_s']:>8} {r['images_per_s']:>7} {share:>6} "
+            cpu_share = f"{r['orchestration_cpu_share']:.0%}" if "orchestration_cpu_share" in r else "-"
+            print(f"{row['path']:12} {row['images']:>6} {name:18} {r['wall_s']:>8} {r['cpu_s']:>8} {r['images_per_s']:>7} {share:>6} {cpu_share:>9} "
                   f"{r['peak_mb']:>8} {r['worker_peak_mb'] or '-':>9} {r['files_per_image']:>9} {r['load_before']:>5}")
 
 
