@@ -19,7 +19,7 @@ process of its own:
 Reported per run: wall time (whole process, imports included, for plain runs too), CPU time
 (user + system of the process and the children it waited for, plus the long-lived server's
 during the run), images/s, orchestration share ((wall - plain wall) / wall, and the same in
-CPU time, which other jobs on a shared machine move much less), peak memory (max RSS) of the command's
+CPU time, which other jobs on a shared machine move less), peak memory (max RSS) of the command's
 process and of any worker process it starts (the temporary server's excluded), files in
 the workspace per image, and the speed-up from 1 to 2 workers. Linearity: seconds per image
 at the largest size over the smallest. The machine is shared: the load average is saved
@@ -36,6 +36,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,18 +113,24 @@ def _peak_kib(pid: int) -> int | None:
     return None
 
 
-def _cpu_s(pid: int) -> float:
-    """A live process's CPU seconds so far (user + system, its own threads), or 0 if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a live process and its live descendants (the long-lived server's)."""
-    return sum(_cpu_s(p) for p in [pid, *_descendants(pid)])
+    """CPU seconds (user + system) so far of a live process and its live descendants (the
+    long-lived server's); a process that is gone counts 0."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _descendants(pid: int) -> list[int]:
@@ -264,7 +271,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["wall_s"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["walls_s"] = [r["wall_s"] for r in runs]
-    row["cpu_s"] = sorted(r["cpu_s"] for r in runs)[(len(runs) - 1) // 2]
+    row["cpu_s"] = statistics.median_low(r["cpu_s"] for r in runs)
     row["cpus_s"] = [r["cpu_s"] for r in runs]
     row["peak_mb"] = max(r["peak_mb"] for r in runs)
     return row
