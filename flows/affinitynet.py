@@ -23,7 +23,7 @@ from flows.tracking import flow_run_tracking, remember_mask_settings
 from wsss_core.psa.config import AffinityNetPathConfig, resolve_config, run_settings
 from wsss_core.refit import RefitRule
 from wsss_core.registries import AUTO, mask_method_of_stage
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import IMAGES, TAGS, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import offline_said
 
@@ -44,13 +44,13 @@ def cam_rows(
     and the GraphNet table for tags use (same rows, same keys: either path reuses the other's)."""
     training = {"device": device, "threads": train_threads, "tracking": tracking}
     return [
-        Stage(t.TRAIN_CAM, t.train_cam_task, (INGEST_STAGE,),
+        Stage(t.TRAIN_CAM, t.train_cam_task, (IMAGES, TAGS),
               {"config": config.cam_train, "weights": weights["cam"]}, training, dataset_level=True,
               refit=RETRAIN_ON_ANY_LATE_IMAGE),
-        Stage(t.CAMS, t.cams_batch, (INGEST_STAGE, t.TRAIN_CAM),
+        Stage(t.CAMS, t.cams_batch, (IMAGES, TAGS, t.TRAIN_CAM),
               {"config": config.cam_inference, "model": t.TRAIN_CAM}, {"device": device}),
         Stage(t.PSEUDO_CAM, t.cam_masks_batch, (t.CAMS,), {"config": config.cam_mask, "cams": t.CAMS}, step=t.CAMS, masks=True),
-        Stage(t.AFFINITY_LABELS, t.affinity_labels_batch, (INGEST_STAGE, t.CAMS),
+        Stage(t.AFFINITY_LABELS, t.affinity_labels_batch, (IMAGES, t.CAMS),
               {"config": config.affinity_labels, "cams": t.CAMS}),
     ]
 
@@ -74,17 +74,17 @@ def affinitynet_pipeline(
     rows = [
         *cam_rows(config, weights, device, train_threads, tracking),
         Stage(t.TRAIN_AFFINITYNET, t.train_affinitynet_task,
-              (INGEST_STAGE, t.AFFINITY_LABELS) + ((t.TRAIN_CAM,) if from_cam else ()),
+              (IMAGES, t.AFFINITY_LABELS) + ((t.TRAIN_CAM,) if from_cam else ()),
               {"config": config.affinity_train, "weights": weights["affinitynet"], "labels": t.AFFINITY_LABELS,
                "init_from_cam": from_cam}, training, dataset_level=True, refit=RETRAIN_ON_ANY_LATE_IMAGE),
-        Stage(t.RW, t.random_walk_batch, (INGEST_STAGE, t.CAMS, t.TRAIN_AFFINITYNET),
+        Stage(t.RW, t.random_walk_batch, (IMAGES, t.CAMS, t.TRAIN_AFFINITYNET),
               {"config": config.random_walk, "cams": t.CAMS, "model": t.TRAIN_AFFINITYNET}, {"device": device},
               step="random-walk"),
         Stage(t.PSEUDO_RW, t.rw_masks_batch, (t.RW, *confident), {**band, "walk": t.RW, "stride": stride},
               step="masks", masks=True),
     ]
     if crf:
-        rows.append(Stage(t.PSEUDO_RW_CRF, t.rw_masks_batch, (INGEST_STAGE, t.RW, *confident),
+        rows.append(Stage(t.PSEUDO_RW_CRF, t.rw_masks_batch, (IMAGES, t.RW, *confident),
                           {**band, "walk": t.RW, "stride": stride, "crf": config.rw_crf}, step="masks", masks=True))
     return Pipeline("affinitynet", tuple(rows), final_masks=t.PSEUDO_RW_CRF if crf else t.PSEUDO_RW)
 

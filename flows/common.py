@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from wsss_core.config import config_hash, config_to_dict
 from wsss_core.errors import WorkspaceError
 from wsss_core.registries import ENGINES
 from wsss_core.runner import BatchReport, split_batches
-from wsss_core.store import Workspace
+from wsss_core.store import Workspace, owning_stage
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
@@ -108,14 +108,18 @@ def engine_session(execution: Execution) -> Iterator[TaskRunner]:
 def stage_key(workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...]) -> tuple[str, dict[str, str]]:
     """A stage's key (its config's hash chained with its inputs' keys) and those inputs' keys.
 
-    A stage whose input stage never ran is refused with a message saying what to run first.
+    upstream: the stages and ingested arrays it reads ("images", "scribbles": the ingest stage's
+    key, once). A stage whose input stage never ran is refused with a message saying what to run first.
     """
     upstream_keys = {}
     for name in upstream:
-        key = workspace.stage_key(name)
+        owner = owning_stage(name)
+        if owner in upstream_keys:
+            continue
+        key = workspace.stage_key(owner)
         if key is None:
-            raise WorkspaceError(f"{workspace.path}: stage {stage!r} needs {name!r}, which has not run yet")
-        upstream_keys[name] = key
+            raise WorkspaceError(f"{workspace.path}: stage {stage!r} needs {owner!r}, which has not run yet")
+        upstream_keys[owner] = key
     return config_hash(config, *upstream_keys.values()), upstream_keys
 
 
@@ -135,8 +139,19 @@ def prepare_stage(
             f"(key {recorded} -> {key}); a retry re-runs images only with the recorded settings: "
             "re-run the command itself to recompute the stage"
         )
-    workspace.begin_stage(stage, key, config_to_dict(config), upstream_keys)
+    workspace.begin_stage(stage, key, config_to_dict(config), upstream_keys, reads=list(upstream))
     return key
+
+
+@dataclass
+class DatasetChanges:
+    """What an ingest found since the last one: images whose sources changed, new images,
+    images that left the dataset (no list names them, or they no longer read), unchanged ones."""
+
+    changed: int = 0
+    new: int = 0
+    removed: int = 0
+    unchanged: int = 0
 
 
 @dataclass
@@ -151,16 +166,24 @@ class StageSummary:
     failed: dict[str, str] = field(default_factory=dict)
     note: str = ""
     refitted: bool = False  # a dataset-level model was fitted (again): every later stage changes
+    changes: DatasetChanges | None = None  # ingest: what changed in the dataset since the last ingest
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def line(self) -> str:
-        line = (
-            f"{self.stage}: {self.total} images, {self.done} computed, {self.skipped} already done, "
-            f"{len(self.failed)} failed"
-        )
+        if self.changes is not None:
+            c = self.changes
+            line = (
+                f"{self.stage}: {self.total} images, {c.changed} changed, {c.new} new, {c.removed} removed, "
+                f"{c.unchanged} unchanged" + (f", {len(self.failed)} failed" if self.failed else "")
+            )
+        else:
+            line = (
+                f"{self.stage}: {self.total} images, {self.done} computed, {self.skipped} already done, "
+                f"{len(self.failed)} failed"
+            )
         return f"{line} ({self.note})" if self.note else line
 
 
@@ -195,19 +218,28 @@ def run_stage_batches(
     image_ids: list[str],
     parameters: dict[str, Any],
     execution: Execution,
+    redo: Collection[str] = (),
 ) -> StageSummary:
-    """Submit one task per batch of not-yet-done images and wait for all of them.
+    """Submit one task per batch of not-yet-done images (and of `redo`: done, but to compute
+    again) and wait for all of them.
 
     The task is called as task(workspace, stage, key, image_ids, **parameters). A batch
     whose task fails outright (after its retries) gets a failure record for each of its
     images that is not done, so nothing is silently lost.
     """
-    pending = [i for i in image_ids if not workspace.is_done(stage, i, key)]
+    pending = [i for i in image_ids if i in redo or not workspace.is_done(stage, i, key)]
     summary = StageSummary(stage, key, total=len(image_ids), skipped=len(image_ids) - len(pending))
     batches = split_batches(pending, execution.batch_size) if pending else []
     task = batch_task(task, parameters, execution)
+    redo = set(redo)
+
+    def redone(batch: list[str]) -> dict[str, Any]:  # the task's own images to redo, when there are any
+        return {"redo": [i for i in batch if i in redo]} if redo else {}
+
     futures = {
-        runner.submit(task, {"workspace": workspace, "stage": stage, "key": key, "image_ids": batch, **parameters}): batch
+        runner.submit(
+            task, {"workspace": workspace, "stage": stage, "key": key, "image_ids": batch, **parameters, **redone(batch)}
+        ): batch
         for batch in batches
     }
     report = BatchReport(stage)

@@ -24,7 +24,7 @@ from flows.tracking import flow_run_tracking, remember_mask_settings
 from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve_config, run_settings
 from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
-from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
+from wsss_core.store import CAM_CHECKPOINT, IMAGES, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
 
@@ -70,11 +70,13 @@ def graphnet_pipeline(
     method = mask_method_name(supervision, propagation)
     seeds = f"seeds/{supervision}"
     nodes = f"nodes/{method}"
-    seed_reads = (INGEST_STAGE, SUPERPIXELS) + ((entry.seeds_from,) if entry.seeds_from else ())
-    rows = [*upstream, Stage(SUPERPIXELS, superpixels_batch, (INGEST_STAGE,), {"config": config.superpixels})]
-    graph_reads: tuple[str, ...] = (INGEST_STAGE, SUPERPIXELS)
+    # Reads name the ingested arrays a row uses ("images", the supervision's "scribbles"...): a
+    # changed array reaches just the rows that read it (wsss_core.lineage); keys chain ingest's key.
+    seed_reads = (entry.array, SUPERPIXELS) + ((entry.seeds_from,) if entry.seeds_from else ())
+    rows = [*upstream, Stage(SUPERPIXELS, superpixels_batch, (IMAGES,), {"config": config.superpixels})]
+    graph_reads: tuple[str, ...] = (IMAGES, SUPERPIXELS)
     if features is not None:
-        rows.append(Stage("features", t.features_batch, (INGEST_STAGE,), {"source": features}, {"device": device}))
+        rows.append(Stage("features", t.features_batch, (IMAGES,), {"source": features}, {"device": device}))
         graph_reads += ("features",)
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
@@ -84,12 +86,12 @@ def graphnet_pipeline(
     ]
     if crf:
         rows.append(
-            Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, INGEST_STAGE),
+            Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, IMAGES),
                   {"nodes": nodes, "crf": config.crf}, step="masks", masks=True)
         )
     if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)
         rows.append(
-            Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (INGEST_STAGE,), {"supervision": supervision},
+            Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (entry.array, IMAGES), {"supervision": supervision},
                   step="baselines", masks=True)
         )
     return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=f"pseudo/{method}" + ("-crf" if crf else ""))

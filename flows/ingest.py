@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
-from flows.common import Execution, StageSummary, engine_session, outcome, run_stage_batches
+from flows.common import DatasetChanges, Execution, StageSummary, engine_session, outcome, run_stage_batches
 from flows.pipeline import record_wall_time
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
+from wsss_core.data.fingerprints import changed_sources, fingerprints
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.data.readers import DatasetReader, open_reader
-from wsss_core.errors import DatasetError
-from wsss_core.store import INGEST_STAGE, Workspace, check_split_name
+from wsss_core.errors import BadInputError, DatasetError
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, check_split_name
 
 
 def split_names(split: str | Sequence[str]) -> list[str]:
@@ -57,15 +59,66 @@ def ingest_key(config: dict[str, Any], previous: dict[str, Any] | None) -> str:
     return config_hash(config)
 
 
-def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]]) -> None:
-    """Each split gains its listed ids that are ingested under key, now or in an earlier run.
+def record_split_members(ws: Workspace, key: str, split_lists: dict[str, list[str]], whole: bool = True) -> None:
+    """Each split's members: its listed ids that are ingested under key, now or in an earlier run.
 
-    Skipped (already ingested) ids are recorded too, so re-running a split records
-    it; ids that failed are not members until a later run ingests them.
+    whole: the lists were read whole, so the record becomes exactly them (an id a list no
+    longer names leaves the dataset); else (a retry of some ids) the split only gains ids.
+    Ids that failed are not members until a later run ingests them.
     """
     done = ws.done_ids(INGEST_STAGE, key)
     for name, ids in split_lists.items():
-        ws.add_to_split(name, [i for i in ids if i in done])
+        members = [i for i in ids if i in done]
+        if whole:
+            ws.set_split(name, members)
+        else:
+            ws.add_to_split(name, members)
+
+
+@dataclass
+class SourceCheck:
+    """The listed images sorted by what their sources did since they were ingested."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def check_sources(ws: Workspace, key: str, reader: DatasetReader, image_ids: list[str]) -> SourceCheck:
+    """Compare each ingested image's sources with the fingerprints its marker recorded.
+
+    A stat per source file when nothing changed (the recorded hash is reused); a touched
+    file whose content is the same stays unchanged, its new stat written to the marker.
+    A marker without fingerprints (an older workspace), or sources that cannot be listed,
+    count as changed: the task reads the image again and compares the arrays themselves.
+    """
+    check = SourceCheck()
+    for image_id in image_ids:
+        marker = ws.marker(INGEST_STAGE, image_id, key) if valid_image_id(image_id) else None
+        if marker is None:
+            check.new.append(image_id)
+            continue
+        recorded = marker.get("sources")
+        try:
+            current = fingerprints(reader.sources(image_id), recorded)
+        except Exception:  # noqa: BLE001 - the task reads it again and records what is wrong
+            check.changed.append(image_id)
+            continue
+        if recorded is None or changed_sources(recorded, current):
+            check.changed.append(image_id)
+            continue
+        check.unchanged.append(image_id)
+        if current != recorded:
+            ws.update_marker(INGEST_STAGE, image_id, key, sources=current)
+    return check
+
+
+def valid_image_id(image_id: str) -> bool:
+    try:
+        check_image_id(image_id)
+    except BadInputError:
+        return False
+    return True
 
 
 def open_splits(
@@ -123,6 +176,8 @@ def run_ingest(
     config = ingest_config(readers[0].describe(), scribbles_dir, options)
     key = ingest_key(config, ws.stage_meta(INGEST_STAGE))
     ws.begin_stage(INGEST_STAGE, key, config)
+    before = set(ws.image_ids())
+    check = check_sources(ws, key, readers[0], image_ids)
     if only_ids is None:  # a retry keeps the request it retries
         ws.remember_request(ingest_request_name(split_lists), "flows.ingest:ingest_flow", {
             "root": root, "format": format, "split": sorted(split_lists), "scribbles_dir": scribbles_dir,
@@ -131,13 +186,20 @@ def run_ingest(
     try:
         # One reader loads every id: a VOC reader's load() does not depend on its split.
         with engine_session(execution) as runner:
-            return run_stage_batches(
-                runner, ingest_batch, ws, INGEST_STAGE, key, image_ids, {"reader": readers[0]}, execution
+            summary = run_stage_batches(
+                runner, ingest_batch, ws, INGEST_STAGE, key, image_ids, {"reader": readers[0]}, execution,
+                redo=check.changed,
             )
     finally:
-        record_split_members(ws, key, split_lists)
+        record_split_members(ws, key, split_lists, whole=only_ids is None)
         # Failures of ids these splits no longer list go; other splits' records stay.
         ws.reconcile_ingest_failures(split_lists)
+    summary.changes = DatasetChanges(
+        changed=len(check.changed), new=len(check.new), removed=len(before - set(ws.image_ids())),
+        unchanged=len(check.unchanged),
+    )
+    ws.note_stage(INGEST_STAGE, changes=asdict(summary.changes))
+    return summary
 
 
 @flow(name="ingest")

@@ -34,9 +34,9 @@ from flows.common import (
 )
 from wsss_core.config import ids_digest
 from wsss_core.errors import UsageError
-from wsss_core.refit import RefitRule
+from wsss_core.refit import RefitRule, model_drift
 from wsss_core.runner import DatasetReport
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import INGEST_STAGE, Workspace, owning_stage
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def in_splits(ws: Workspace, splits: tuple[str, ...] | None, image_ids: list[str
 
 def finished_by(ws: Workspace, upstream: tuple[str, ...], image_ids: list[str]) -> list[str]:
     """The images that every input stage finished under its current key."""
-    done = [ws.done_ids(stage) for stage in upstream if stage != INGEST_STAGE]
+    done = [ws.done_ids(stage) for stage in upstream if owning_stage(stage) != INGEST_STAGE]
     return [i for i in image_ids if all(i in d for d in done)]
 
 
@@ -235,15 +235,20 @@ def run_dataset_stage(
         refused = {r.image_id for r in ws.failures(stage.name) if r.key == key} - done
         late = [i for i in ids if i not in done and (i not in refused or (only is not None and i in only))]
         pending = [i for i in ids if i not in done]
-        if not pending:
+        drift = model_drift(ws, stage.name, key, fitted_on, done, late)
+        if not pending and not drift.removed:
             return StageSummary(stage.name, key, total=len(ids), skipped=len(ids))
-        if refit.needs_refit(fitted_on, len(done | set(late)) - fitted_on):
+        if refit.needs_refit(fitted_on, drift.total):
             announce(
-                f"{stage.name}: {len(done | set(late)) - fitted_on} images joined after the model was fitted on "
-                f"{fitted_on} (more than {refit.late_fraction:.0%}): fitting it again on all {len(ids)}"
+                f"{stage.name}: {drift.describe()} since the model was fitted on {fitted_on} images (more than "
+                f"{refit.late_fraction:.0%}, the refit rule): fitting it again on all {len(ids)}"
             )
             fitted = None
             refit_of = key
+        elif not pending:  # only removed images: the kept model still serves every image
+            announce(f"{stage.name}: {drift.describe()} since the model was fitted on {fitted_on} images "
+                     f"(within {refit.late_fraction:.0%}, the refit rule): model kept")
+            return StageSummary(stage.name, key, total=len(ids), skipped=len(ids))
     if fitted is None:
         key = prepare_stage(ws, stage.name, fit_config(stage, ids, refit_of), stage.reads)
     summary = StageSummary(stage.name, key, total=len(ids), refitted=key != recorded)
@@ -257,6 +262,7 @@ def run_dataset_stage(
     run.trainings[stage.name] = report
     if fitted is None:
         ws.note_stage(stage.name, fitted_on=len(report.images))  # not the images it refused
+        ws.record_fit(stage.name, key, report.images)
     done = ws.done_ids(stage.name, key)
     new = [i for i in report.images if i not in done]
     for image_id in new:
@@ -266,7 +272,8 @@ def run_dataset_stage(
     summary.done, summary.skipped = len(new), len(report.images) - len(new)
     if fitted is not None:
         if new:
-            summary.note = f"{len(new)} joined late: {report.late_note or f'served by the model fitted on {fitted[1]} images'}"
+            summary.note = (f"{drift.describe()} since the fit (refit rule: within {refit.late_fraction:.0%}): "
+                            f"{report.late_note or f'served by the model fitted on {fitted[1]} images'}")
         verb = "kept"
     elif report.trained:
         verb = f"resumed from epoch {report.resumed_from_epoch}, trained" if report.resumed_from_epoch else "trained"

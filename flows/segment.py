@@ -28,7 +28,7 @@ from wsss_core.registries import AUTO, mask_method_of_stage
 from wsss_core.config import config_to_dict
 from wsss_core.segmentation.config import ResolvedSegmentationConfig, SegmentationConfig, resolve_config
 from wsss_core.tracking import Tracking
-from wsss_core.store import CAM_CHECKPOINT, INGEST_STAGE, Workspace
+from wsss_core.store import CAM_CHECKPOINT, IMAGES, Workspace
 from wsss_core.weights import WeightsChoice, offline_said
 
 ROUND_NAME = re.compile(r"round-[0-9]+")
@@ -80,9 +80,9 @@ def segmentation_pipeline(
         if backbone_from:
             params["backbone_from"] = backbone_from
         rows += [
-            Stage(train_stage, t.train_segmentation_task, (INGEST_STAGE, previous), params, training,
+            Stage(train_stage, t.train_segmentation_task, (IMAGES, previous), params, training,
                   step=f"round-{k}", dataset_level=True, splits=(train_split,)),
-            Stage(masks_stage, t.predict_round_batch, (INGEST_STAGE, train_stage, previous),
+            Stage(masks_stage, t.predict_round_batch, (IMAGES, train_stage, previous),
                   {"config": config.inference, "model": train_stage, "labels": previous}, {"device": device},
                   step=f"round-{k}", masks=True, optional_reads=(previous,)),
         ]

@@ -12,7 +12,7 @@ from tasks.superpixels import STAGE, superpixels_batch
 from wsss_core.config import apply_overrides
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.registries import AUTO
-from wsss_core.store import INGEST_STAGE, Workspace
+from wsss_core.store import IMAGES, Workspace
 
 
 def run_superpixels(
@@ -27,7 +27,7 @@ def run_superpixels(
     resolved = resolve_config(preset)
     config = apply_overrides(resolved.config.superpixels, overrides, "superpixels")
     announce(f"superpixels: {config} (GraphNet preset {resolved.preset})")
-    pipeline = Pipeline(STAGE, (Stage(STAGE, superpixels_batch, (INGEST_STAGE,), {"config": config}),))
+    pipeline = Pipeline(STAGE, (Stage(STAGE, superpixels_batch, (IMAGES,), {"config": config}),))
     if only_ids is None:  # a retry keeps the request it retries
         ws.remember_request(STAGE, "flows.superpixels:superpixels_flow", {
             "preset": resolved.preset, "overrides": overrides, "splits": splits,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -36,11 +36,13 @@ def retry_on_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     return False
 
 
-def run_batch_in_task(workspace: Workspace, stage: str, key: str, image_ids: list[str], step: Step) -> BatchReport:
+def run_batch_in_task(
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], step: Step, redo: Collection[str] = ()
+) -> BatchReport:
     """run_batch inside a Prefect task: raise for a retry while retries are left."""
     context = TaskRunContext.get()
     final_attempt = context is None or context.task_run.run_count > context.task.retries
-    report = run_batch(workspace, stage, key, image_ids, step, final_attempt=final_attempt)
+    report = run_batch(workspace, stage, key, image_ids, step, final_attempt=final_attempt, redo=redo)
     if report.transient:
         raise TransientBatchError(report)
     return report

@@ -263,9 +263,16 @@ def gcn_fit(
         raise BadInputError(workspace.path, "no image with a graph and seeds to fit the GCN on")
     if path.is_file():
         fitted = fitted_images(path)
-        late = [i for i in report.images if fitted is not None and i not in fitted]
+        # late: not fitted on, or fitted on but its input changed since (ingest made it not done
+        # while others stay done; with none done the fit's own run stopped before marking them)
+        done = workspace.done_ids(stage, key)
+        late = [i for i in report.images if fitted is not None and (i not in fitted or (done and i not in done))]
         if late:
-            late_path = path.with_name(f"{path.stem}-with-{ids_digest(report.images)}.npz")
+            # named by the images and when their graphs and seeds were last written: an edited
+            # scribble makes a new late fit, never the one fitted on the old seeds
+            stamps = workspace.done_stamps(graphs), workspace.done_stamps(seeds)
+            inputs = [f"{i}@{stamps[0].get(i)}@{stamps[1].get(i)}" for i in report.images]
+            late_path = path.with_name(f"{path.stem}-with-{ids_digest(inputs)}.npz")
             if not late_path.is_file():
                 fit_and_save(items, report.images, config, device, late_path)
             report.served_by = {image_id: late_path.name for image_id in late}

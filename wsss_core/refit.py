@@ -9,6 +9,10 @@ re-ingested image, a dataset that grew. The rule:
     when it was fitted; then the model is fitted again on every ready image, and
     everything after it is recomputed.
 
+An image fitted on whose input changed since (ingest made it not done) is late too, and
+an image fitted on that left the dataset counts like one (ModelDrift): a model never
+drifts further than the rule allows from what a clean run of the dataset as it is now fits.
+
 "Served" is the stage task's choice. The shared GCN fits itself again with the late
 images and serves them that model (a clean run's model, in seconds), so its rule only
 bounds how far the images done earlier drift from a clean run. The trainings have no
@@ -20,6 +24,8 @@ of 0: any late image trains them again (flows/affinitynet.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from wsss_core.store import Workspace
 
 DEFAULT_LATE_FRACTION = 0.10
 
@@ -38,3 +44,36 @@ class RefitRule:
         if fitted_on <= 0:
             return True
         return served_late > self.late_fraction * fitted_on
+
+
+@dataclass(frozen=True)
+class ModelDrift:
+    """How far the images a dataset-level model serves have moved from the ones it was fitted on."""
+
+    joined: int = 0  # new images, and refused ones now retried
+    changed: int = 0  # fitted on, but an input changed since (ingest made them not done)
+    removed: int = 0  # fitted on, no longer in the dataset
+    served_late: int = 0  # joined after the fit and served since
+
+    @property
+    def total(self) -> int:
+        return self.joined + self.changed + self.removed + self.served_late
+
+    def describe(self) -> str:
+        parts = [(self.changed, "changed"), (self.removed, "removed"), (self.joined, "joined"),
+                 (self.served_late, "joined earlier")]
+        return ", ".join(f"{count} {what}" for count, what in parts if count) or "nothing changed"
+
+
+def model_drift(ws: Workspace, stage: str, key: str, fitted_on: int, done: set[str], late: list[str]) -> ModelDrift:
+    """Count, against the images the model was fitted on (Workspace.record_fit; older fits: the
+    images done then), the images that joined or changed since and those that left the dataset."""
+    fitted = ws.fitted_ids(stage, key)
+    current = set(ws.image_ids())
+    if fitted is None:  # fitted before these records: every done image but the late ones was fitted on
+        return ModelDrift(joined=len(late), removed=len(done - current), served_late=max(0, len(done) - fitted_on))
+    changed = [i for i in late if i in fitted]
+    return ModelDrift(
+        joined=len(late) - len(changed), changed=len(changed), removed=len(fitted - current),
+        served_late=len((done & current) - fitted),
+    )

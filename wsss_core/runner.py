@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from wsss_core.errors import BadInputError, StoredArrayError
@@ -89,6 +89,7 @@ def run_batch(
     step: Step,
     *,
     final_attempt: bool = True,
+    redo: Collection[str] = (),
 ) -> BatchReport:
     """Run `step` on each image not yet done. See the module docstring.
 
@@ -96,7 +97,7 @@ def run_batch(
     after its pack, when the batch ends (or when its waiting arrays grow past PACK_BYTES),
     so an image counts as done only then. With final_attempt=False, transient errors are
     left unrecorded for a retry; on the final attempt they become failure records like any
-    other error.
+    other error. redo: images computed again although done (their inputs changed since).
     """
     report = BatchReport(stage)
 
@@ -120,7 +121,7 @@ def run_batch(
                 failed(image_id, error)
 
         for image_id in image_ids:
-            if workspace.is_done(stage, image_id, key):
+            if image_id not in redo and workspace.is_done(stage, image_id, key):
                 report.skipped.append(image_id)
                 continue
             try:

@@ -62,6 +62,7 @@ INGEST_STAGE = "ingest"
 # The array groups the ingest stage writes (tasks/ingest.py write_sample); every other
 # group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
 INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")
+IMAGES, TAGS = "images", "tags"  # the ingested arrays the pipeline tables name most
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
 AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
@@ -298,6 +299,12 @@ class Workspace:
         current = self.dataset
         if current:
             mine = {k: current.get(k) for k in identity}
+            if mine != identity and [k for k in identity if mine[k] != identity[k]] == ["classes"]:
+                raise WorkspaceError(
+                    f"{self.path}: the dataset's class list changed since this workspace was made "
+                    f"({len(mine['classes'] or [])} -> {len(identity['classes'] or [])} classes); results of one class "
+                    "list are never mixed with another's: ingest into a new --workspace (or restore the old list)"
+                )
             if mine != identity:
                 differing = [k for k in identity if mine[k] != identity[k]]
                 raise WorkspaceError(
@@ -378,6 +385,11 @@ class Workspace:
             return
         self._write_split(split, (current or set()) | new)
 
+    def set_split(self, split: str, image_ids: Iterable[str]) -> None:
+        """Record exactly image_ids as the split's members: its list as read now (ids it no longer
+        names leave the dataset's results). Flow process only."""
+        self._write_split(check_split_name(split), {check_image_id(i) for i in image_ids})
+
     def splits(self) -> list[str]:
         """Every split name: those recorded at dataset level and those with a per-image record."""
         return sorted(set(self.dataset.get("splits", [])) | set(self._recorded_splits()))
@@ -442,9 +454,13 @@ class Workspace:
         return meta["key"] if meta else None
 
     def begin_stage(
-        self, stage: str, key: str, config: dict[str, Any], upstream: dict[str, str] | None = None
+        self, stage: str, key: str, config: dict[str, Any], upstream: dict[str, str] | None = None,
+        reads: Sequence[str] | None = None,
     ) -> bool:
         """Record the config a stage runs with. Returns True when it changed.
+
+        upstream: the key of each stage it reads; reads: the stages and ingested arrays it
+        reads, as its row names them (what a changed input of one image reaches: lineage).
 
         When the key changes, the old markers and failure records go: the stored
         outputs belong to another config and will be overwritten, never mixed in.
@@ -461,6 +477,8 @@ class Workspace:
             for group in stage_arrays(stage):
                 self._files.remove_tree(f"{STORE_NAME}/{group}/{PACKS}")
         stages[stage] = {"key": key, "config": config, "upstream": upstream or {}, "time": time.time()}
+        if reads is not None:
+            stages[stage]["reads"] = list(reads)
         self._update_attrs(stages=stages)
         # Create the stage's group now, from this one process, so that parallel
         # writers never race to create it.
@@ -808,11 +826,20 @@ class Workspace:
             return
         self._write_marker(stage, key, image_id, served_by)
 
+    def describe_done(self, stage: str, image_id: str, key: str, **details: Any) -> None:
+        """Facts that the image's marker will keep (ingest: its sources' fingerprints); inside
+        packing() of the stage only, before the marker is written."""
+        batch = self._batch_for(stage, key)
+        if batch is None:
+            raise WorkspaceError(f"{stage}: describe_done outside a batch of the stage")
+        batch.describe(check_image_id(image_id), details)
+
     def _write_marker(
-        self, stage: str, key: str, image_id: str, served_by: str | None, arrays: dict[str, Any] | None = None
+        self, stage: str, key: str, image_id: str, served_by: str | None, arrays: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         """An image's marker; arrays: where a batch's packs hold its arrays (see PackBatch.flush)."""
-        payload: dict[str, Any] = {"time": time.time()}
+        payload: dict[str, Any] = {**(details or {}), "time": time.time()}
         if arrays is not None:
             payload["arrays"] = arrays
         if served_by:
@@ -821,10 +848,63 @@ class Workspace:
 
     def served_by(self, stage: str, image_id: str, key: str) -> str | None:
         """The model file a dataset-level stage's marker names for this image (None: the main one)."""
+        return (self.marker(stage, image_id, key) or {}).get("served_by")
+
+    def marker(self, stage: str, image_id: str, key: str) -> dict[str, Any] | None:
+        """An image's marker under key (None: not done; {} for a marker cut short)."""
         try:
-            marker = self._files.read_text(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
-            return json.loads(marker).get("served_by")
-        except (FileNotFoundError, ValueError):
+            marker = json.loads(self._files.read_text(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+        return marker if isinstance(marker, dict) else {}
+
+    def update_marker(self, stage: str, image_id: str, key: str, **values: Any) -> None:
+        """Rewrite facts of a done image's marker (e.g. its sources' stat after a touch), keeping the rest."""
+        marker = self.marker(stage, image_id, key)
+        if marker:
+            self._files.write_json(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json", {**marker, **values})
+
+    def forget(self, stage: str, image_id: str) -> None:
+        """Make an image not done in a stage (its marker under the current key goes; arrays stay
+        until overwritten or `wsss gc`). Any process may call this."""
+        key = self.stage_key(stage)
+        if key is not None:
+            self._files.remove(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
+
+    def stage_reads(self) -> dict[str, list[str]]:
+        """What each stage that ran reads, as recorded by begin_stage (older records: the stages
+        whose keys it chains, the ingest stage standing for every ingested array)."""
+        reads = {}
+        for stage, meta in self.attrs.get("stages", {}).items():
+            named = meta.get("reads")
+            if named is None:
+                named = [a for up in meta.get("upstream", {}) for a in (INGEST_ARRAYS if up == INGEST_STAGE else (up,))]
+            reads[stage] = list(named)
+        return reads
+
+    def forget_downstream(self, image_id: str, arrays: Iterable[str]) -> list[str]:
+        """Make an image not done in every stage that reads, directly or through other stages,
+        one of its changed ingested arrays (lineage.affected_stages over the recorded reads).
+        Returns those stages. Called before the new arrays are written, so a crash in between
+        leaves the image to be found changed again."""
+        from wsss_core.lineage import affected_stages
+
+        affected = affected_stages(self.stage_reads(), set(arrays))
+        for stage in affected:
+            self.forget(stage, image_id)
+        return affected
+
+    def record_fit(self, stage: str, key: str, image_ids: Iterable[str]) -> None:
+        """The images a dataset-level stage's model was fitted on (wsss_core.refit counts changes against them)."""
+        self._files.write_json(f"records/fits/{check_stage_name(stage)}/{key}.json", {"images": sorted(image_ids)})
+
+    def fitted_ids(self, stage: str, key: str) -> set[str] | None:
+        """The images record_fit recorded for the stage's model of key (None: fitted before these records)."""
+        try:
+            return set(json.loads(self._files.read_text(f"records/fits/{check_stage_name(stage)}/{key}.json"))["images"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
     def is_done(self, stage: str, image_id: str, key: str) -> bool:
@@ -868,8 +948,25 @@ class Workspace:
         return {name[:-5]: stamp for name, stamp in self._files.stamps(folder).items() if name.endswith(".json")}
 
     def image_ids(self) -> list[str]:
-        """Every image ingested so far, sorted."""
-        return sorted(self.done_ids(INGEST_STAGE))
+        """The images of the dataset as it is now, sorted: ingested, and named by a split's list
+        when it was last ingested (an id dropped from every list is no result any more, though its
+        arrays stay until `wsss gc`). Without split records (older workspaces) every ingested image."""
+        ingested = self.done_ids(INGEST_STAGE)
+        recorded = self._recorded_splits()
+        if not recorded or self.unrecorded_splits():
+            return sorted(ingested)
+        listed: set[str] = set().union(*((self._read_split(s) or set()) for s in recorded))
+        return sorted(ingested & listed)
+
+    def dropped_ids(self) -> list[str]:
+        """Ids with a marker of any stage, under any key, that are not in the dataset any more
+        (image_ids): what `wsss gc` deletes."""
+        marked: set[str] = set()
+        for stage in self.stages():
+            base = self._marker_dir(stage)
+            for key in self._files.folders(base):  # a rounds' stage folder (round-1) holds no .json: harmless
+                marked |= {n[:-5] for n in self._files.files(f"{base}/{key}") if n.endswith(".json") and not n.startswith(".")}
+        return sorted(marked - set(self.image_ids()))
 
     # ------------------------------------------------------------------ records
     def _record_dir(self, kind: str, stage: str) -> str:
@@ -974,6 +1071,7 @@ class PackBatch:
         self.location = workspace._location()
         self._arrays: dict[str, dict[tuple[str, str | None], tuple[np.ndarray, dict[str, Any] | None]]] = {}
         self._marked: dict[str, str | None] = {}
+        self._details: dict[str, dict[str, Any]] = {}
         self.nbytes = 0
 
     @property
@@ -994,10 +1092,15 @@ class PackBatch:
     def mark(self, image_id: str, served_by: str | None = None) -> None:
         self._marked[image_id] = served_by
 
+    def describe(self, image_id: str, details: dict[str, Any]) -> None:
+        """Facts for the image's marker (Workspace.describe_done)."""
+        self._details.setdefault(image_id, {}).update(details)
+
     def discard(self, image_id: str) -> None:
         for data, _ in self._arrays.pop(image_id, {}).values():
             self.nbytes -= data.nbytes
         self._marked.pop(image_id, None)
+        self._details.pop(image_id, None)
 
     def flush(self) -> tuple[list[str], dict[str, Exception]]:
         """Write the marked images: packs first, then markers. Returns (the images now done,
@@ -1031,7 +1134,7 @@ class PackBatch:
         done, errors = [], {}
         for image_id, served_by in marked.items():
             try:
-                ws._write_marker(self.stage, self.key, image_id, served_by, pointers[image_id])
+                ws._write_marker(self.stage, self.key, image_id, served_by, pointers[image_id], self._details.get(image_id))
                 done.append(image_id)
             except Exception as error:  # noqa: BLE001 - that image is not done
                 errors[image_id] = error

@@ -119,7 +119,9 @@ def test_splits_record_members_and_select_ids(tmp_path):
     assert ws.image_splits("d") == [] and ws.image_splits("e") == []
     assert ws.select_ids(["val"]) == ["c"]
     assert ws.select_ids(["val", "train"]) == ["a", "b", "c"]
-    assert ws.select_ids(None) == ws.select_ids([]) == ["a", "b", "c", "d"]
+    # d is ingested but no split names it (any more): it is not in the dataset
+    assert ws.select_ids(None) == ws.select_ids([]) == ws.image_ids() == ["a", "b", "c"]
+    assert ws.dropped_ids() == ["d"]
     with pytest.raises(WorkspaceError, match=r"^no split 'test' in this workspace \(splits: train, val\)$"):
         ws.select_ids(["train", "test"])
     assert json.loads((ws.path / "splits/train.json").read_text())["ids"] == ["a", "b", "c"]
@@ -326,6 +328,7 @@ def test_owning_stage():
 def test_invalidate_makes_an_image_not_done(tmp_path):
     ws = ingested_workspace(tmp_path)
     ws.add_to_split("train", ["a", "b"])
+    ws.add_to_split("val", ["c", "d"])
     ws.invalidate(INGEST_STAGE, "a", "unreadable", "images/a/c/0/0/0: broken")
     assert ws.image_ids() == ["b", "c", "d"] and ws.split_ids("train") == ["b"]
     [record] = ws.failures(INGEST_STAGE)

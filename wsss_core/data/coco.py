@@ -171,6 +171,19 @@ class CocoReader:
         refuse_outside_link(path, self.image_dir)
         return path
 
+    def sources(self, image_id: str) -> dict[str, Path | bytes | None]:
+        """What feeds one image (wsss_core.data.fingerprints): its file, and its entry in the
+        instances file with its annotations (as canonical JSON: another image's edit is no change)."""
+        index = self._index
+        entry = index.images.get(image_id)
+        if entry is None:
+            return {"image": None, "annotations": None}
+        listed = {"image": entry, "annotations": index.annotations.get(entry["id"], [])}
+        return {
+            "image": self._image_path(image_id, entry),
+            "annotations": json.dumps(listed, sort_keys=True, default=str).encode(),
+        }
+
     def load(self, image_id: str) -> Sample:
         """One image with its class mask, boxes and tags."""
         index = self._index

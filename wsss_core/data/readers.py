@@ -31,6 +31,11 @@ class DatasetReader(Protocol):
 
     def load(self, image_id: str) -> Sample: ...
 
+    def sources(self, image_id: str) -> dict[str, Path | bytes | None]:
+        """What feeds one image, by role (files, or bytes standing for them), None where absent:
+        ingest fingerprints them to notice a change (wsss_core.data.fingerprints)."""
+        ...
+
     def describe(self) -> dict[str, Any]: ...
 
 

@@ -200,6 +200,19 @@ class VocReader:
             return rasterise_scribble_xml(xml, shape, self.classes, self.options.scribble_stroke_width)
         return None
 
+    def sources(self, image_id: str) -> dict[str, Path | None]:
+        """The files that feed one image, by role, None where absent (wsss_core.data.fingerprints)."""
+
+        def first(*paths: Path) -> Path | None:
+            return next((p for p in paths if os.path.lexists(p)), None)
+
+        return {
+            "image": first(*(checked_file_in(self.root / IMAGE_DIR, image_id, s, self.root) for s in IMAGE_SUFFIXES)),
+            "gt": first(*(checked_file_in(self.root / d, image_id, ".png", self.root) for d in GT_DIRS)),
+            "scribble": first(*(checked_file_in(self.scribbles_dir, image_id, s, self.root) for s in (".png", ".xml"))),
+            "annotation": first(checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml", self.root)),
+        }
+
     def load(self, image_id: str) -> Sample:
         """One image with its GT mask, scribble, boxes and tags (whichever exist)."""
         image, warnings = load_rgb(self.image_path(image_id), self.options)

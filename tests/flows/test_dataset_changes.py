@@ -1,0 +1,231 @@
+"""A dataset that changes between runs: ingest notices every change, and each result is what a
+clean run of the dataset as it is now gives (wsss_core.lineage, wsss_core.refit)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from flows.common import Execution, flow_result
+from flows.graphnet import graphnet_flow
+from flows.ingest import ingest_flow
+from tests.dataset_changes import (
+    add_images,
+    change_dataset,
+    change_gt,
+    copy_image_files,
+    fix_scribble,
+    move_first_box,
+    remove_from_split,
+    split_ids,
+)
+from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+from wsss_core.errors import WorkspaceError
+from wsss_core.store import INGEST_STAGE, Workspace
+
+QUIET = Execution(progress=False, batch_size=4)
+SMALL = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}}, log_to_mlflow=False)
+
+
+@pytest.fixture(scope="module")
+def donor_root(tmp_path_factory):
+    """Another generated dataset (other seed, same classes and size): replacement and new images."""
+    return generate_dataset(tmp_path_factory.mktemp("donor"), SyntheticConfig(n_images=4, width=96, height=72, seed=11))
+
+
+@pytest.fixture()
+def root(synthetic_root, tmp_path):
+    """A copy of the session's dataset that a test may edit."""
+    return shutil.copytree(synthetic_root, tmp_path / "data")
+
+
+def ingest(root, workspace, **options):
+    return flow_result(ingest_flow, root=str(root), workspace=str(workspace), execution=QUIET, **options)
+
+
+def graphnet(workspace, **options):
+    return flow_result(graphnet_flow, workspace=str(workspace), execution=QUIET, **{**SMALL, **options})
+
+
+def stamps(ws: Workspace, stage: str) -> dict[str, int]:
+    return ws.done_stamps(stage)
+
+
+def per_image_arrays(ws: Workspace, image_id: str) -> dict[tuple[str, str, str | None], bytes]:
+    """Every array of one image in every stage that stores arrays per image, as bytes."""
+    found = {}
+    for stage in ws.stages():
+        if image_id not in ws.done_ids(stage):
+            continue
+        for group, name in ws.image_arrays(stage, image_id) or []:
+            array = ws.read_array(group, image_id, name)
+            found[stage, group, name] = array.dtype.str.encode() + str(array.shape).encode() + array.tobytes()
+    return found
+
+
+def test_ingest_reports_each_kind_of_change_and_reads_only_changed_and_new(root, donor_root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    first = ingest(root, ws.path)
+    ids = split_ids(root, "train")
+    assert first.line() == f"ingest: {len(ids)} images, 0 changed, {len(ids)} new, 0 removed, 0 unchanged"
+    before = stamps(ws, INGEST_STAGE)
+
+    fix_scribble(root, ids[0])
+    (root / "JPEGImages" / f"{ids[3]}.jpg").touch()  # a new mtime, the same bytes: no change
+    remove_from_split(root, ids[2])
+    [added] = add_images(root, donor_root, ["synth_000000"])
+    again = ingest(root, ws.path)
+    assert again.line() == f"ingest: {len(ids)} images, 1 changed, 1 new, 1 removed, {len(ids) - 2} unchanged"
+    assert again.done == 2  # read again: the changed one and the new one, nothing else
+    after = stamps(ws, INGEST_STAGE)
+    assert {i for i in before if after.get(i) != before[i]} == {ids[0], ids[3]}  # ids[3]: its marker's stat refreshed
+    assert ids[2] not in ws.image_ids() and added in ws.image_ids()
+    assert ws.dropped_ids() == [ids[2]]
+    assert ws.stage_meta(INGEST_STAGE)["changes"] == {"changed": 1, "new": 1, "removed": 1, "unchanged": len(ids) - 2}
+    marker = ws.marker(INGEST_STAGE, ids[0], ws.stage_key(INGEST_STAGE))
+    assert marker["changed"] == ["scribbles"] and marker["sources"]["scribble"]["sha256"]
+
+    third = ingest(root, ws.path)  # nothing changed since: a stat per file, nothing read
+    assert third.done == 0 and third.line().endswith(f"0 changed, 0 new, 0 removed, {len(ids)} unchanged")
+
+
+def test_a_removed_image_that_comes_back_is_known_by_its_fingerprint(root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    ids = split_ids(root, "train")
+    remove_from_split(root, ids[1])
+    ingest(root, ws.path)
+    assert ids[1] not in ws.image_ids()
+    (root / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in ids))
+    back = ingest(root, ws.path)
+    assert back.done == 0 and ids[1] in ws.image_ids()
+    assert back.line().endswith(f"0 changed, 0 new, 0 removed, {len(ids)} unchanged")
+
+
+def test_a_fixed_scribble_recomputes_its_descendants_only_and_matches_a_clean_run(root, donor_root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    graphnet(ws.path, evaluate=False)
+    ids = split_ids(root, "train")
+    superpixels, seeds, masks = (stamps(ws, s) for s in ("superpixels", "seeds/scribbles", "pseudo/gcn-scribbles"))
+    baseline = stamps(ws, "pseudo/nearest-scribbles")
+
+    fix_scribble(root, ids[0])
+    ingest(root, ws.path)
+    run = graphnet(ws.path, evaluate=False)
+    lines = {s.stage: s for s in run.summaries}
+    assert lines["superpixels"].done == 0 and lines["graphs"].done == 0  # the image did not change
+    assert lines["seeds/scribbles"].done == 1 and lines["pseudo/nearest-scribbles"].done == 1
+    assert stamps(ws, "superpixels") == superpixels
+    changed = [s for s in ("seeds/scribbles", "pseudo/gcn-scribbles") if stamps(ws, s)[ids[0]] != (seeds, masks)[s == "pseudo/gcn-scribbles"][ids[0]]]
+    assert changed == ["seeds/scribbles", "pseudo/gcn-scribbles"]
+    assert stamps(ws, "pseudo/nearest-scribbles")[ids[1]] == baseline[ids[1]]
+    # 1 of 12 images changed: within the refit rule's 10 %, the shared GCN is kept and the changed
+    # image gets a GCN fitted on every image as they are now: a clean run's
+    assert "1 changed since the fit" in lines["gcn-weights/gcn-scribbles"].note
+
+    clean = Workspace(tmp_path / "clean")
+    ingest(root, clean.path)
+    graphnet(clean.path, evaluate=False)
+    assert per_image_arrays(ws, ids[0]) == per_image_arrays(clean, ids[0])
+
+
+def test_the_scheduled_change_gives_a_clean_runs_outputs(root, donor_root, tmp_path):
+    """One scribble fixed, one image replaced, one id removed, two added: past the refit rule, so
+    the shared GCN is fitted again and every image's outputs equal a clean run's."""
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    graphnet(ws.path, evaluate=False)
+    changes = change_dataset(root, donor_root)
+    summary = ingest(root, ws.path)
+    assert summary.line().endswith("2 changed, 2 new, 1 removed, 7 unchanged")
+    graphnet(ws.path)
+
+    clean = Workspace(tmp_path / "clean")
+    ingest(root, clean.path)
+    graphnet(clean.path)
+    assert ws.image_ids() == clean.image_ids() and changes["removed"][0] not in ws.image_ids()
+    for image_id in clean.image_ids():
+        assert per_image_arrays(ws, image_id) == per_image_arrays(clean, image_id), image_id
+    scores, clean_scores = (json.loads(next((w.path / "reports").glob("evaluation-*.json")).read_text()) for w in (ws, clean))
+    for stage, entry in clean_scores["results"].items():
+        assert scores["results"][stage]["miou"] == entry["miou"], stage
+
+
+def test_a_changed_gt_mask_recomputes_nothing_and_is_scored_again(root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    first = graphnet(ws.path, propagation="label-propagation")
+    ids = split_ids(root, "train")
+    change_gt(root, ids[0])
+    ingest(root, ws.path)
+    again = graphnet(ws.path, propagation="label-propagation")
+    assert all(summary.done == 0 for summary in again.summaries)
+    stage = "pseudo/labelprop-scribbles"
+    assert again.evaluation[stage]["miou"] != first.evaluation[stage]["miou"]
+
+
+def test_a_moved_box_reaches_the_boxes_path_only(root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    for supervision in ("scribbles", "boxes"):
+        graphnet(ws.path, supervision=supervision, until="seeds")
+    ids = split_ids(root, "train")
+    move_first_box(root, ids[0])
+    ingest(root, ws.path)
+    marker = ws.marker(INGEST_STAGE, ids[0], ws.stage_key(INGEST_STAGE))
+    assert marker["changed"] == ["boxes"]
+    assert ids[0] not in ws.done_ids("seeds/boxes")
+    assert {ids[0]} <= ws.done_ids("seeds/scribbles") & ws.done_ids("superpixels") & ws.done_ids("graphs")
+
+
+def test_a_replaced_image_recomputes_everything_of_it(root, donor_root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    graphnet(ws.path, until="seeds")
+    ids = split_ids(root, "train")
+    copy_image_files(donor_root, "synth_000001", root, ids[0])
+    ingest(root, ws.path)
+    for stage in ("superpixels", "graphs", "seeds/scribbles"):
+        assert ids[0] not in ws.done_ids(stage) and ids[1] in ws.done_ids(stage)
+
+
+def test_a_removed_image_is_in_no_result(root, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    graphnet(ws.path, propagation="label-propagation")
+    ids = split_ids(root, "train")
+    remove_from_split(root, ids[0])
+    ingest(root, ws.path)
+    run = graphnet(ws.path, propagation="label-propagation")
+    assert all(s.total == len(ids) - 1 for s in run.summaries)
+    assert run.evaluation["pseudo/labelprop-scribbles"]["images"] == len(ids) - 1
+    assert ws.status("pseudo/labelprop-scribbles").done == len(ids) - 1
+
+
+def test_a_changed_class_list_is_refused_in_one_line(root, tmp_path):
+    ingest(root, tmp_path / "ws")
+    classes = (root / "classes.txt").read_text().splitlines()
+    (root / "classes.txt").write_text("\n".join(classes + ["newcomer"]) + "\n")
+    with pytest.raises(WorkspaceError, match=r"^[^\n]*class list[^\n]*new --workspace[^\n]*$"):
+        ingest(root, tmp_path / "ws")
+
+
+def test_coco_notices_a_changed_annotation_of_its_image_only(tmp_path):
+    from tests.wsss_core.data.test_coco import instances, write_dataset
+
+    data = instances()
+    path = write_dataset(tmp_path / "coco", data)
+    ws = Workspace(tmp_path / "ws")
+    ingest(path, ws.path, format="coco", image_dir=str(tmp_path / "coco" / "images"))
+    boxes = ws.read_array("boxes", "img_a")
+    data["annotations"][0]["bbox"] = [2, 1, 8, 7]  # img_a's cat box, moved
+    data["annotations"] = data["annotations"] + [{**data["annotations"][0], "id": 99, "image_id": 12345}]  # no such image
+    path.write_text(json.dumps(data))
+    again = ingest(path, ws.path, format="coco", image_dir=str(tmp_path / "coco" / "images"))
+    assert again.line().endswith("1 changed, 0 new, 0 removed, 1 unchanged") and again.done == 1
+    assert ws.marker(INGEST_STAGE, "img_a", ws.stage_key(INGEST_STAGE))["changed"] == ["boxes"]
+    assert not np.array_equal(ws.read_array("boxes", "img_a"), boxes)
