@@ -363,6 +363,21 @@ def check(
 
 
 @app.command()
+def gc(workspace: WorkspaceOpt) -> None:
+    """Delete the arrays, pack rows, markers and records of images no split list names any more
+    (they are in no result already); prints what went and the bytes freed. Run it while no run
+    writes to the workspace. An image that comes back later is read again."""
+    from wsss_core.garbage import collect_garbage
+    from wsss_core.store import Workspace
+
+    try:
+        report = collect_garbage(Workspace(workspace))
+    except WsssError as error:
+        fail(str(error))
+    typer.echo(report.line(), err=True)
+
+
+@app.command()
 def export(
     workspace: WorkspaceOpt,
     stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, pseudo/<method> or pseudo/<method>/round-<k> (others hold no class masks).")],

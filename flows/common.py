@@ -177,7 +177,7 @@ class StageSummary:
             c = self.changes
             line = (
                 f"{self.stage}: {self.total} images, {c.changed} changed, {c.new} new, {c.removed} removed, "
-                f"{c.unchanged} unchanged" + (f", {len(self.failed)} failed" if self.failed else "")
+                f"{c.unchanged} unchanged ({self.done} computed, {len(self.failed)} failed)"
             )
         else:
             line = (

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from wsss_core.confidence import DEFAULT_MEASURE, has_scores, read_confidence, worst
 from wsss_core.errors import WorkspaceError
-from wsss_core.store import Workspace, split_counts
+from wsss_core.store import INGEST_STAGE, Workspace, split_counts
 
 
 MASK_PREFIX = "pseudo/"
@@ -28,6 +28,8 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
         f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
         f"splits {', '.join(ws.splits()) or '-'}), {len(ws.image_ids())} images"
     )
+    for line in change_lines(ws):
+        console.print(line)
     table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
     for stage in ws.stages():
         st = ws.status(stage)
@@ -50,6 +52,19 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
                 console.print(escape(f"  {record.image_id} [{record.kind}] {record.message}"))  # not markup
             if limit is not None and len(failures) > limit:
                 console.print(f"  ... {len(failures) - limit} more (--all lists them)")
+
+
+def change_lines(ws: Workspace) -> list[str]:
+    """What the last ingest found changed, and the images whose arrays wait for `wsss gc`."""
+    lines = []
+    changes = (ws.stage_meta(INGEST_STAGE) or {}).get("changes")
+    if changes:
+        lines.append("last ingest: " + ", ".join(f"{changes[k]} {k}" for k in ("changed", "new", "removed", "unchanged")))
+    dropped = ws.dropped_ids()
+    if dropped:
+        lines.append(f"{len(dropped)} image(s) no split lists any more are in no result; their arrays stay until "
+                     f"`wsss gc --workspace {ws.path}`")
+    return lines
 
 
 def print_confidence(console: Console, ws: Workspace, worst_n: int) -> None:

@@ -11,11 +11,14 @@ Layout of a workspace directory::
                                 arrays written outside a batch (Workspace.write_array alone; it
                                 points a packed image's marker to the new array)
     markers/<stage>/<key>/<id>.json   completion markers, written after the image's arrays; a
-                                marker of a packed image says where each of its arrays lives
+                                marker of a packed image says where each of its arrays lives; an
+                                ingest marker keeps its sources' fingerprints (flows/ingest.py)
     records/failures/<stage>/<id>.json   one failure record per (stage, image); an ingest failure
                                 also names the split(s) whose list holds the id
     records/warnings/<stage>/<id>.json   conversions and other notes made while processing
-    splits/<split>.json         the ids of one split (e.g. train, val) that were ingested
+    splits/<split>.json         the ids of one split (e.g. train, val) that were ingested, as its
+                                list named them at the last ingest: the dataset is their union
+    records/fits/<stage>/<key>.json   the images a dataset-level model was fitted on
     (root attribute "requests") how each pipeline was last asked for, for `wsss retry-failed`
 
 Markers and records are small files written atomically (temp file + rename), one per
@@ -1039,8 +1042,8 @@ class Workspace:
     def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
         """Counts for one stage over the given images.
 
-        Default: every ingested image; for the ingest stage itself, every image it
-        ingested or failed on (a failed id is no ingested image).
+        Default: every image of the dataset (image_ids); for the ingest stage itself, those
+        and every image it failed on (a failed id is no ingested image).
         """
         key = self.stage_key(stage)
         done_all = self.done_ids(stage, key)
@@ -1049,7 +1052,7 @@ class Workspace:
         if image_ids is not None:
             ids = set(image_ids)
         elif stage == INGEST_STAGE:
-            ids = done_all | failed_all
+            ids = set(self.image_ids()) | failed_all  # not the images no list names any more
         else:
             ids = set(self.image_ids())
         done, failed = done_all & ids, failed_all & ids

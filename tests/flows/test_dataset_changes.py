@@ -12,7 +12,7 @@ import pytest
 from flows.common import Execution, flow_result
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
-from tests.dataset_changes import (
+from benchmarks.dataset_changes import (
     add_images,
     change_dataset,
     change_gt,
@@ -24,6 +24,7 @@ from tests.dataset_changes import (
 )
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.errors import WorkspaceError
+from wsss_core.garbage import collect_garbage
 from wsss_core.store import INGEST_STAGE, Workspace
 
 QUIET = Execution(progress=False, batch_size=4)
@@ -70,7 +71,7 @@ def test_ingest_reports_each_kind_of_change_and_reads_only_changed_and_new(root,
     ws = Workspace(tmp_path / "ws")
     first = ingest(root, ws.path)
     ids = split_ids(root, "train")
-    assert first.line() == f"ingest: {len(ids)} images, 0 changed, {len(ids)} new, 0 removed, 0 unchanged"
+    assert first.line() == f"ingest: {len(ids)} images, 0 changed, {len(ids)} new, 0 removed, 0 unchanged ({len(ids)} computed, 0 failed)"
     before = stamps(ws, INGEST_STAGE)
 
     fix_scribble(root, ids[0])
@@ -78,7 +79,7 @@ def test_ingest_reports_each_kind_of_change_and_reads_only_changed_and_new(root,
     remove_from_split(root, ids[2])
     [added] = add_images(root, donor_root, ["synth_000000"])
     again = ingest(root, ws.path)
-    assert again.line() == f"ingest: {len(ids)} images, 1 changed, 1 new, 1 removed, {len(ids) - 2} unchanged"
+    assert again.line() == f"ingest: {len(ids)} images, 1 changed, 1 new, 1 removed, {len(ids) - 2} unchanged (2 computed, 0 failed)"
     assert again.done == 2  # read again: the changed one and the new one, nothing else
     after = stamps(ws, INGEST_STAGE)
     assert {i for i in before if after.get(i) != before[i]} == {ids[0], ids[3]}  # ids[3]: its marker's stat refreshed
@@ -89,7 +90,7 @@ def test_ingest_reports_each_kind_of_change_and_reads_only_changed_and_new(root,
     assert marker["changed"] == ["scribbles"] and marker["sources"]["scribble"]["sha256"]
 
     third = ingest(root, ws.path)  # nothing changed since: a stat per file, nothing read
-    assert third.done == 0 and third.line().endswith(f"0 changed, 0 new, 0 removed, {len(ids)} unchanged")
+    assert third.done == 0 and f", 0 changed, 0 new, 0 removed, {len(ids)} unchanged (" in third.line()
 
 
 def test_a_removed_image_that_comes_back_is_known_by_its_fingerprint(root, tmp_path):
@@ -102,7 +103,7 @@ def test_a_removed_image_that_comes_back_is_known_by_its_fingerprint(root, tmp_p
     (root / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in ids))
     back = ingest(root, ws.path)
     assert back.done == 0 and ids[1] in ws.image_ids()
-    assert back.line().endswith(f"0 changed, 0 new, 0 removed, {len(ids)} unchanged")
+    assert f", 0 changed, 0 new, 0 removed, {len(ids)} unchanged (" in back.line()
 
 
 def test_a_fixed_scribble_recomputes_its_descendants_only_and_matches_a_clean_run(root, donor_root, tmp_path):
@@ -141,7 +142,7 @@ def test_the_scheduled_change_gives_a_clean_runs_outputs(root, donor_root, tmp_p
     graphnet(ws.path, evaluate=False)
     changes = change_dataset(root, donor_root)
     summary = ingest(root, ws.path)
-    assert summary.line().endswith("2 changed, 2 new, 1 removed, 7 unchanged")
+    assert ", 2 changed, 2 new, 1 removed, 7 unchanged (" in summary.line()
     graphnet(ws.path)
 
     clean = Workspace(tmp_path / "clean")
@@ -204,6 +205,16 @@ def test_a_removed_image_is_in_no_result(root, tmp_path):
     assert all(s.total == len(ids) - 1 for s in run.summaries)
     assert run.evaluation["pseudo/labelprop-scribbles"]["images"] == len(ids) - 1
     assert ws.status("pseudo/labelprop-scribbles").done == len(ids) - 1
+    assert ws.status(INGEST_STAGE).done == len(ids) - 1
+
+    # gc deletes its arrays; back in the list, it is read and computed again, like a new image
+    masks = ws.read_array("pseudo/labelprop-scribbles", ids[1])
+    assert collect_garbage(ws).images == [ids[0]] and not ws.has_array("images", ids[0])
+    (root / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in ids))
+    assert ", 0 changed, 1 new, 0 removed, 9 unchanged (" in ingest(root, ws.path).line()
+    back = graphnet(ws.path, propagation="label-propagation", evaluate=False)
+    assert {s.stage: s.done for s in back.summaries}["pseudo/labelprop-scribbles"] == 1
+    assert np.array_equal(ws.read_array("pseudo/labelprop-scribbles", ids[1]), masks)
 
 
 def test_a_changed_class_list_is_refused_in_one_line(root, tmp_path):
@@ -226,6 +237,6 @@ def test_coco_notices_a_changed_annotation_of_its_image_only(tmp_path):
     data["annotations"] = data["annotations"] + [{**data["annotations"][0], "id": 99, "image_id": 12345}]  # no such image
     path.write_text(json.dumps(data))
     again = ingest(path, ws.path, format="coco", image_dir=str(tmp_path / "coco" / "images"))
-    assert again.line().endswith("1 changed, 0 new, 0 removed, 1 unchanged") and again.done == 1
+    assert ", 1 changed, 0 new, 0 removed, 1 unchanged (" in again.line() and again.done == 1
     assert ws.marker(INGEST_STAGE, "img_a", ws.stage_key(INGEST_STAGE))["changed"] == ["boxes"]
     assert not np.array_equal(ws.read_array("boxes", "img_a"), boxes)
