@@ -6,7 +6,7 @@ import numpy as np
 from prefect import task
 
 from tasks.common import STAGE_TASK_OPTIONS, run_batch_in_task
-from wsss_core.data.fingerprints import fingerprints
+from wsss_core.data.fingerprints import changed_sources, fingerprints
 from wsss_core.data.readers import DatasetReader
 from wsss_core.data.sample import Sample
 from wsss_core.runner import BatchReport
@@ -73,14 +73,20 @@ def ingest_batch(
             sources = fingerprints(reader.sources(image_id))  # before reading: a later edit is seen next run
             sample = reader.load(image_id)
         except Exception:
-            if image_id in again:
+            if image_id in again:  # it changed and no longer reads: out of the dataset, and of every stage
+                workspace.forget_downstream(image_id, INGEST_ARRAYS)
                 workspace.forget(INGEST_STAGE, image_id)
             raise
         arrays = sample_arrays(sample)
-        changed = changed_arrays(workspace, image_id, arrays) if image_id in again else set(INGEST_ARRAYS)
+        if image_id in again:
+            changed = changed_arrays(workspace, image_id, arrays)
+        else:  # new, or read again after its stored arrays were found unreadable (Workspace.invalidate)
+            previous = workspace.previous_sources(image_id)
+            changed = set(INGEST_ARRAYS) if previous is None or changed_sources(previous, sources) else set()
         workspace.forget_downstream(image_id, changed)
         write_sample(workspace, sample)
         workspace.describe_done(stage, image_id, key, sources=sources, changed=sorted(changed))
+        workspace.drop_previous_sources(image_id)
         return sample.warnings
 
     return run_batch_in_task(workspace, stage, key, image_ids, step, redo=again)

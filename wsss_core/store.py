@@ -82,6 +82,9 @@ OBJECT_STORE_LIMITS = (
 )
 
 
+# Beside an ingest marker that invalidate() removed: its sources' fingerprints (not a marker: no .json end).
+PREVIOUS = ".previous"
+
 # Packs: <group>/_packs/<pack>, a batch's images of one array group. "_" starts no stage
 # name segment and no image id, so a pack never clashes with an image's array or a stage.
 PACKS = "_packs"
@@ -920,13 +923,32 @@ class Workspace:
         stage's next run (or retry-failed) recomputes it. For a stored array found unreadable.
 
         An ingest failure names the splits whose record lists the image (so that
-        reconcile_ingest_failures can judge it). Any process may call this.
+        reconcile_ingest_failures can judge it), and its marker's fingerprints are kept aside
+        (previous_sources): read again from unchanged sources, the image's later stages stay
+        done. Any process may call this.
         """
         key = self.stage_key(stage)
         splits = self._listing_splits(image_id) if stage == INGEST_STAGE else ()
         self.record_failure(stage, image_id, kind, message, key or "", splits)
         if key is not None:
-            self._files.remove(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
+            marker = f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json"
+            sources = (self.marker(stage, image_id, key) or {}).get("sources") if stage == INGEST_STAGE else None
+            if sources is not None:
+                self._files.write_json(marker + PREVIOUS, {"sources": sources})
+            self._files.remove(marker)
+
+    def previous_sources(self, image_id: str) -> dict[str, Any] | None:
+        """The source fingerprints of an ingested image whose marker invalidate() removed (None: none kept)."""
+        key = self.stage_key(INGEST_STAGE)
+        try:
+            kept = self._files.read_text(f"{self._marker_dir(INGEST_STAGE, key)}/{check_image_id(image_id)}.json{PREVIOUS}")
+            return json.loads(kept).get("sources")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+
+    def drop_previous_sources(self, image_id: str) -> None:
+        key = self.stage_key(INGEST_STAGE)
+        self._files.remove(f"{self._marker_dir(INGEST_STAGE, key)}/{check_image_id(image_id)}.json{PREVIOUS}")
 
     def _listing_splits(self, image_id: str) -> list[str]:
         legacy = self._legacy_split()
