@@ -8,6 +8,11 @@ deployment, say), use that fixture and call
     flow_run = deployed_project.run("run/run", {"root": ..., "workspace": ...})
     deployed_project.assert_completed(flow_run)
 
+To let a schedule fire instead (tests/test_schedule.py), start the server with
+`server_env=FAST_SCHEDULER_ENV`, deploy with a schedule (`deploy=("--name", "run", "--interval", ...)`)
+and wait with `wait_for_scheduled_run`; `pause_schedule` / `resume_schedule` keep a second run
+from starting before the test is ready for it.
+
 Every wait is bounded, and every failure says what the server and the worker logged.
 Everything talks to the server through PREFECT_API_URL=http://127.0.0.1:<port>/api with an
 isolated PREFECT_HOME; no PREFECT_* variable of the calling shell reaches a child process.
@@ -24,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,21 @@ CLI_TIMEOUT_S = 120.0  # one `prefect ...` command (deploy imports every flow: ~
 RUN_TIMEOUT_S = 180.0  # one flow run, from creation to a final state (~10 s on 6 small images)
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL: a 3.8 worker can hang in its shutdown
 LOG_TAIL_LINES = 60
+
+# Server settings for a test that waits for a schedule to fire. Prefect's scheduler service
+# (two docket "perpetual" services in 3.8) looks for deployments whose active schedules need
+# runs every 60 s, and for deployments updated in the last few seconds every 5 s; resuming a
+# schedule does not touch the deployment row, so without these a resumed schedule's next run
+# would wait up to a minute for the main loop. Each pass keeps at least 3 runs and 1 hour
+# ahead, at most 100: at a 15 s interval that is 100 runs re-generated on every 1 s pass.
+FAST_SCHEDULER_ENV = {
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "3",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT30S",  # an ISO 8601 duration ("30" is refused)
+}
+# Longer than one pass of the scheduler loop above (1 s), with a margin for a loaded machine.
+SCHEDULER_PASS_S = 3.0
 
 
 class DeploymentTestError(AssertionError):
@@ -122,6 +142,15 @@ class ManagedProcess:
     def tail(self) -> str:
         return f"--- {self.name} log ({self.log_path}), last lines ---\n{log_tail(self.log_path)}"
 
+    def wait(self, timeout: float) -> int:
+        """Its exit code once it exits by itself (a command, not a server); a DeploymentTestError
+        with its log after `timeout` seconds (it is stopped then)."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise DeploymentTestError(f"{self.name} did not finish in {timeout:.0f} s\n{self.tail()}") from None
+
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """SIGTERM to the process group, SIGKILL after `grace` seconds; always reaps the child."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -199,11 +228,17 @@ class PrefectServer:
 
 
 @contextlib.contextmanager
-def prefect_server(directory: Path, timeout: float = SERVER_STARTUP_TIMEOUT_S, attempts: int = 3) -> Iterator[PrefectServer]:
+def prefect_server(
+    directory: Path,
+    timeout: float = SERVER_STARTUP_TIMEOUT_S,
+    attempts: int = 3,
+    env: Mapping[str, str | None] | None = None,
+) -> Iterator[PrefectServer]:
     """A `prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite database, stopped on exit.
 
     A port taken between choosing it and binding it makes the server exit at once: then another
-    port is tried (`attempts` in all).
+    port is tried (`attempts` in all). `env`: more settings for the server process only (e.g.
+    FAST_SCHEDULER_ENV), as in prefect_env.
     """
     home = directory / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
@@ -216,7 +251,7 @@ def prefect_server(directory: Path, timeout: float = SERVER_STARTUP_TIMEOUT_S, a
         process = ManagedProcess.start(
             "prefect server",
             command,
-            prefect_env(home, f"http://127.0.0.1:{port}/api"),
+            prefect_env(home, f"http://127.0.0.1:{port}/api", env),
             cwd=directory,
             log_path=directory / f"server-{attempt}.log",
         )
@@ -325,32 +360,127 @@ class DeployedProject:
             )
 
 
+    # ------------------------------------------------------------------ schedules
+    def deployment(self, name: str):
+        """The deployment `flow/deployment` as the server has it (its schedules included)."""
+        with self.client() as client:
+            return client.read_deployment_by_name(name)
+
+    def schedule_runs(self, deployment, schedule) -> list[FlowRun]:
+        """Every flow run `schedule` (a DeploymentSchedule of `deployment`) has created and the
+        server still has, by expected start time: a paused schedule's future runs are deleted."""
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with self.client() as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
+        return [run for run in runs if run.created_by is not None and run.created_by.id == schedule.id]
+
+    def deployment_runs(self, deployment) -> list[FlowRun]:
+        """Every flow run of a deployment, however created, by expected start time."""
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with self.client() as client:
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
+
+    def wait_for_scheduled_run(self, deployment, schedule, created_after=None, timeout: float = RUN_TIMEOUT_S) -> FlowRun:
+        """The first run of `schedule` (created after `created_after`, a datetime, when given)
+        that a worker has taken (no longer Scheduled), once there is one; bounded.
+
+        The scheduler creates runs ahead of time, all Scheduled; the worker takes one a few
+        seconds before its time (PREFECT_WORKER_PREFETCH_SECONDS, 10 s) and the server holds it
+        in Pending until then. When the scheduler service fails (issue 27: SQLAlchemy 2.1 under
+        Prefect 3.8), no run is ever created: the server's log tail says why.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.schedule_runs(deployment, schedule)
+            if created_after is not None:
+                runs = [run for run in runs if run.created > created_after]
+            taken = [run for run in runs if run.state is not None and not run.state.is_scheduled()]
+            if taken:
+                return taken[0]
+            if not self.worker.running():
+                raise DeploymentTestError(
+                    f"the worker exited (code {self.worker.process.returncode}) before a run of schedule "
+                    f"{schedule.id} started\n{self.logs()}"
+                )
+            if time.monotonic() > deadline:
+                found = "\n".join(
+                    f"  {run.name}: {run.state_name}, expected {run.expected_start_time}, created {run.created}"
+                    for run in runs
+                ) or "  (none)"
+                raise DeploymentTestError(
+                    f"no run of schedule {schedule.id} ({schedule.schedule}, active {schedule.active}) of "
+                    f"{deployment.name!r} started within {timeout:.0f} s"
+                    + (f" of {created_after:%H:%M:%S}" if created_after is not None else "")
+                    + f"; runs the schedule created:\n{found}\n{self.logs()}"
+                )
+            time.sleep(0.5)
+
+    def pause_schedule(self, deployment, schedule) -> None:
+        """Make a schedule inactive: the server deletes the runs it created for the future, and
+        the scheduler creates none until it is resumed.
+
+        Twice, one scheduler pass apart: a pass that read the schedule as active just before the
+        first update can insert its runs just after the update deleted the others; a pass that
+        starts after it sees the schedule inactive. The second update deletes such runs.
+        `parameters` travel with every update: the server resets a schedule's parameters to {}
+        on any update that leaves them out (3.8: its DeploymentScheduleUpdate defaults them to {}
+        and drops only None values), so `prefect deployment schedule pause` loses them.
+        """
+        self._set_schedule_active(deployment, schedule, False)
+        time.sleep(SCHEDULER_PASS_S)
+        self._set_schedule_active(deployment, schedule, False)
+
+    def resume_schedule(self, deployment, schedule) -> None:
+        self._set_schedule_active(deployment, schedule, True)
+
+    def _set_schedule_active(self, deployment, schedule, active: bool) -> None:
+        with self.client() as client:
+            client.update_deployment_schedule(
+                deployment.id, schedule.id, active=active, parameters=dict(schedule.parameters or {})
+            )
+
+
 @contextlib.contextmanager
 def deployed_project(
     directory: Path,
     wsss_home: Path = REPO_ROOT,
     prefect_file: str = "prefect.yaml",
     worker_env: Mapping[str, str | None] | None = None,
+    server_env: Mapping[str, str | None] | None = None,
+    deploy: Sequence[str] = ("--all",),
 ) -> Iterator[DeployedProject]:
     """Server, work pool, `prefect --no-prompt deploy --all` from the repo root, a worker; all stopped on exit.
 
     `{{ $WSSS_HOME }}` in the pull step is filled in by `prefect deploy` from its environment, so the
     deployments carry `wsss_home`; the worker does not get WSSS_HOME (unless `worker_env` says so),
-    which checks exactly that.
+    which checks exactly that. `deploy`: what `prefect deploy` is asked for instead of `--all`, e.g.
+    one deployment with deploy-time overrides (`--name run --interval 15 --params '{...}'`).
+    `server_env`: settings of the server process (FAST_SCHEDULER_ENV).
     """
     timings: dict[str, float] = {}
     started = time.monotonic()
-    with prefect_server(directory) as server:
+    with prefect_server(directory, env=server_env) as server:
         timings["server start"] = time.monotonic() - started
         step = time.monotonic()
         server.cli("work-pool", "create", POOL, "--type", "process")
         timings["work-pool create"] = time.monotonic() - step
         step = time.monotonic()
         server.cli(
-            "--no-prompt", "deploy", "--all", "--prefect-file", prefect_file,
+            "--no-prompt", "deploy", *deploy, "--prefect-file", prefect_file,
             cwd=REPO_ROOT, env={"WSSS_HOME": str(wsss_home)},
         )  # fmt: skip
-        timings["deploy --all"] = time.monotonic() - step
+        timings["deploy"] = time.monotonic() - step
         worker = ManagedProcess.start(
             "prefect worker",
             prefect_command("worker", "start", "--pool", POOL, "--name", "wsss-test-worker"),
