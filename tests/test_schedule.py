@@ -6,7 +6,7 @@ Issue 27: with SQLAlchemy 2.1 under Prefect 3.8 the server's scheduler service f
 minute, so a schedule never created a run; test_deployments.py triggers its runs by hand and
 could not see it (constraints.txt pins SQLAlchemy 2.0).
 
-Between the two scheduled runs the dataset changes (tests/dataset_changes.py: a scribble
+Between the two scheduled runs the dataset changes (benchmarks/dataset_changes.py: a scribble
 fixed, an image replaced, an id removed from train.txt, two images added). A workspace is a
 cache of what a clean run of the dataset as it is now gives (DESIGN.md, "Data that changes"):
 after the second run every per-image array of every listed image must be byte-identical to a
@@ -24,10 +24,9 @@ import json
 import sys
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import pytest
 
-from tests.dataset_changes import change_dataset
+from benchmarks.dataset_changes import array_differences, change_dataset
 from tests.deploy_helpers import (
     FAST_SCHEDULER_ENV,
     REPO_ROOT,
@@ -74,36 +73,6 @@ def assert_created_by_schedule(run, deployment, schedule, parameters) -> None:
         f"from {schedule.schedule.anchor_date}"
     )
     assert run.parameters == parameters, run.parameters
-
-
-def array_differences(scheduled: Workspace, clean: Workspace, image_ids: list[str]) -> list[str]:
-    """Every (stage, image, array) where the scheduled workspace holds something other than the
-    clean one, for every stage of the clean run that stores per-image arrays."""
-    differences = []
-    for stage in clean.stages():
-        if not clean.stores_arrays(stage):
-            continue  # a dataset-level stage (the shared GCN fit): its images hold no arrays
-        done = scheduled.done_ids(stage)
-        for image in image_ids:
-            if image not in done:
-                differences.append(f"{stage} {image}: not done in the scheduled workspace")
-                continue
-            arrays = clean.image_arrays(stage, image) or [(stage, None)]
-            theirs = scheduled.image_arrays(stage, image) or [(stage, None)]
-            if theirs != arrays:
-                differences.append(f"{stage} {image}: arrays {theirs}, clean run {arrays}")
-                continue
-            for group, name in arrays:
-                a, b = scheduled.read_array(group, image, name), clean.read_array(group, image, name)
-                if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
-                    where = f"{group}/{name}" if name else group
-                    detail = (
-                        f"{a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-                        if a.dtype != b.dtype or a.shape != b.shape
-                        else f"{int(np.sum(a != b))} of {a.size} values differ"
-                    )
-                    differences.append(f"{stage} {image} {where}: {detail}")
-    return differences
 
 
 def start_clean_run(project: DeployedProject, workspace, config_file, directory) -> ManagedProcess:
