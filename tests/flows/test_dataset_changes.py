@@ -45,6 +45,14 @@ def graphnet(workspace, **options):
     return flow_result(graphnet_flow, workspace=str(workspace), execution=QUIET, **{**SMALL, **options})
 
 
+def prepared(root, tmp_path, **options) -> tuple[Workspace, list[str]]:
+    """A workspace of the dataset with the GraphNet path run (options: graphnet_flow's), and the train ids."""
+    ws = Workspace(tmp_path / "ws")
+    ingest(root, ws.path)
+    graphnet(ws.path, **options)
+    return ws, read_split(root, "train")
+
+
 def stamps(ws: Workspace, stage: str) -> dict[str, int]:
     return ws.done_stamps(stage)
 
@@ -89,10 +97,7 @@ def test_a_removed_image_that_comes_back_is_known_by_its_fingerprint(root, tmp_p
 
 
 def test_a_fixed_scribble_recomputes_its_descendants_only_and_matches_a_clean_run(root, tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    ingest(root, ws.path)
-    graphnet(ws.path, evaluate=False)
-    ids = read_split(root, "train")
+    ws, ids = prepared(root, tmp_path, evaluate=False)
     superpixels, seeds, masks = (stamps(ws, s) for s in ("superpixels", "seeds/scribbles", "pseudo/gcn-scribbles"))
     baseline = stamps(ws, "pseudo/nearest-scribbles")
 
@@ -119,9 +124,7 @@ def test_a_fixed_scribble_recomputes_its_descendants_only_and_matches_a_clean_ru
 def test_the_scheduled_change_gives_a_clean_runs_outputs(root, tmp_path):
     """One scribble fixed, one image replaced, one id removed, two added: past the refit rule, so
     the shared GCN is fitted again and every image's outputs equal a clean run's."""
-    ws = Workspace(tmp_path / "ws")
-    ingest(root, ws.path)
-    graphnet(ws.path, evaluate=False)
+    ws, _ = prepared(root, tmp_path, evaluate=False)
     changes = change_dataset(root)
     summary = ingest(root, ws.path)
     assert ", 2 changed, 2 new, 1 removed, 7 unchanged (" in summary.line()
@@ -138,10 +141,9 @@ def test_the_scheduled_change_gives_a_clean_runs_outputs(root, tmp_path):
 
 
 def test_a_changed_gt_mask_recomputes_nothing_and_is_scored_again(root, tmp_path):
-    ws = Workspace(tmp_path / "ws")
+    ws, ids = Workspace(tmp_path / "ws"), read_split(root, "train")
     ingest(root, ws.path)
     first = graphnet(ws.path, propagation="label-propagation")
-    ids = read_split(root, "train")
     change_gt(root, ids[0])
     ingest(root, ws.path)
     again = graphnet(ws.path, propagation="label-propagation")
@@ -151,11 +153,8 @@ def test_a_changed_gt_mask_recomputes_nothing_and_is_scored_again(root, tmp_path
 
 
 def test_a_moved_box_reaches_the_boxes_path_only(root, tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    ingest(root, ws.path)
-    for supervision in ("scribbles", "boxes"):
-        graphnet(ws.path, supervision=supervision, until="seeds")
-    ids = read_split(root, "train")
+    ws, ids = prepared(root, tmp_path, until="seeds")
+    graphnet(ws.path, supervision="boxes", until="seeds")
     move_first_box(root, ids[0])
     ingest(root, ws.path)
     marker = ws.marker(INGEST_STAGE, ids[0], ws.stage_key(INGEST_STAGE))
@@ -165,10 +164,7 @@ def test_a_moved_box_reaches_the_boxes_path_only(root, tmp_path):
 
 
 def test_a_replaced_image_recomputes_everything_of_it(root, tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    ingest(root, ws.path)
-    graphnet(ws.path, until="seeds")
-    ids = read_split(root, "train")
+    ws, ids = prepared(root, tmp_path, until="seeds")
     replace_image(root, ids[0])
     ingest(root, ws.path)
     for stage in ("superpixels", "graphs", "seeds/scribbles"):
@@ -176,10 +172,8 @@ def test_a_replaced_image_recomputes_everything_of_it(root, tmp_path):
 
 
 def test_a_removed_image_is_in_no_result(root, tmp_path):
-    ws = Workspace(tmp_path / "ws")
-    ingest(root, ws.path)
-    graphnet(ws.path, propagation="label-propagation")
-    ids = read_split(root, "train")
+    ws, ids = prepared(root, tmp_path, propagation="label-propagation")
+    masks = ws.read_array("pseudo/labelprop-scribbles", ids[0])
     remove_from_split(root, ids[0])
     ingest(root, ws.path)
     run = graphnet(ws.path, propagation="label-propagation")
@@ -189,13 +183,12 @@ def test_a_removed_image_is_in_no_result(root, tmp_path):
     assert ws.status(INGEST_STAGE).done == len(ids) - 1
 
     # gc deletes its arrays; back in the list, it is read and computed again, like a new image
-    masks = ws.read_array("pseudo/labelprop-scribbles", ids[1])
     assert collect_garbage(ws).images == [ids[0]] and not ws.has_array("images", ids[0])
     (root / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in ids))
     assert ", 0 changed, 1 new, 0 removed, 9 unchanged (" in ingest(root, ws.path).line()
     back = graphnet(ws.path, propagation="label-propagation", evaluate=False)
     assert {s.stage: s.done for s in back.summaries}["pseudo/labelprop-scribbles"] == 1
-    assert np.array_equal(ws.read_array("pseudo/labelprop-scribbles", ids[1]), masks)
+    assert np.array_equal(ws.read_array("pseudo/labelprop-scribbles", ids[0]), masks)
 
 
 def test_a_changed_class_list_is_refused_in_one_line(root, tmp_path):
