@@ -58,6 +58,7 @@ import numpy as np
 import zarr
 
 from wsss_core.errors import BadInputError, StoredArrayError, WorkspaceError
+from wsss_core.lineage import affected_stages
 
 STORE_NAME = "store.zarr"
 SPLITS_DIR = "splits"
@@ -879,11 +880,12 @@ class Workspace:
         if key is not None:
             self._files.remove(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
 
-    def stage_reads(self) -> dict[str, list[str]]:
+    def stage_reads(self, stages: dict[str, Any] | None = None) -> dict[str, list[str]]:
         """What each stage that ran reads, as recorded by begin_stage (older records: the stages
-        whose keys it chains, the ingest stage standing for every ingested array)."""
+        whose keys it chains, the ingest stage standing for every ingested array). stages: the
+        stage records, when the caller has read them already."""
         reads = {}
-        for stage, meta in self.attrs.get("stages", {}).items():
+        for stage, meta in (self.attrs.get("stages", {}) if stages is None else stages).items():
             named = meta.get("reads")
             if named is None:
                 named = [a for up in meta.get("upstream", {}) for a in (INGEST_ARRAYS if up == INGEST_STAGE else (up,))]
@@ -895,11 +897,10 @@ class Workspace:
         one of its changed ingested arrays (lineage.affected_stages over the recorded reads).
         Returns those stages. Called before the new arrays are written, so a crash in between
         leaves the image to be found changed again."""
-        from wsss_core.lineage import affected_stages
-
-        affected = affected_stages(self.stage_reads(), set(arrays))
+        stages = self.attrs.get("stages", {})  # read once: this runs per image
+        affected = affected_stages(self.stage_reads(stages), set(arrays))
         for stage in affected:
-            self.forget(stage, image_id)
+            self._files.remove(f"{self._marker_dir(stage, stages[stage]['key'])}/{check_image_id(image_id)}.json")
         return affected
 
     def record_fit(self, stage: str, key: str, image_ids: Iterable[str]) -> None:
