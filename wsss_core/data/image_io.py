@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -74,6 +76,38 @@ def read_bytes(path: str | Path) -> bytes:
         raise BadInputError(path, "is a directory, not a file") from None
     except PermissionError:
         raise BadInputError(path, "permission denied") from None
+
+
+_REGULAR = "a regular file"
+_KINDS = ((stat.S_ISREG, _REGULAR), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind_at(path: Path) -> str | None:
+    """What is at path, links followed ("a regular file", "a directory", ...); None for nothing.
+    Passing trouble (a flaky disk) propagates as OSError, for the orchestrator to retry."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "a broken symlink (its target does not exist)" if path.is_symlink() else None
+    except PermissionError:
+        raise BadInputError(path, "permission denied") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop"
+        raise
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def file_present(path: Path, what: str) -> bool:
+    """Whether an optional input file is there: True for a regular file (links followed), False
+    when nothing is at path. Anything else there (a directory, a FIFO, a broken link) is a
+    BadInputError, "<path>: is a directory, not <what>" (what: "a scribble file", ...): it must
+    not pass for an absent file."""
+    kind = _kind_at(path)
+    if kind is not None and kind != _REGULAR:
+        raise BadInputError(path, f"is {kind}, not {what}")
+    return kind is not None
 
 
 def refuse_outside_link(path: Path, *allowed: Path) -> None:

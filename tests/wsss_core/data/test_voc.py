@@ -252,6 +252,29 @@ def test_custom_class_list_is_honoured_and_checked(dataset):
         VocReader(dataset)
 
 
+@pytest.mark.parametrize("make, kind", [
+    (Path.mkdir, "a directory"),
+    (os.mkfifo, "a FIFO (named pipe)"),  # reading it would block for ever
+    (lambda path: os.symlink(path.with_name("gone.txt"), path), "a broken symlink (its target does not exist)"),
+], ids=["directory", "fifo", "broken-link"])
+def test_a_class_list_that_is_no_readable_file_is_a_dataset_error_not_vocs_classes(dataset, make, kind):
+    make(dataset / "classes.txt")
+    with pytest.raises(DatasetError) as caught:
+        VocReader(dataset)
+    assert str(caught.value) == f"{dataset.resolve()}/classes.txt: is {kind}, not a class list file"
+
+
+def test_a_class_list_without_read_permission_is_a_dataset_error(dataset, monkeypatch):
+    def refuse(path: Path) -> bytes:  # root reads any file: chmod cannot show this
+        raise PermissionError(13, "Permission denied", str(path))
+
+    (dataset / "classes.txt").write_text("background\ncat\n")
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(DatasetError) as caught:
+        read_class_list(dataset)
+    assert str(caught.value) == f"{dataset}/classes.txt: permission denied"
+
+
 def test_scribblesup_xml_is_read_when_there_is_no_png_and_scribbles_dir_overrides(dataset, tmp_path):
     (dataset / "scribbles" / "b.xml").write_text(
         "<annotation><polygon><tag>dog</tag>"
