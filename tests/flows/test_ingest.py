@@ -146,6 +146,22 @@ def test_an_id_with_a_space_and_an_outside_link_fail_under_their_own_names(synth
     assert f"{ids[0]}.jpg" in summary.failed[ids[0]]
 
 
+def test_a_scribble_that_is_a_directory_fails_that_image_at_ingest_not_later_at_seeds(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "folder"
+    shutil.copytree(synthetic_root, root)
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    scribble = root / "scribbles" / f"{ids[0]}.png"
+    scribble.unlink()
+    scribble.mkdir()
+    summary = flow_result(ingest_flow, root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False))
+    assert list(summary.failed) == [ids[0]] and summary.done == len(ids) - 1
+    ws = Workspace(tmp_path / "ws")
+    [record] = ws.failures(INGEST_STAGE)
+    assert record.image_id == ids[0] and record.message == f"{scribble}: is a directory, not a scribble file"
+
+
 def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_path):
     import shutil
 
