@@ -162,6 +162,22 @@ def test_a_scribble_that_is_a_directory_fails_that_image_at_ingest_not_later_at_
     assert record.image_id == ids[0] and record.message == f"{scribble}: is a directory, not a scribble file"
 
 
+def test_png_data_in_a_jpg_is_ingested_with_a_warning_record(synthetic_root, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "png"
+    shutil.copytree(synthetic_root, root)
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    jpg = root / "JPEGImages" / f"{ids[0]}.jpg"
+    Image.open(jpg).save(jpg, format="PNG")
+    summary = flow_result(ingest_flow, root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False))
+    assert summary.ok and summary.done == len(ids)
+    records = {r.image_id: r.message for r in Workspace(tmp_path / "ws").warnings(INGEST_STAGE)}
+    assert records == {ids[0]: f"{ids[0]}.jpg: PNG data in a .jpg file (read as PNG)"}
+
+
 def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_path):
     import shutil
 

@@ -189,17 +189,39 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+# Pillow reads a camera's JPEG that holds several pictures (a preview, a stereo pair) as "MPO".
+_SAME_FORMAT = {"MPO": "JPEG"}
+
+
+def _format_note(path: Path, image_format: str | None) -> str | None:
+    """A note when the data's format (by its magic bytes, as Pillow read them) is not the one the
+    file's suffix names: "a.jpg: PNG data in a .jpg file (read as PNG)". None for an unknown suffix."""
+    named = Image.registered_extensions().get(path.suffix.lower())
+    if named is None or image_format is None:
+        return None
+    read = _SAME_FORMAT.get(image_format, image_format)
+    if read == _SAME_FORMAT.get(named, named):
+        return None
+    return f"{path.name}: {read} data in a {path.suffix} file (read as {read})"
+
+
+def _file_notes(path: Path, image: Image.Image) -> list[str]:
+    """Notes on what the file holds beyond one plainly stored picture in its suffix's format."""
+    notes = [note] if (note := _format_note(path, image.format)) else []
+    if getattr(image, "n_frames", 1) > 1:
+        notes.append(f"{path.name}: has {image.n_frames} frames; the first one is used")
+    orientation = _exif_orientation(image)
+    if orientation != 1:
+        # Annotations (VOC, COCO) refer to the stored pixel order, so EXIF rotation is not applied.
+        notes.append(f"{path.name}: EXIF orientation {orientation} ignored (pixels used as stored)")
+    return notes
+
+
 def load_rgb(path: str | Path, options: ReadOptions = ReadOptions()) -> tuple[np.ndarray, list[str]]:
     """An image as HxWx3 uint8 RGB, and notes on every conversion made to get there."""
     image = _open_image(path, options.max_side)
     name = Path(path).name
-    warnings: list[str] = []
-    if getattr(image, "n_frames", 1) > 1:
-        warnings.append(f"{name}: has {image.n_frames} frames; the first one is used")
-    orientation = _exif_orientation(image)
-    if orientation != 1:
-        # Annotations (VOC, COCO) refer to the stored pixel order, so EXIF rotation is not applied.
-        warnings.append(f"{name}: EXIF orientation {orientation} ignored (pixels used as stored)")
+    warnings = _file_notes(Path(path), image)
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8).copy(), warnings

@@ -87,6 +87,24 @@ def test_exif_rotation_is_reported_but_not_applied(tmp_path):
     assert any("rot.jpg" in w and "EXIF orientation 6" in w for w in warnings)
 
 
+def test_data_in_another_format_than_the_suffix_says_is_read_with_a_warning(tmp_path):
+    rgb = gradient_rgb(3)
+    image, warnings = load_rgb(save(rgb, tmp_path / "png.jpg", format="PNG"))
+    assert np.array_equal(image, rgb)  # read as what it is: PNG, losslessly
+    assert warnings == ["png.jpg: PNG data in a .jpg file (read as PNG)"]
+
+    image, warnings = load_rgb(save(rgb, tmp_path / "jpeg.png", format="JPEG", quality=95))
+    assert np.array_equal(image, np.asarray(Image.open(tmp_path / "jpeg.png")))
+    assert warnings == ["jpeg.png: JPEG data in a .png file (read as JPEG)"]
+
+    # any case of a suffix of the format, and a camera's multi-picture JPEG (Pillow: MPO): no note
+    for name in ("upper.JPEG", "short.jpe"):
+        assert load_rgb(save(rgb, tmp_path / name, format="JPEG"))[1] == []
+    save(rgb, tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(rgb)])
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO"
+    assert not [w for w in load_rgb(tmp_path / "camera.jpg")[1] if "data in a" in w]
+
+
 def test_missing_corrupt_truncated_and_oversized_images_are_bad_inputs(tmp_path):
     with pytest.raises(BadInputError, match=r"nothere\.jpg: file not found"):
         load_rgb(tmp_path / "nothere.jpg")

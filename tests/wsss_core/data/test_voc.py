@@ -258,6 +258,14 @@ def test_a_scribbles_dir_entry_that_is_no_file_fails_the_image(dataset, tmp_path
         assert str(caught.value) == f"{other.resolve()}/{problem}, not a scribble file"
 
 
+def test_png_data_in_a_jpg_is_read_with_a_warning(dataset):
+    pixels = np.asarray(Image.open(dataset / "JPEGImages" / "c.jpg"))
+    Image.fromarray(pixels).save(dataset / "JPEGImages" / "c.jpg", format="PNG")
+    sample = VocReader(dataset).load("c")
+    assert np.array_equal(sample.image, pixels)
+    assert sample.warnings == ["c.jpg: PNG data in a .jpg file (read as PNG)"]
+
+
 def test_boxes_reaching_out_of_the_image_are_clipped_with_a_warning(dataset):
     write_jpeg(dataset, "edge", seed=3)
     write_xml(dataset, "edge", voc_object("dog", (0, 3, 20, 12)), voc_object("dog", None))
