@@ -64,9 +64,6 @@ def test_wrong_datasets_and_workspaces_are_one_line_without_prefects_traceback(s
     (other / "classes.txt").write_text("background\nthing\n")
     taken = tmp_path / "workspace"
     assert invoke("ingest", "--root", synthetic_root, "--workspace", taken, "--no-progress").exit_code == 0
-    folder = dataset_copy(synthetic_root, tmp_path / "folder")
-    (folder / "classes.txt").unlink()
-    (folder / "classes.txt").mkdir()  # not "no classes.txt": VOC's 21 classes would fail every image
     (tmp_path / "a-file").write_text("")
 
     def ingest(root, workspace=None, *options, debug=False):
@@ -81,8 +78,6 @@ def test_wrong_datasets_and_workspaces_are_one_line_without_prefects_traceback(s
         "foreign": ingest(other, taken),
         "not a directory": ingest(synthetic_root, tmp_path / "a-file" / "ws"),
         "debug": ingest(duplicate, None, debug=True),
-        "classes folder": ingest(folder),
-        "run, classes folder": start_wsss("run", "--root", folder, "--workspace", tmp_path / "ws-run", "--no-mlflow"),
     }
     results = {name: finished(process) for name, process in processes.items()}
     assert_one_error_line(results["duplicate"], f"{duplicate}/classes.txt: duplicate class names: square")
@@ -90,10 +85,20 @@ def test_wrong_datasets_and_workspaces_are_one_line_without_prefects_traceback(s
     assert_one_error_line(results["missing"], f"{synthetic_root}/ImageSets/Segmentation/nosuch.txt: split list not found")
     assert_one_error_line(results["foreign"], f"{taken}: workspace was made from dataset")
     assert_one_error_line(results["not a directory"], f"{tmp_path}/a-file/ws", ": not a directory")
-    for name in ("classes folder", "run, classes folder"):
-        assert_one_error_line(results[name], f"{folder}/classes.txt: is a directory, not a class list file")
     code, lines = results["debug"]  # --debug: the tracebacks, Prefect's and the command's
     assert code != 0 and "Traceback (most recent call last):" in lines and "duplicate class names" in lines[-1]
+
+
+def test_a_class_list_that_is_a_folder_stops_ingest_and_run_in_one_line(synthetic_root, tmp_path):
+    folder = dataset_copy(synthetic_root, tmp_path / "folder")
+    (folder / "classes.txt").unlink()
+    (folder / "classes.txt").mkdir()  # not "no classes.txt": VOC's 21 classes would fail every image
+    processes = [
+        start_wsss("ingest", "--root", folder, "--workspace", tmp_path / "ws-ingest", "--no-progress"),
+        start_wsss("run", "--root", folder, "--workspace", tmp_path / "ws-run", "--no-mlflow"),
+    ]
+    for result in [finished(process) for process in processes]:
+        assert_one_error_line(result, f"{folder}/classes.txt: is a directory, not a class list file")
 
 
 def test_a_read_only_workspace_is_one_line(synthetic_root, tmp_path):
