@@ -89,6 +89,18 @@ def test_wrong_datasets_and_workspaces_are_one_line_without_prefects_traceback(s
     assert code != 0 and "Traceback (most recent call last):" in lines and "duplicate class names" in lines[-1]
 
 
+def test_a_class_list_that_is_a_folder_stops_ingest_and_run_in_one_line(synthetic_root, tmp_path):
+    folder = dataset_copy(synthetic_root, tmp_path / "folder")
+    (folder / "classes.txt").unlink()
+    (folder / "classes.txt").mkdir()  # not "no classes.txt": VOC's 21 classes would fail every image
+    processes = [
+        start_wsss("ingest", "--root", folder, "--workspace", tmp_path / "ws-ingest", "--no-progress"),
+        start_wsss("run", "--root", folder, "--workspace", tmp_path / "ws-run", "--no-mlflow"),
+    ]
+    for result in [finished(process) for process in processes]:
+        assert_one_error_line(result, f"{folder}/classes.txt: is a directory, not a class list file")
+
+
 def test_a_read_only_workspace_is_one_line(synthetic_root, tmp_path):
     workspace = tmp_path / "workspace"
     assert invoke("ingest", "--root", synthetic_root, "--workspace", workspace, "--no-progress").exit_code == 0

@@ -146,6 +146,38 @@ def test_an_id_with_a_space_and_an_outside_link_fail_under_their_own_names(synth
     assert f"{ids[0]}.jpg" in summary.failed[ids[0]]
 
 
+def test_a_scribble_that_is_a_directory_fails_that_image_at_ingest_not_later_at_seeds(synthetic_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "folder"
+    shutil.copytree(synthetic_root, root)
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    scribble = root / "scribbles" / f"{ids[0]}.png"
+    scribble.unlink()
+    scribble.mkdir()
+    summary = flow_result(ingest_flow, root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False))
+    assert list(summary.failed) == [ids[0]] and summary.done == len(ids) - 1
+    ws = Workspace(tmp_path / "ws")
+    [record] = ws.failures(INGEST_STAGE)
+    assert record.image_id == ids[0] and record.message == f"{scribble}: is a directory, not a scribble file"
+
+
+def test_png_data_in_a_jpg_is_ingested_with_a_warning_record(synthetic_root, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "png"
+    shutil.copytree(synthetic_root, root)
+    ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    jpg = root / "JPEGImages" / f"{ids[0]}.jpg"
+    Image.open(jpg).save(jpg, format="PNG")
+    summary = flow_result(ingest_flow, root=str(root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False))
+    assert summary.ok and summary.done == len(ids)
+    records = {r.image_id: r.message for r in Workspace(tmp_path / "ws").warnings(INGEST_STAGE)}
+    assert records == {ids[0]: f"{ids[0]}.jpg: PNG data in a .jpg file (read as PNG)"}
+
+
 def test_empty_dataset_and_foreign_workspace_are_refused(synthetic_root, tmp_path):
     import shutil
 

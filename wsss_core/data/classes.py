@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from wsss_core.data.image_io import file_present, read_bytes
 from wsss_core.data.sample import IGNORE_INDEX
-from wsss_core.errors import DatasetError
+from wsss_core.errors import BadInputError, DatasetError
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -50,13 +51,24 @@ def check_class_list(classes: list[str], source: str | Path) -> list[str]:
     return classes
 
 
+def _class_list_bytes(path: Path) -> bytes | None:
+    """The bytes of a class list file; None when there is none. A path that holds no readable
+    file (a directory, a broken link, no permission) is a DatasetError, not "use VOC's classes"."""
+    try:
+        return read_bytes(path) if file_present(path, "a class list file") else None
+    except BadInputError as error:
+        raise DatasetError(str(error)) from None
+
+
 def read_class_list(root: str | Path) -> list[str]:
-    """ROOT/classes.txt (one name a line, background first, blank lines ignored), else VOC's 21."""
+    """ROOT/classes.txt (one name a line, background first, blank lines ignored); VOC's 21 only
+    when there is no such file at all."""
     path = Path(root) / CLASS_LIST_FILE
-    if not path.is_file():
+    data = _class_list_bytes(path)
+    if data is None:
         return list(VOC_CLASSES)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path}: not UTF-8 text ({error})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -74,6 +76,38 @@ def read_bytes(path: str | Path) -> bytes:
         raise BadInputError(path, "is a directory, not a file") from None
     except PermissionError:
         raise BadInputError(path, "permission denied") from None
+
+
+_REGULAR = "a regular file"
+_KINDS = ((stat.S_ISREG, _REGULAR), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind_at(path: Path) -> str | None:
+    """What is at path, links followed ("a regular file", "a directory", ...); None for nothing.
+    Passing trouble (a flaky disk) propagates as OSError, for the orchestrator to retry."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "a broken symlink (its target does not exist)" if path.is_symlink() else None
+    except PermissionError:
+        raise BadInputError(path, "permission denied") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop"
+        raise
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def file_present(path: Path, what: str) -> bool:
+    """Whether an optional input file is there: True for a regular file (links followed), False
+    when nothing is at path. Anything else there (a directory, a FIFO, a broken link) is a
+    BadInputError, "<path>: is a directory, not <what>" (what: "a scribble file", ...): it must
+    not pass for an absent file."""
+    kind = _kind_at(path)
+    if kind is not None and kind != _REGULAR:
+        raise BadInputError(path, f"is {kind}, not {what}")
+    return kind is not None
 
 
 def refuse_outside_link(path: Path, *allowed: Path) -> None:
@@ -155,17 +189,39 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+# Pillow reads a camera's JPEG that holds several pictures (a preview, a stereo pair) as "MPO".
+_SAME_FORMAT = {"MPO": "JPEG"}
+
+
+def _format_note(path: Path, image_format: str | None) -> str | None:
+    """A note when the data's format (by its magic bytes, as Pillow read them) is not the one the
+    file's suffix names: "a.jpg: PNG data in a .jpg file (read as PNG)". None for an unknown suffix."""
+    named = Image.registered_extensions().get(path.suffix.lower())
+    if named is None or image_format is None:
+        return None
+    read = _SAME_FORMAT.get(image_format, image_format)
+    if read == _SAME_FORMAT.get(named, named):
+        return None
+    return f"{path.name}: {read} data in a {path.suffix} file (read as {read})"
+
+
+def _file_notes(path: Path, image: Image.Image) -> list[str]:
+    """Notes on what the file holds beyond one plainly stored picture in its suffix's format."""
+    notes = [note] if (note := _format_note(path, image.format)) else []
+    if getattr(image, "n_frames", 1) > 1:
+        notes.append(f"{path.name}: has {image.n_frames} frames; the first one is used")
+    orientation = _exif_orientation(image)
+    if orientation != 1:
+        # Annotations (VOC, COCO) refer to the stored pixel order, so EXIF rotation is not applied.
+        notes.append(f"{path.name}: EXIF orientation {orientation} ignored (pixels used as stored)")
+    return notes
+
+
 def load_rgb(path: str | Path, options: ReadOptions = ReadOptions()) -> tuple[np.ndarray, list[str]]:
     """An image as HxWx3 uint8 RGB, and notes on every conversion made to get there."""
     image = _open_image(path, options.max_side)
     name = Path(path).name
-    warnings: list[str] = []
-    if getattr(image, "n_frames", 1) > 1:
-        warnings.append(f"{name}: has {image.n_frames} frames; the first one is used")
-    orientation = _exif_orientation(image)
-    if orientation != 1:
-        # Annotations (VOC, COCO) refer to the stored pixel order, so EXIF rotation is not applied.
-        warnings.append(f"{name}: EXIF orientation {orientation} ignored (pixels used as stored)")
+    warnings = _file_notes(Path(path), image)
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8).copy(), warnings

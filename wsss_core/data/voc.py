@@ -20,7 +20,15 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from wsss_core.data.classes import read_class_list
-from wsss_core.data.image_io import ReadOptions, load_label_map, load_rgb, read_bytes, read_xml, refuse_outside_link
+from wsss_core.data.image_io import (
+    ReadOptions,
+    file_present,
+    load_label_map,
+    load_rgb,
+    read_bytes,
+    read_xml,
+    refuse_outside_link,
+)
 from wsss_core.data.sample import IGNORE_INDEX, Box, Sample
 from wsss_core.data.scribbles import rasterise_scribble_xml
 from wsss_core.errors import BadInputError, DatasetError
@@ -178,25 +186,27 @@ class VocReader:
         return ids
 
     def image_path(self, image_id: str) -> Path:
+        """The first of <id>.jpg, .jpeg, ... that is there (a folder there fails the image); else
+        <id>.jpg, for load_rgb's "file not found"."""
         for suffix in IMAGE_SUFFIXES:
             path = checked_file_in(self.root / IMAGE_DIR, image_id, suffix, self.root)
-            if path.is_file():
+            if file_present(path, "an image file"):
                 return path
         return checked_file_in(self.root / IMAGE_DIR, image_id, IMAGE_SUFFIXES[0], self.root)
 
     def _gt(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
         for folder in GT_DIRS:
             path = checked_file_in(self.root / folder, image_id, ".png", self.root)
-            if path.is_file():
+            if file_present(path, "a mask file"):
                 return load_label_map(path, expected_shape=shape, num_classes=len(self.classes), kind="mask")
         return None
 
     def _scribble(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
         png = checked_file_in(self.scribbles_dir, image_id, ".png", self.root)
-        if png.is_file():
+        if file_present(png, "a scribble file"):
             return load_label_map(png, expected_shape=shape, num_classes=len(self.classes), kind="scribble")
         xml = checked_file_in(self.scribbles_dir, image_id, ".xml", self.root)
-        if xml.is_file():
+        if file_present(xml, "a scribble file"):
             return rasterise_scribble_xml(xml, shape, self.classes, self.options.scribble_stroke_width)
         return None
 
@@ -221,7 +231,7 @@ class VocReader:
         scribble = self._scribble(image_id, shape)
         annotation = checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml", self.root)
         boxes: list[Box] = []
-        if annotation.is_file():
+        if file_present(annotation, "an annotation file"):
             boxes, tags, notes = read_voc_annotation(annotation, self.classes, shape)
             warnings += notes
         elif gt is not None:

@@ -1,8 +1,11 @@
+import os
+import socket
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from wsss_core.data.image_io import ReadOptions, load_label_map, load_rgb, read_xml, save_palette_png
+from wsss_core.data.image_io import ReadOptions, file_present, load_label_map, load_rgb, read_xml, save_palette_png
 from wsss_core.errors import BadInputError
 
 H, W = 12, 16
@@ -82,6 +85,24 @@ def test_exif_rotation_is_reported_but_not_applied(tmp_path):
     image, warnings = load_rgb(tmp_path / "rot.jpg")
     assert image.shape == (H, W, 3)
     assert any("rot.jpg" in w and "EXIF orientation 6" in w for w in warnings)
+
+
+def test_data_in_another_format_than_the_suffix_says_is_read_with_a_warning(tmp_path):
+    rgb = gradient_rgb(3)
+    image, warnings = load_rgb(save(rgb, tmp_path / "png.jpg", format="PNG"))
+    assert np.array_equal(image, rgb)  # read as what it is: PNG, losslessly
+    assert warnings == ["png.jpg: PNG data in a .jpg file (read as PNG)"]
+
+    image, warnings = load_rgb(save(rgb, tmp_path / "jpeg.png", format="JPEG", quality=95))
+    assert np.array_equal(image, np.asarray(Image.open(tmp_path / "jpeg.png")))
+    assert warnings == ["jpeg.png: JPEG data in a .png file (read as JPEG)"]
+
+    # any case of a suffix of the format, and a camera's multi-picture JPEG (Pillow: MPO): no note
+    for name in ("upper.JPEG", "short.jpe"):
+        assert load_rgb(save(rgb, tmp_path / name, format="JPEG"))[1] == []
+    save(rgb, tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(rgb)])
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO"
+    assert not [w for w in load_rgb(tmp_path / "camera.jpg")[1] if "data in a" in w]
 
 
 def test_missing_corrupt_truncated_and_oversized_images_are_bad_inputs(tmp_path):
@@ -188,3 +209,32 @@ def test_decompression_bomb_warning_fails_the_image_instead_of_going_to_stderr(t
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     assert load_rgb(tmp_path / "bomb.png")[0].shape == (H, W, 3)
+
+
+# ----------------------------------------------------------------- optional input files
+
+
+def test_file_present_tells_a_regular_file_and_nothing_apart_from_everything_else(tmp_path):
+    (tmp_path / "file.png").write_bytes(b"x")
+    os.symlink(tmp_path / "file.png", tmp_path / "link.png")
+    assert file_present(tmp_path / "file.png", "a scribble file") and file_present(tmp_path / "link.png", "a scribble file")
+    assert not file_present(tmp_path / "none.png", "a scribble file")
+    assert not file_present(tmp_path / "file.png" / "under.png", "a scribble file")  # its folder is a file
+
+    (tmp_path / "dir.png").mkdir()
+    os.mkfifo(tmp_path / "fifo.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "broken.png")
+    os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "sock.png"))
+        expected = {
+            "dir.png": "is a directory, not a scribble file",
+            "fifo.png": "is a FIFO (named pipe), not a scribble file",
+            "broken.png": "is a broken symlink (its target does not exist), not a scribble file",
+            "loop.png": "is a symlink loop, not a scribble file",
+            "sock.png": "is a socket, not a scribble file",
+        }
+        for name, problem in expected.items():
+            with pytest.raises(BadInputError) as caught:
+                file_present(tmp_path / name, "a scribble file")
+            assert str(caught.value) == f"{tmp_path / name}: {problem}"

@@ -224,6 +224,48 @@ def test_per_image_problems_name_the_file(dataset):
         VocReader(dataset, options=ReadOptions(max_side=32)).load("huge")
 
 
+@pytest.mark.parametrize("folder, name, what", [
+    ("scribbles", "a.png", "a scribble file"),
+    ("scribbles", "c.xml", "a scribble file"),
+    ("SegmentationClass", "c.png", "a mask file"),
+    ("SegmentationClassAug", "c.png", "a mask file"),
+    ("Annotations", "c.xml", "an annotation file"),
+    ("JPEGImages", "a.jpeg", "an image file"),  # before a.png would be read in its place
+])
+def test_a_directory_where_a_file_belongs_fails_the_image_instead_of_passing_for_no_file(dataset, folder, name, what):
+    target = dataset / folder / name
+    if target.exists():
+        target.unlink()
+    if folder == "JPEGImages":  # the image then lies under a later suffix
+        (dataset / folder / "a.jpg").rename(dataset / folder / "a.png")
+    target.mkdir(parents=True)
+    with pytest.raises(BadInputError) as caught:
+        VocReader(dataset).load(Path(name).stem)
+    assert str(caught.value) == f"{target}: is a directory, not {what}"
+
+
+def test_a_scribbles_dir_entry_that_is_no_file_fails_the_image(dataset, tmp_path):
+    other = tmp_path / "my_scribbles"
+    (other / "c.png").mkdir(parents=True)
+    os.mkfifo(other / "b.xml")  # reading it would block for ever
+    os.symlink(other / "gone.png", other / "a.png")
+    reader = VocReader(dataset, scribbles_dir=other)
+    problems = {"c": "c.png: is a directory", "b": "b.xml: is a FIFO (named pipe)",
+                "a": "a.png: is a broken symlink (its target does not exist)"}
+    for image_id, problem in problems.items():
+        with pytest.raises(BadInputError) as caught:
+            reader.load(image_id)
+        assert str(caught.value) == f"{other.resolve()}/{problem}, not a scribble file"
+
+
+def test_png_data_in_a_jpg_is_read_with_a_warning(dataset):
+    pixels = np.asarray(Image.open(dataset / "JPEGImages" / "c.jpg"))
+    Image.fromarray(pixels).save(dataset / "JPEGImages" / "c.jpg", format="PNG")
+    sample = VocReader(dataset).load("c")
+    assert np.array_equal(sample.image, pixels)
+    assert sample.warnings == ["c.jpg: PNG data in a .jpg file (read as PNG)"]
+
+
 def test_boxes_reaching_out_of_the_image_are_clipped_with_a_warning(dataset):
     write_jpeg(dataset, "edge", seed=3)
     write_xml(dataset, "edge", voc_object("dog", (0, 3, 20, 12)), voc_object("dog", None))
@@ -250,6 +292,29 @@ def test_custom_class_list_is_honoured_and_checked(dataset):
     (dataset / "classes.txt").write_text("background\ncat\ncat\n")
     with pytest.raises(DatasetError, match=r"classes\.txt: duplicate class names: cat"):
         VocReader(dataset)
+
+
+@pytest.mark.parametrize("make, kind", [
+    (Path.mkdir, "a directory"),
+    (os.mkfifo, "a FIFO (named pipe)"),  # reading it would block for ever
+    (lambda path: os.symlink(path.with_name("gone.txt"), path), "a broken symlink (its target does not exist)"),
+], ids=["directory", "fifo", "broken-link"])
+def test_a_class_list_that_is_no_readable_file_is_a_dataset_error_not_vocs_classes(dataset, make, kind):
+    make(dataset / "classes.txt")
+    with pytest.raises(DatasetError) as caught:
+        VocReader(dataset)
+    assert str(caught.value) == f"{dataset.resolve()}/classes.txt: is {kind}, not a class list file"
+
+
+def test_a_class_list_without_read_permission_is_a_dataset_error(dataset, monkeypatch):
+    def refuse(path: Path) -> bytes:  # root reads any file: chmod cannot show this
+        raise PermissionError(13, "Permission denied", str(path))
+
+    (dataset / "classes.txt").write_text("background\ncat\n")
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(DatasetError) as caught:
+        read_class_list(dataset)
+    assert str(caught.value) == f"{dataset}/classes.txt: permission denied"
 
 
 def test_scribblesup_xml_is_read_when_there_is_no_png_and_scribbles_dir_overrides(dataset, tmp_path):
