@@ -37,14 +37,10 @@ flow process.
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import json
 import math
-import os
-import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -57,38 +53,33 @@ from typing import Any
 import numpy as np
 import zarr
 
-from wsss_core.errors import BadInputError, StoredArrayError, WorkspaceError
+from wsss_core.errors import StoredArrayError, WorkspaceError
 from wsss_core.lineage import affected_stages
-
-STORE_NAME = "store.zarr"
-SPLITS_DIR = "splits"
-INGEST_STAGE = "ingest"
-# The array groups the ingest stage writes (tasks/ingest.py write_sample); every other
-# group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
-INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")
-IMAGES, TAGS = "images", "tags"  # the ingested arrays the pipeline tables name most
-# Trained networks, inside a workspace; both paths read the CAM classifier's.
-CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
-AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"
-_IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
-# "s3://bucket/ws", also as pathlib leaves it ("s3:/bucket/ws"); two letters at least, so
-# that a Windows drive ("C:/") is a path.
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$")
-# Why a workspace must be a local (or mounted) directory, for the refusal below.
-OBJECT_STORE_LIMITS = (
-    "markers, records and splits are written atomically by a local rename, MLflow's store is "
-    "SQLite in the workspace and checkpoints are local files"
+from wsss_core.store.files import OBJECT_STORE_LIMITS, LocalFiles, workspace_path, write_json_atomic
+from wsss_core.store.names import (
+    _IMAGE_ID,
+    _SPLIT_NAME,
+    AFFINITYNET_CHECKPOINT,
+    CAM_CHECKPOINT,
+    IMAGES,
+    INGEST_ARRAYS,
+    INGEST_STAGE,
+    PACKS,
+    SPLITS_DIR,
+    STORE_NAME,
+    TAGS,
+    _safe_name,
+    check_image_id,
+    check_split_name,
+    check_stage_name,
+    owning_stage,
+    stage_arrays,
 )
 
 
 # Beside an ingest marker that invalidate() removed: its sources' fingerprints (not a marker: no .json end).
 PREVIOUS = ".previous"
 
-# Packs: <group>/_packs/<pack>, a batch's images of one array group. "_" starts no stage
-# name segment and no image id, so a pack never clashes with an image's array or a stage.
-PACKS = "_packs"
 # A batch flushes its packs early once its waiting arrays hold this many bytes.
 PACK_BYTES = 256 * 2**20
 # Opened packs kept per process (packs never change once written: safe to keep open).
@@ -96,134 +87,6 @@ PACK_HANDLES = 512
 _PACK_HANDLES: OrderedDict[tuple[str, str], zarr.Array] = OrderedDict()
 _PACK_LOCK = threading.Lock()
 _PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
-
-
-def stage_arrays(stage: str) -> tuple[str, ...]:
-    """The array groups a stage writes: the ingested ones for ingest, else its own name."""
-    return INGEST_ARRAYS if stage == INGEST_STAGE else (stage,)
-
-
-def owning_stage(array: str) -> str:
-    """The stage that writes an array group, and so must recompute it: ingest for the
-    ingested arrays ("images", "gt", ...), else the stage of that name ("graphs" for
-    graphs/<id>/edges, "seeds/scribbles" for seeds/scribbles/<id>/labels)."""
-    return INGEST_STAGE if array in INGEST_ARRAYS else array
-
-
-def workspace_path(path: str | Path) -> Path:
-    """A workspace's directory: a path, or a file:// URL; any other URL (s3://, gs://,
-    memory://, ...) is refused with a WorkspaceError naming what needs a local path."""
-    match = _URL.match(str(path))
-    if match is None:
-        return Path(path)
-    scheme, rest = match.groups()
-    if scheme.lower() == "file":
-        return Path("/" + rest)
-    raise WorkspaceError(
-        f"{scheme}://{rest}: object-storage workspaces are not supported yet ({OBJECT_STORE_LIMITS}); "
-        "use a local directory or a mounted file system (e.g. s3fs, gcsfuse, NFS)"
-    )
-
-
-def check_image_id(image_id: str) -> str:
-    """Image ids become file and array names: letters, digits, '.', '_', '-' only."""
-    if not _IMAGE_ID.match(image_id) or image_id in {".", ".."}:
-        raise BadInputError(image_id, f"invalid image id {image_id!r} (allowed: letters, digits, '.', '_', '-')")
-    return image_id
-
-
-def check_split_name(split: str) -> str:
-    """Split names become file names (splits/<split>.json): letters, digits, '.', '_', '-' only."""
-    if not isinstance(split, str) or not _SPLIT_NAME.match(split):
-        raise WorkspaceError(
-            f"invalid split name {split!r} (allowed: letters, digits, '.', '_', '-'; first a letter or digit)"
-        )
-    return split
-
-
-def check_stage_name(stage: str) -> str:
-    if not _STAGE_NAME.match(stage):
-        raise ValueError(f"invalid stage name {stage!r}")
-    return stage
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class LocalFiles:
-    """A workspace's files besides the arrays (markers, records, splits, models, reports) on a
-    local or mounted file system, named by paths relative to the workspace ("markers/x/k/a.json").
-
-    Written whole through a temp file and a rename, so a reader sees the old file or the new one.
-    """
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._base = str(root)
-
-    def show(self, relative: str) -> str:
-        """The file as messages name it."""
-        return str(self.root / relative)
-
-    def _full(self, relative: str) -> str:
-        return os.path.join(self._base, relative)
-
-    def exists(self, relative: str) -> bool:
-        return os.path.exists(self._full(relative))
-
-    def is_file(self, relative: str) -> bool:
-        return os.path.isfile(self._full(relative))
-
-    def read_text(self, relative: str) -> str:
-        with open(self._full(relative)) as handle:
-            return handle.read()
-
-    def write_json(self, relative: str, payload: dict[str, Any]) -> None:
-        write_json_atomic(self.root / relative, payload)
-
-    def remove(self, relative: str) -> None:
-        try:
-            os.unlink(self._full(relative))
-        except FileNotFoundError:
-            pass
-
-    def remove_tree(self, relative: str) -> None:
-        shutil.rmtree(self._full(relative), ignore_errors=True)
-
-    def files(self, relative: str) -> list[str]:
-        """The names of the plain files in a folder, unsorted ([] when there is no folder)."""
-        return [e.name for e in self._entries(relative) if e.is_file()]
-
-    def stamps(self, relative: str) -> dict[str, int]:
-        """{name: mtime in ns} of the plain files in a folder ({} when there is no folder)."""
-        stamps = {}
-        for entry in self._entries(relative):
-            try:
-                if entry.is_file():
-                    stamps[entry.name] = entry.stat().st_mtime_ns
-            except FileNotFoundError:  # removed meanwhile
-                pass
-        return stamps
-
-    def _entries(self, relative: str) -> list[os.DirEntry]:
-        try:
-            return list(os.scandir(self._full(relative)))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def folders(self, relative: str) -> list[str]:
-        """The names of the folders in a folder, unsorted ([] when there is no folder)."""
-        return [e.name for e in self._entries(relative) if e.is_dir()]
 
 
 @dataclass(frozen=True)
@@ -1249,17 +1112,3 @@ def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
         for split in ws.splits()
         if split not in skip
     }
-
-
-def _safe_name(image_id: str) -> str:
-    """The record file name of an id: the id itself when valid (as in older workspaces).
-
-    Records also exist for ids that are not valid (e.g. '../x' or 'uni_é' in a split
-    list). Their sanitised form alone would give 'uni_é' and 'uni_ü' one record, so a
-    hash of the real id follows, after a '~' that no valid id holds: distinct ids get
-    distinct names, and no invalid id's name is a valid id's.
-    """
-    if _IMAGE_ID.match(image_id):
-        return image_id
-    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return "invalid-" + re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:150] + "~" + digest
