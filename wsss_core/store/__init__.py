@@ -46,7 +46,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ import zarr
 from wsss_core.errors import StoredArrayError, WorkspaceError
 from wsss_core.lineage import affected_stages
 from wsss_core.store.files import OBJECT_STORE_LIMITS, LocalFiles, workspace_path, write_json_atomic
+from wsss_core.store.markers import PREVIOUS, Markers
 from wsss_core.store.names import (
     _IMAGE_ID,
     _SPLIT_NAME,
@@ -75,10 +75,8 @@ from wsss_core.store.names import (
     owning_stage,
     stage_arrays,
 )
+from wsss_core.store.records import Records, StageRecord, StageStatus, prune_failures, split_counts
 
-
-# Beside an ingest marker that invalidate() removed: its sources' fingerprints (not a marker: no .json end).
-PREVIOUS = ".previous"
 
 # A batch flushes its packs early once its waiting arrays hold this many bytes.
 PACK_BYTES = 256 * 2**20
@@ -89,34 +87,7 @@ _PACK_LOCK = threading.Lock()
 _PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
 
 
-@dataclass(frozen=True)
-class StageRecord:
-    """A per-image record: a failure or a warning."""
-
-    stage: str
-    image_id: str
-    kind: str
-    message: str
-    key: str = ""
-    time: float = 0.0
-    # Ingest failures: the splits whose list named the id (empty: unknown, as in older records).
-    splits: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "splits", tuple(self.splits))  # a list when read back from JSON
-
-
-@dataclass(frozen=True)
-class StageStatus:
-    stage: str
-    key: str | None
-    done: int
-    failed: int
-    pending: int
-    stale: bool = False
-
-
-class Workspace:
+class Workspace(Markers, Records):
     """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
 
     def __init__(self, path: str | Path):
@@ -618,10 +589,6 @@ class Workspace:
         images done but stores none, and its group stays empty."""
         return stage == INGEST_STAGE or bool(self._files.folders(f"{STORE_NAME}/{check_stage_name(stage)}"))
 
-    def marker_file(self, stage: str, image_id: str, key: str | None = None) -> str:
-        """An image's marker file under the stage's current key (or `key`), as messages name it."""
-        return self._files.show(f"{self._marker_dir(stage, key or self.stage_key(stage) or '-')}/{check_image_id(image_id)}.json")
-
     def array_file(self, stage: str, image_id: str, name: str | None = None) -> str:
         """The file that holds an image's array's data (its pack's shard, or its own chunk), as
         messages name it; for tools and tests that look at the files."""
@@ -677,72 +644,6 @@ class Workspace:
         if any(name is not None for name in names) and parent.is_dir() and [p.name for p in parent.iterdir()] == ["zarr.json"]:
             shutil.rmtree(parent, ignore_errors=True)  # the image's group, now empty
 
-    # ------------------------------------------------------------------ markers
-    def _marker_dir(self, stage: str, key: str | None = None) -> str:
-        base = f"markers/{check_stage_name(stage)}"
-        return f"{base}/{key}" if key else base
-
-    def mark_done(self, stage: str, image_id: str, key: str, served_by: str | None = None) -> None:
-        """Written last, after every array of the image: its presence means 'whole'.
-
-        Inside packing() of this stage and key, it is written when the batch is flushed,
-        after the packs. served_by: for a dataset-level stage, the model file that serves
-        this image when it is not the stage's main one (an image that joined after the fit).
-        """
-        check_image_id(image_id)
-        batch = self._batch_for(stage, key)
-        if batch is not None:
-            batch.mark(image_id, served_by)
-            return
-        self._write_marker(stage, key, image_id, served_by)
-
-    def describe_done(self, stage: str, image_id: str, key: str, **details: Any) -> None:
-        """Facts that the image's marker will keep (ingest: its sources' fingerprints); inside
-        packing() of the stage only, before the marker is written."""
-        batch = self._batch_for(stage, key)
-        if batch is None:
-            raise WorkspaceError(f"{stage}: describe_done outside a batch of the stage")
-        batch.describe(check_image_id(image_id), details)
-
-    def _write_marker(
-        self, stage: str, key: str, image_id: str, served_by: str | None, arrays: dict[str, Any] | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        """An image's marker; arrays: where a batch's packs hold its arrays (see PackBatch.flush)."""
-        payload: dict[str, Any] = {**(details or {}), "time": time.time()}
-        if arrays is not None:
-            payload["arrays"] = arrays
-        if served_by:
-            payload["served_by"] = served_by
-        self._files.write_json(f"{self._marker_dir(stage, key)}/{image_id}.json", payload)
-
-    def served_by(self, stage: str, image_id: str, key: str) -> str | None:
-        """The model file a dataset-level stage's marker names for this image (None: the main one)."""
-        return (self.marker(stage, image_id, key) or {}).get("served_by")
-
-    def marker(self, stage: str, image_id: str, key: str) -> dict[str, Any] | None:
-        """An image's marker under key (None: not done; {} for a marker cut short)."""
-        try:
-            marker = json.loads(self._files.read_text(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json"))
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {}
-        return marker if isinstance(marker, dict) else {}
-
-    def update_marker(self, stage: str, image_id: str, key: str, **values: Any) -> None:
-        """Rewrite facts of a done image's marker (e.g. its sources' stat after a touch), keeping the rest."""
-        marker = self.marker(stage, image_id, key)
-        if marker:
-            self._files.write_json(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json", {**marker, **values})
-
-    def forget(self, stage: str, image_id: str) -> None:
-        """Make an image not done in a stage (its marker under the current key goes; arrays stay
-        until overwritten or `wsss gc`). Any process may call this."""
-        key = self.stage_key(stage)
-        if key is not None:
-            self._files.remove(f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json")
-
     def stage_reads(self, stages: dict[str, Any] | None = None) -> dict[str, list[str]]:
         """What each stage that ran reads, as recorded by begin_stage (older records: the stages
         whose keys it chains, the ingest stage standing for every ingested array). stages: the
@@ -777,64 +678,11 @@ class Workspace:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def is_done(self, stage: str, image_id: str, key: str) -> bool:
-        if not _IMAGE_ID.match(image_id):
-            return False  # an invalid id (e.g. '../x' in a split list) is never done
-        return self._files.exists(f"{self._marker_dir(stage, key)}/{image_id}.json")
-
-    def invalidate(self, stage: str, image_id: str, kind: str, message: str) -> None:
-        """Make a done image not done: a failure record says why, and its marker goes, so the
-        stage's next run (or retry-failed) recomputes it. For a stored array found unreadable.
-
-        An ingest failure names the splits whose record lists the image (so that
-        reconcile_ingest_failures can judge it), and its marker's fingerprints are kept aside
-        (previous_sources): read again from unchanged sources, the image's later stages stay
-        done. Any process may call this.
-        """
-        key = self.stage_key(stage)
-        splits = self._listing_splits(image_id) if stage == INGEST_STAGE else ()
-        self.record_failure(stage, image_id, kind, message, key or "", splits)
-        if key is not None:
-            marker = f"{self._marker_dir(stage, key)}/{check_image_id(image_id)}.json"
-            sources = (self.marker(stage, image_id, key) or {}).get("sources") if stage == INGEST_STAGE else None
-            if sources is not None:
-                self._files.write_json(marker + PREVIOUS, {"sources": sources})
-            self._files.remove(marker)
-
-    def previous_sources(self, image_id: str) -> dict[str, Any] | None:
-        """The source fingerprints of an ingested image whose marker invalidate() removed (None: none kept)."""
-        key = self.stage_key(INGEST_STAGE)
-        try:
-            kept = self._files.read_text(f"{self._marker_dir(INGEST_STAGE, key)}/{check_image_id(image_id)}.json{PREVIOUS}")
-            return json.loads(kept).get("sources")
-        except (FileNotFoundError, ValueError, AttributeError):
-            return None
-
-    def drop_previous_sources(self, image_id: str) -> None:
-        key = self.stage_key(INGEST_STAGE)
-        self._files.remove(f"{self._marker_dir(INGEST_STAGE, key)}/{check_image_id(image_id)}.json{PREVIOUS}")
-
     def _listing_splits(self, image_id: str) -> list[str]:
         legacy = self._legacy_split()
         if legacy is not None:
             return [legacy]
         return [s for s in self._recorded_splits() if image_id in (self._read_split(s) or set())]
-
-    def done_ids(self, stage: str, key: str | None = None) -> set[str]:
-        key = key or self.stage_key(stage)
-        if key is None:
-            return set()
-        return {n[:-5] for n in self._files.files(self._marker_dir(stage, key)) if n.endswith(".json")}
-
-    def done_stamps(self, stage: str, key: str | None = None) -> dict[str, int]:
-        """{image id: its marker's mtime in ns} of the stage's done images (under key, default the
-        current one). A marker is rewritten whenever its image is recomputed, so a changed stamp
-        means a changed output even under an unchanged key (e.g. after `wsss check` repaired it)."""
-        key = key or self.stage_key(stage)
-        if key is None:
-            return {}
-        folder = self._marker_dir(stage, key)
-        return {name[:-5]: stamp for name, stamp in self._files.stamps(folder).items() if name.endswith(".json")}
 
     def image_ids(self) -> list[str]:
         """The images of the dataset as it is now, sorted: ingested, and named by a split's list
@@ -856,94 +704,6 @@ class Workspace:
             for key in self._files.folders(base):  # a rounds' stage folder (round-1) holds no .json: harmless
                 marked |= {n[:-5] for n in self._files.files(f"{base}/{key}") if n.endswith(".json") and not n.startswith(".")}
         return sorted(marked - set(self.image_ids()))
-
-    # ------------------------------------------------------------------ records
-    def _record_dir(self, kind: str, stage: str) -> str:
-        return f"records/{kind}/{check_stage_name(stage)}"
-
-    def record_failure(
-        self, stage: str, image_id: str, kind: str, message: str, key: str = "", splits: Iterable[str] = ()
-    ) -> None:
-        record = StageRecord(stage, image_id, kind, message, key, time.time(), tuple(sorted(splits)))
-        self._files.write_json(f"{self._record_dir('failures', stage)}/{_safe_name(image_id)}.json", asdict(record))
-
-    def clear_failure(self, stage: str, image_id: str) -> None:
-        self._files.remove(f"{self._record_dir('failures', stage)}/{_safe_name(image_id)}.json")
-
-    def record_warnings(self, stage: str, image_id: str, messages: Iterable[str], key: str = "") -> None:
-        messages = list(messages)
-        if messages:
-            record = StageRecord(stage, image_id, "warning", "\n".join(messages), key, time.time())
-            self._files.write_json(f"{self._record_dir('warnings', stage)}/{_safe_name(image_id)}.json", asdict(record))
-
-    def failures(self, stage: str) -> list[StageRecord]:
-        return self._records("failures", stage)
-
-    def warnings(self, stage: str) -> list[StageRecord]:
-        return self._records("warnings", stage)
-
-    def _records(self, kind: str, stage: str) -> list[StageRecord]:
-        return [record for _, record in self._record_files(kind, stage)]
-
-    def _record_files(self, kind: str, stage: str) -> list[tuple[str, StageRecord]]:
-        """Each record with its file, relative to the workspace (older workspaces may name a
-        record otherwise than _safe_name)."""
-        folder = self._record_dir(kind, stage)
-        records = []
-        for name in sorted(n for n in self._files.files(folder) if n.endswith(".json") and not n.startswith(".")):
-            path = f"{folder}/{name}"
-            try:
-                records.append((path, StageRecord(**json.loads(self._files.read_text(path)))))
-            except (OSError, ValueError, TypeError):
-                continue  # removed or replaced while we listed it
-        return records
-
-    def reconcile_ingest_failures(self, split_lists: dict[str, Sequence[str]]) -> list[StageRecord]:
-        """After ingesting the splits of split_lists (split -> the ids its list names now):
-        each ingest failure record names the splits that list its id, and a record whose
-        id no split lists any more goes. Returns the records dropped.
-
-        Only the splits ingested now are judged: a record of `train` stays when `val` is
-        ingested. A record from before records named splits (none named) goes only when
-        every split of the workspace was ingested now and none lists its id. Flow process only.
-        """
-        members = {split: set(ids) for split, ids in split_lists.items()}
-        judged_all = set(self.splits()) <= set(members)
-        dropped = []
-        for path, record in self._record_files("failures", INGEST_STAGE):
-            listing = {split for split, ids in members.items() if record.image_id in ids}
-            if record.splits or listing:
-                keep = (set(record.splits) - set(members)) | listing
-                gone = not keep
-            else:  # names no split: unknown, unless every split was judged now
-                keep, gone = set(), judged_all
-            if gone:
-                self._files.remove(path)
-                dropped.append(record)
-            elif keep != set(record.splits):
-                self._files.write_json(path, asdict(replace(record, splits=tuple(sorted(keep)))))
-        return dropped
-
-    # ------------------------------------------------------------------- status
-    def status(self, stage: str, image_ids: list[str] | None = None) -> StageStatus:
-        """Counts for one stage over the given images.
-
-        Default: every image of the dataset (image_ids); for the ingest stage itself, those
-        and every image it failed on (a failed id is no ingested image).
-        """
-        key = self.stage_key(stage)
-        done_all = self.done_ids(stage, key)
-        splits = set(self.splits())
-        failed_all = {r.image_id for r in self.failures(stage) if _relevant(r, key, splits)} - done_all
-        if image_ids is not None:
-            ids = set(image_ids)
-        elif stage == INGEST_STAGE:
-            ids = set(self.image_ids()) | failed_all  # not the images no list names any more
-        else:
-            ids = set(self.image_ids())
-        done, failed = done_all & ids, failed_all & ids
-        pending = len(ids) - len(done) - len(failed)
-        return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
 
 
 class PackBatch:
@@ -1070,45 +830,3 @@ def _node_type(node: Path) -> str | None:
         return None
 
 
-def _relevant(record: StageRecord, key: str | None, splits: set[str]) -> bool:
-    """A failure still worth counting. Not one made under another config's key, nor an
-    ingest failure none of whose splits is in the workspace: begin_stage and
-    reconcile_ingest_failures remove those, but a run interrupted in between may leave one."""
-    if record.key and record.key != key:
-        return False
-    return not record.splits or bool(set(record.splits) & splits)
-
-
-def prune_failures(ws: Workspace, known_ids: Iterable[str]) -> list[StageRecord]:
-    """Drop the failure records, of every stage, of ids that are no longer in the dataset.
-
-    known_ids: every id the dataset's split lists name now, over all the splits of the
-    workspace (not only those a run works on: another split's failures would go too).
-    Markers, arrays and warnings are left alone: an ingested image that left the lists
-    stays in the workspace. Returns the dropped records. Run by the flow process only
-    (no stage of this workspace running), e.g. before retrying failed images.
-    """
-    known = set(known_ids)
-    dropped = []
-    for stage in ws.stages():
-        for path, record in ws._record_files("failures", stage):
-            if record.image_id not in known:
-                ws._files.remove(path)
-                dropped.append(record)
-    return dropped
-
-
-def split_counts(ws: Workspace, stage: str) -> dict[str, StageStatus]:
-    """A stage's counts per split, for `wsss status`: one row per split beside the whole-workspace one.
-
-    Splits whose images are not recorded are left out (ws.unrecorded_splits() names
-    them). For the ingest stage a split's images are its ingested ones and the failed
-    ids whose record names the split (older records name none: they count in no split).
-    """
-    skip = set(ws.unrecorded_splits())
-    failed = ws.failures(stage) if stage == INGEST_STAGE else []
-    return {
-        split: ws.status(stage, ws.split_ids(split) + [r.image_id for r in failed if split in r.splits])
-        for split in ws.splits()
-        if split not in skip
-    }
