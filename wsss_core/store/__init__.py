@@ -53,7 +53,6 @@ import numpy as np
 import zarr
 
 from wsss_core.errors import StoredArrayError, WorkspaceError
-from wsss_core.lineage import affected_stages
 from wsss_core.store.files import OBJECT_STORE_LIMITS, LocalFiles, workspace_path, write_json_atomic
 from wsss_core.store.markers import PREVIOUS, Markers
 from wsss_core.store.names import (
@@ -76,6 +75,8 @@ from wsss_core.store.names import (
     stage_arrays,
 )
 from wsss_core.store.records import Records, StageRecord, StageStatus, prune_failures, split_counts
+from wsss_core.store.splits import Splits
+from wsss_core.store.stages import Stages
 
 
 # A batch flushes its packs early once its waiting arrays hold this many bytes.
@@ -87,7 +88,7 @@ _PACK_LOCK = threading.Lock()
 _PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
 
 
-class Workspace(Markers, Records):
+class Workspace(Stages, Splits, Markers, Records):
     """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
 
     def __init__(self, path: str | Path):
@@ -98,263 +99,6 @@ class Workspace(Markers, Records):
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
-    # ----------------------------------------------------------------- metadata
-    def exists(self) -> bool:
-        return self._files.exists(f"{STORE_NAME}/zarr.json")
-
-    def require(self) -> Workspace:
-        if not self.exists():
-            raise WorkspaceError(f"{self.path}: no workspace here (run `wsss ingest` first)")
-        return self
-
-    def _root(self, mode: str = "r") -> zarr.Group:
-        return zarr.open_group(self.store_path, mode=mode)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        if not self.exists():
-            return {}
-        return dict(self._root("r").attrs)
-
-    def _update_attrs(self, **values: Any) -> None:
-        self._root("a").attrs.update(values)
-
-    @property
-    def dataset(self) -> dict[str, Any]:
-        return self.attrs.get("dataset", {})
-
-    @property
-    def classes(self) -> list[str]:
-        classes = self.dataset.get("classes")
-        if not classes:
-            raise WorkspaceError(f"{self.path}: workspace has no class list (not ingested yet?)")
-        return list(classes)
-
-    def bind_dataset(self, description: dict[str, Any]) -> None:
-        """Record which dataset this workspace holds; refuse to mix in another one.
-
-        The identity is the reader's name, format, root and class list; the split is
-        not part of it, so several splits of one dataset can share a workspace.
-        """
-        identity = {k: description.get(k) for k in ("name", "format", "root", "classes")}
-        current = self.dataset
-        if current:
-            mine = {k: current.get(k) for k in identity}
-            if mine != identity and [k for k in identity if mine[k] != identity[k]] == ["classes"]:
-                raise WorkspaceError(
-                    f"{self.path}: the dataset's class list changed since this workspace was made "
-                    f"({len(mine['classes'] or [])} -> {len(identity['classes'] or [])} classes); results of one class "
-                    "list are never mixed with another's: ingest into a new --workspace (or restore the old list)"
-                )
-            if mine != identity:
-                differing = [k for k in identity if mine[k] != identity[k]]
-                raise WorkspaceError(
-                    f"{self.path}: workspace was made from dataset {mine['name']!r} "
-                    f"(root {mine['root']}, {len(mine['classes'] or [])} classes); "
-                    f"refusing to add {identity['name']!r} (root {identity['root']}): "
-                    f"{', '.join(differing)} differ. Use a new --workspace."
-                )
-            if description.get("split") and description["split"] not in current.get("splits", []):
-                self._pin_legacy_split()  # a second split name would leave the first one's images unknown
-            splits = sorted(set(current.get("splits", [])) | {description.get("split")} - {None})
-        else:
-            splits = [description["split"]] if description.get("split") else []
-        self._update_attrs(dataset={**identity, "splits": splits})
-
-    # ------------------------------------------------------------------- splits
-    # Which images each split holds: one JSON file per split, splits/<split>.json =
-    # {"split": name, "ids": [sorted ids]}. Not the Zarr root attributes: those are
-    # parsed on every `attrs` read (stage_key, dataset, ...), and 100k ids there would
-    # slow all of them; a split file is read only when a split is asked for. Written
-    # whole and atomically (write_json_atomic), by the flow process only, as the
-    # attributes are: add_to_split is a read-modify-write.
-    #
-    # A record may hold ids that are no longer ingested (the ingest config changed);
-    # readers see only ingested ids. Workspaces made before these records have only
-    # the dataset-level list of split names: with exactly one name, every ingested
-    # image is in it; with several, membership is unknown until `wsss ingest --split`
-    # is re-run for each (cheap: ingested images are skipped, their split recorded).
-
-    def _split_file(self, split: str) -> str:
-        return f"{SPLITS_DIR}/{check_split_name(split)}.json"
-
-    def _has_record(self, split: str) -> bool:
-        return bool(_SPLIT_NAME.match(split)) and self._files.is_file(self._split_file(split))
-
-    def _recorded_splits(self) -> list[str]:
-        names = (n[:-5] for n in self._files.files(SPLITS_DIR) if n.endswith(".json"))
-        return sorted(n for n in names if _SPLIT_NAME.match(n))  # not the temp files of a write
-
-    def _read_split(self, split: str) -> set[str] | None:
-        """The recorded ids of a split, None when it has no record."""
-        path = self._split_file(split)
-        try:
-            return set(json.loads(self._files.read_text(path))["ids"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise WorkspaceError(f"{self._files.show(path)}: unreadable split record ({error})") from None
-
-    def _write_split(self, split: str, image_ids: Iterable[str]) -> None:
-        self._files.write_json(self._split_file(split), {"split": split, "ids": sorted(image_ids)})
-
-    def _legacy_split(self) -> str | None:
-        """The one split of a workspace made before per-image splits: it holds every ingested image."""
-        names = self.dataset.get("splits", [])
-        if len(names) == 1 and not self._recorded_splits():
-            return names[0]
-        return None
-
-    def _pin_legacy_split(self) -> None:
-        """Write down the legacy split's images while they are still known to be all of them."""
-        legacy = self._legacy_split()
-        if legacy is not None and _SPLIT_NAME.match(legacy):
-            ingested = self.image_ids()
-            if ingested:
-                self._write_split(legacy, ingested)
-
-    def add_to_split(self, split: str, image_ids: Iterable[str]) -> None:
-        """Record image_ids as members of split, keeping its earlier members (idempotent).
-
-        Only the flow process calls this. An empty image_ids still records the split
-        (it is known to hold no ingested image).
-        """
-        check_split_name(split)
-        new = {check_image_id(i) for i in image_ids}
-        current = self._read_split(split)
-        if current is not None and new <= current:
-            return
-        self._write_split(split, (current or set()) | new)
-
-    def set_split(self, split: str, image_ids: Iterable[str]) -> None:
-        """Record exactly image_ids as the split's members: its list as read now (ids it no longer
-        names leave the dataset's results). Flow process only."""
-        self._write_split(check_split_name(split), {check_image_id(i) for i in image_ids})
-
-    def splits(self) -> list[str]:
-        """Every split name: those recorded at dataset level and those with a per-image record."""
-        return sorted(set(self.dataset.get("splits", [])) | set(self._recorded_splits()))
-
-    def unrecorded_splits(self) -> list[str]:
-        """Splits whose images are unknown: ingested before per-image splits, or an interrupted ingest."""
-        legacy = self._legacy_split()
-        return [s for s in self.splits() if s != legacy and not self._has_record(s)]
-
-    def _check_splits(self, splits: Sequence[str]) -> None:
-        known = self.splits()
-        for split in splits:
-            if split not in known:
-                raise WorkspaceError(f"no split {split!r} in this workspace (splits: {', '.join(known) or 'none'})")
-        everywhere = self.unrecorded_splits()
-        unrecorded = [s for s in everywhere if s in splits]
-        if unrecorded:  # name every re-run needed, not only this request's
-            runs = " and ".join(f"`wsss ingest --split {s}`" for s in everywhere)
-            raise WorkspaceError(
-                f"{self.path}: which images are in split(s) {', '.join(unrecorded)} is not recorded "
-                f"(workspace made before per-image splits, or an interrupted ingest); re-run {runs} on this "
-                "workspace: images already ingested are skipped and their splits recorded"
-            )
-
-    def _members(self, split: str) -> set[str]:
-        """A checked split's recorded ids (some maybe no longer ingested)."""
-        recorded = self._read_split(split) if _SPLIT_NAME.match(split) else None
-        if recorded is not None:
-            return recorded
-        return set(self.image_ids())  # the legacy split: _check_splits let only it through
-
-    def split_ids(self, split: str) -> list[str]:
-        """The ingested images of a split, sorted."""
-        self._check_splits([split])
-        return sorted(self._members(split) & set(self.image_ids()))
-
-    def image_splits(self, image_id: str) -> list[str]:
-        """The splits an ingested image belongs to ([] for an image not ingested)."""
-        key = self.stage_key(INGEST_STAGE)
-        if key is None or not self.is_done(INGEST_STAGE, image_id, key):
-            return []
-        self._check_splits(self.splits())
-        return [s for s in self.splits() if image_id in self._members(s)]
-
-    def select_ids(self, splits: Sequence[str] | None = None) -> list[str]:
-        """The images a stage works on: every ingested image (None or empty), else the named splits' ones."""
-        ingested = self.image_ids()
-        if not splits:
-            return ingested
-        if isinstance(splits, str):
-            splits = [splits]  # not its characters
-        self._check_splits(splits)
-        members = set().union(*(self._members(s) for s in dict.fromkeys(splits)))
-        return [i for i in ingested if i in members]
-
-    # ------------------------------------------------------------------- stages
-    def stage_meta(self, stage: str) -> dict[str, Any] | None:
-        return self.attrs.get("stages", {}).get(stage)
-
-    def stage_key(self, stage: str) -> str | None:
-        meta = self.stage_meta(stage)
-        return meta["key"] if meta else None
-
-    def begin_stage(
-        self, stage: str, key: str, config: dict[str, Any], upstream: dict[str, str] | None = None,
-        reads: Sequence[str] | None = None,
-    ) -> bool:
-        """Record the config a stage runs with. Returns True when it changed.
-
-        upstream: the key of each stage it reads; reads: the stages and ingested arrays it
-        reads, as its row names them (what a changed input of one image reaches: lineage).
-
-        When the key changes, the old markers and failure records go: the stored
-        outputs belong to another config and will be overwritten, never mixed in.
-        """
-        check_stage_name(stage)
-        stages = dict(self.attrs.get("stages", {}))
-        old = stages.get(stage)
-        changed = old is not None and old["key"] != key
-        if changed:
-            self._files.remove_tree(self._marker_dir(stage))
-            self._files.remove_tree(self._record_dir("failures", stage))
-            self._files.remove_tree(self._record_dir("warnings", stage))
-            # The packs of the old config: no marker points into them any more.
-            for group in stage_arrays(stage):
-                self._files.remove_tree(f"{STORE_NAME}/{group}/{PACKS}")
-        stages[stage] = {"key": key, "config": config, "upstream": upstream or {}, "time": time.time()}
-        if reads is not None:
-            stages[stage]["reads"] = list(reads)
-        self._update_attrs(stages=stages)
-        # Create the stage's group now, from this one process, so that parallel
-        # writers never race to create it.
-        self._root("a").require_group(stage)
-        return changed
-
-    def note_stage(self, stage: str, **values: Any) -> None:
-        """Add facts learned while a stage ran to its record (e.g. how many images a model was fitted on)."""
-        stages = dict(self.attrs.get("stages", {}))
-        if stage not in stages:
-            raise WorkspaceError(f"{self.path}: stage {stage!r} has not begun")
-        stages[stage] = {**stages[stage], **values}
-        self._update_attrs(stages=stages)
-
-    def remember_request(self, name: str, flow: str, parameters: dict[str, Any]) -> None:
-        """Record how a pipeline was last asked for (the flow `module:name` and its parameters),
-        so that a retry can run its failed images again with the same settings."""
-        requests = dict(self.attrs.get("requests", {}))
-        requests[name] = {"flow": flow, "parameters": parameters, "time": time.time()}
-        self._update_attrs(requests=requests)
-
-    def requests(self) -> dict[str, dict[str, Any]]:
-        """Every remembered request by pipeline name, oldest first (the order they ran in)."""
-        found = self.attrs.get("requests", {})
-        return dict(sorted(found.items(), key=lambda item: item[1].get("time", 0)))
-
-    def stages(self) -> list[str]:
-        return sorted(self.attrs.get("stages", {}))
-
-    def is_stale(self, stage: str) -> bool:
-        """True when a stage it read from has since run with another config."""
-        meta = self.stage_meta(stage)
-        if not meta:
-            return False
-        return any(self.stage_key(up) != key for up, key in meta.get("upstream", {}).items())
 
     # ------------------------------------------------------------------- arrays
     def write_array(
@@ -643,67 +387,6 @@ class Workspace(Markers, Records):
         parent = self.store_path / group / image_id
         if any(name is not None for name in names) and parent.is_dir() and [p.name for p in parent.iterdir()] == ["zarr.json"]:
             shutil.rmtree(parent, ignore_errors=True)  # the image's group, now empty
-
-    def stage_reads(self, stages: dict[str, Any] | None = None) -> dict[str, list[str]]:
-        """What each stage that ran reads, as recorded by begin_stage (older records: the stages
-        whose keys it chains, the ingest stage standing for every ingested array). stages: the
-        stage records, when the caller has read them already."""
-        reads = {}
-        for stage, meta in (self.attrs.get("stages", {}) if stages is None else stages).items():
-            named = meta.get("reads")
-            if named is None:
-                named = [a for up in meta.get("upstream", {}) for a in (INGEST_ARRAYS if up == INGEST_STAGE else (up,))]
-            reads[stage] = list(named)
-        return reads
-
-    def forget_downstream(self, image_id: str, arrays: Iterable[str]) -> list[str]:
-        """Make an image not done in every stage that reads, directly or through other stages,
-        one of its changed ingested arrays (lineage.affected_stages over the recorded reads).
-        Returns those stages. Called before the new arrays are written, so a crash in between
-        leaves the image to be found changed again."""
-        stages = self.attrs.get("stages", {})  # read once: this runs per image
-        affected = affected_stages(self.stage_reads(stages), set(arrays))
-        for stage in affected:
-            self._files.remove(f"{self._marker_dir(stage, stages[stage]['key'])}/{check_image_id(image_id)}.json")
-        return affected
-
-    def record_fit(self, stage: str, key: str, image_ids: Iterable[str]) -> None:
-        """The images a dataset-level stage's model was fitted on (wsss_core.refit counts changes against them)."""
-        self._files.write_json(f"records/fits/{check_stage_name(stage)}/{key}.json", {"images": sorted(image_ids)})
-
-    def fitted_ids(self, stage: str, key: str) -> set[str] | None:
-        """The images record_fit recorded for the stage's model of key (None: fitted before these records)."""
-        try:
-            return set(json.loads(self._files.read_text(f"records/fits/{check_stage_name(stage)}/{key}.json"))["images"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return None
-
-    def _listing_splits(self, image_id: str) -> list[str]:
-        legacy = self._legacy_split()
-        if legacy is not None:
-            return [legacy]
-        return [s for s in self._recorded_splits() if image_id in (self._read_split(s) or set())]
-
-    def image_ids(self) -> list[str]:
-        """The images of the dataset as it is now, sorted: ingested, and named by a split's list
-        when it was last ingested (an id dropped from every list is no result any more, though its
-        arrays stay until `wsss gc`). Without split records (older workspaces) every ingested image."""
-        ingested = self.done_ids(INGEST_STAGE)
-        recorded = self._recorded_splits()
-        if not recorded or self.unrecorded_splits():
-            return sorted(ingested)
-        listed: set[str] = set().union(*((self._read_split(s) or set()) for s in recorded))
-        return sorted(ingested & listed)
-
-    def dropped_ids(self) -> list[str]:
-        """Ids with a marker of any stage, under any key, that are not in the dataset any more
-        (image_ids): what `wsss gc` deletes."""
-        marked: set[str] = set()
-        for stage in self.stages():
-            base = self._marker_dir(stage)
-            for key in self._files.folders(base):  # a rounds' stage folder (round-1) holds no .json: harmless
-                marked |= {n[:-5] for n in self._files.files(f"{base}/{key}") if n.endswith(".json") and not n.startswith(".")}
-        return sorted(marked - set(self.image_ids()))
 
 
 class PackBatch:
