@@ -32,18 +32,24 @@ its marker exists, and a recomputed image (a retry, a repair) goes into a new pa
 marker pointing there. Reading one image reads its marker, then only its own inner
 chunk of the pack. Zarr attributes and split records are written only by the single
 flow process.
+
+The package, by concern; Workspace (workspace.py) composes the parts as mixins and holds
+only paths:
+
+    names.py     stage, array and file names; the image id, split and stage name checks
+    files.py     workspace_path (a local directory, no object-store URL), atomic JSON files
+    stages.py    the root attributes: the dataset, each stage's config and key, lineage, requests
+    splits.py    which images each split holds (and the legacy split of older workspaces)
+    markers.py   which images are done; what their markers keep
+    records.py   failure and warning records; status counts
+    packs.py     a batch's arrays written as packs, and read back from them
+    arrays.py    an image's array, packed or of its own (older workspaces, writes outside a batch)
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from wsss_core.store.arrays import ArrayColumn, Arrays
+from wsss_core.store.arrays import ArrayColumn
 from wsss_core.store.files import OBJECT_STORE_LIMITS, LocalFiles, workspace_path, write_json_atomic
-from wsss_core.store.markers import PREVIOUS, Markers
+from wsss_core.store.markers import PREVIOUS
 from wsss_core.store.names import (
-    _IMAGE_ID,
-    _SPLIT_NAME,
     AFFINITYNET_CHECKPOINT,
     CAM_CHECKPOINT,
     IMAGES,
@@ -53,28 +59,44 @@ from wsss_core.store.names import (
     SPLITS_DIR,
     STORE_NAME,
     TAGS,
-    _safe_name,
     check_image_id,
     check_split_name,
     check_stage_name,
     owning_stage,
     stage_arrays,
 )
-from wsss_core.store.packs import _PACK_HANDLES, PACK_BYTES, PACK_HANDLES, PackBatch, Packs
-from wsss_core.store.records import Records, StageRecord, StageStatus, prune_failures, split_counts
-from wsss_core.store.splits import Splits
-from wsss_core.store.stages import Stages
+# _PACK_HANDLES is not public: benchmarks/storage.py clears it for a cold read.
+from wsss_core.store.packs import _PACK_HANDLES, PACK_BYTES, PACK_HANDLES, PackBatch  # noqa: F401
+from wsss_core.store.records import StageRecord, StageStatus, prune_failures, split_counts
+from wsss_core.store.workspace import Workspace
 
-
-class Workspace(Stages, Splits, Markers, Records, Packs, Arrays):
-    """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
-
-    def __init__(self, path: str | Path):
-        self.path = workspace_path(path)
-        self.store_path = self.path / STORE_NAME
-        self._files = LocalFiles(self.path)
-
-    def __repr__(self) -> str:
-        return f"Workspace({str(self.path)!r})"
-
-
+__all__ = [
+    "AFFINITYNET_CHECKPOINT",
+    "CAM_CHECKPOINT",
+    "IMAGES",
+    "INGEST_ARRAYS",
+    "INGEST_STAGE",
+    "OBJECT_STORE_LIMITS",
+    "PACKS",
+    "PACK_BYTES",
+    "PACK_HANDLES",
+    "PREVIOUS",
+    "SPLITS_DIR",
+    "STORE_NAME",
+    "TAGS",
+    "ArrayColumn",
+    "LocalFiles",
+    "PackBatch",
+    "StageRecord",
+    "StageStatus",
+    "Workspace",
+    "check_image_id",
+    "check_split_name",
+    "check_stage_name",
+    "owning_stage",
+    "prune_failures",
+    "split_counts",
+    "stage_arrays",
+    "workspace_path",
+    "write_json_atomic",
+]

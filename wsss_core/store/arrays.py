@@ -24,7 +24,7 @@ from wsss_core.errors import StoredArrayError, WorkspaceError
 from wsss_core.store.names import INGEST_STAGE, STORE_NAME, check_image_id, check_stage_name, owning_stage
 
 if TYPE_CHECKING:
-    from wsss_core.store import Workspace
+    from wsss_core.store.workspace import Workspace
 
 
 class Arrays:

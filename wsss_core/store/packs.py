@@ -1,11 +1,7 @@
 """Packs: <group>/_packs/<pack>, a batch's images of one array group in one sharded Zarr
 array, a row per image (flattened; one inner chunk each), written whole by one batch task.
-
-Inside Workspace.packing() (wsss_core.runner.run_batch opens it around every batch), an
-image's arrays wait in memory until the batch (or PACK_BYTES of it) is done, then each array
-group's images go into one new pack, named uniquely, so no two writers ever share a file; then
-the images' markers are written, pointing into the packs. Reading one image reads its marker,
-then only its own inner chunk of the pack.
+How a batch collects them and when its markers follow: the package docstring
+(wsss_core/store/__init__.py).
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from wsss_core.store.arrays import _unreadable
 from wsss_core.store.names import PACKS, STORE_NAME, check_image_id, check_stage_name, owning_stage
 
 if TYPE_CHECKING:
-    from wsss_core.store import Workspace
+    from wsss_core.store.workspace import Workspace
 
 # A batch flushes its packs early once its waiting arrays hold this many bytes.
 PACK_BYTES = 256 * 2**20

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from wsss_core.store.names import INGEST_STAGE, _safe_name, check_stage_name
 
 if TYPE_CHECKING:
-    from wsss_core.store import Workspace
+    from wsss_core.store.workspace import Workspace
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from wsss_core.store.names import (
 )
 
 if TYPE_CHECKING:
-    from wsss_core.store import Workspace
+    from wsss_core.store.workspace import Workspace
 
 
 class Stages:
