@@ -71,7 +71,11 @@ def pipeline(root: Path, workspace: Path) -> dict[str, Any]:
         if match:
             computed[match.group(1)] = int(match.group(3) or match.group(4))
     notes = [line.strip() for line in output.splitlines() if line.startswith("ingest:") or "since" in line]
-    return {"wall_s": round(wall_s, 2), "computed": computed, "notes": notes}
+    from wsss_core.store import Workspace
+
+    ws = Workspace(workspace)  # each stage's wall time in this run (flows.pipeline.record_wall_time)
+    stage_s = {stage: (ws.stage_meta(stage) or {}).get("wall_s") for stage in ws.stages()}
+    return {"wall_s": round(wall_s, 2), "stage_s": stage_s, "computed": computed, "notes": notes}
 
 
 def compare(rerun: Path, clean: Path, touched: set[str]) -> dict[str, Any]:
@@ -90,7 +94,8 @@ def compare(rerun: Path, clean: Path, touched: set[str]) -> dict[str, Any]:
         if b.stores_arrays(stage):
             wrong = differing.get(stage, set())
             result["stages"][stage] = {"identical": len(ids) - len(wrong), "images": len(ids),
-                                       "changed_or_new_identical": len(touched - wrong), "changed_or_new": len(touched)}
+                                       "changed_or_new_identical": len(touched - wrong), "changed_or_new": len(touched),
+                                       "changed_or_new_differing": sorted(touched & wrong)[:20]}
     agreement = [float((a.read_array(MASKS, i) == b.read_array(MASKS, i)).mean()) for i in ids]
     result["mask_pixel_agreement"] = {"median": statistics.median(agreement), "min": min(agreement)}
     return result

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GraphNet from tags (gcn-tags) against its CAM on the built-in dataset (README, AffinityNet path).
+# GraphNet from tags (gcn-tags) against its CAM on the built-in dataset (docs/results.md, AffinityNet path).
 # Usage: benchmarks/gcn_tags.sh OUT_DIR [standard|holdout] [--cam-set NAME=VALUE ...]
 #   the --cam-set values shorten the CAM stages (as `wsss affinitynet --set` would) when the
 #   default schedule does not fit the time at hand; the same values reuse them after affinitynet.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GraphNet pseudo-mask quality on the built-in dataset: every method of the README's table.
+# GraphNet pseudo-mask quality on the built-in dataset: every method of the GraphNet table in docs/results.md.
 # Usage: benchmarks/graphnet_quality.sh OUT_DIR [standard|holdout]
 #   standard: `wsss generate --seed 0` (the data the offline preset was tuned on)
 #   holdout:  `wsss generate --variant holdout --seed 1` (never used for tuning)

@@ -5,8 +5,9 @@
 Times `wsss ingest` on a tiny dataset already ingested (every image is skipped, so the
 time is the command's overhead: imports, Prefect's server or client, the flow run) in
 three set-ups: no PREFECT_API_URL (Prefect starts a temporary server for the command),
-PREFECT_API_URL pointing at a `prefect server start` kept running (the README's "At
-scale" advice), and `wsss status` (runs no flow, imports no Prefect) for reference.
+PREFECT_API_URL pointing at a `prefect server start` kept running (the "At scale"
+advice of docs/orchestration.md), and `wsss status` (runs no flow, imports no Prefect)
+for reference.
 Each command is a fresh process, as a user runs it. Prints medians and writes
 benchmarks/results/server_overhead.json.
 """

@@ -1,7 +1,8 @@
 """One Prefect server for many commands: with PREFECT_API_URL set, a command's flow run is on it.
 
 A `prefect server start` (tests/deploy_helpers.py) stands for the server a user keeps running
-in another terminal (README, "At scale"); the command runs in a subprocess, as a user runs it.
+in another terminal (docs/orchestration.md, "At scale"); the command runs in a subprocess, as a
+user runs it.
 Which commands load no Prefect at all: tests/flows/test_orchestration.py.
 """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import zarr
 
-from wsss_core.store import PACKS, Workspace, stage_arrays
+from wsss_core.store import PACKS, PREVIOUS, Workspace, stage_arrays
 
 
 @dataclass
@@ -109,6 +109,7 @@ def collect_garbage(ws: Workspace) -> GarbageReport:
     for image_id, path in list(marker_files(ws)):
         if image_id in dropped:
             path.unlink(missing_ok=True)
+            path.with_name(path.name + PREVIOUS).unlink(missing_ok=True)  # fingerprints kept by invalidate()
             report.markers += 1
     for stage in ws.stages():
         for kind in ("failures", "warnings"):
