@@ -1,0 +1,255 @@
+"""Packs: <group>/_packs/<pack>, a batch's images of one array group in one sharded Zarr
+array, a row per image (flattened; one inner chunk each), written whole by one batch task.
+How a batch collects them and when its markers follow: the package docstring
+(wsss_core/store/__init__.py).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from wsss_core.store.arrays import _unreadable
+from wsss_core.store.names import PACKS, STORE_NAME, check_image_id, check_stage_name, owning_stage
+
+if TYPE_CHECKING:
+    from wsss_core.store.workspace import Workspace
+
+# A batch flushes its packs early once its waiting arrays hold this many bytes.
+PACK_BYTES = 256 * 2**20
+# Opened packs kept per process (packs never change once written: safe to keep open).
+PACK_HANDLES = 512
+_PACK_HANDLES: OrderedDict[tuple[str, str], zarr.Array] = OrderedDict()
+_PACK_LOCK = threading.Lock()
+_PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
+
+
+class PackBatch:
+    """A batch's arrays and markers waiting to be written as packs (Workspace.packing).
+
+    Images are added as their step writes them and marked when the step succeeds;
+    flush() writes one pack per (array group, name, dtype) holding every marked image,
+    then each image's marker (which points into the packs), and forgets them. An image
+    that failed is discard()ed: nothing of it is written.
+    """
+
+    def __init__(self, workspace: Workspace, stage: str, key: str, limit_bytes: int):
+        self.workspace, self.stage, self.key, self.limit_bytes = workspace, stage, key, limit_bytes
+        self.location = workspace._location()
+        self._arrays: dict[str, dict[tuple[str, str | None], tuple[np.ndarray, dict[str, Any] | None]]] = {}
+        self._marked: dict[str, str | None] = {}
+        self._details: dict[str, dict[str, Any]] = {}
+        self.nbytes = 0
+
+    @property
+    def full(self) -> bool:
+        return self.nbytes >= self.limit_bytes
+
+    def add(self, image_id: str, group: str, name: str | None, data: np.ndarray, attributes: dict[str, Any] | None) -> None:
+        arrays = self._arrays.setdefault(image_id, {})
+        if (group, name) in arrays:
+            self.nbytes -= arrays[group, name][0].nbytes
+        arrays[group, name] = (data.copy(), dict(attributes) if attributes else None)  # the caller may reuse its array
+        self.nbytes += data.nbytes
+
+    def waiting(self, image_id: str, group: str, name: str | None) -> dict[str, Any] | None:
+        found = self._arrays.get(image_id, {}).get((group, name))
+        return None if found is None else {"data": found[0], "attributes": found[1]}
+
+    def mark(self, image_id: str, served_by: str | None = None) -> None:
+        self._marked[image_id] = served_by
+
+    def describe(self, image_id: str, details: dict[str, Any]) -> None:
+        """Facts for the image's marker (Workspace.describe_done)."""
+        self._details.setdefault(image_id, {}).update(details)
+
+    def discard(self, image_id: str) -> None:
+        for data, _ in self._arrays.pop(image_id, {}).values():
+            self.nbytes -= data.nbytes
+        self._marked.pop(image_id, None)
+        self._details.pop(image_id, None)
+
+    def flush(self) -> tuple[list[str], dict[str, Exception]]:
+        """Write the marked images: packs first, then markers. Returns (the images now done,
+        the images that could not be written with the error). Either way they are forgotten;
+        images added but not marked stay."""
+        marked = dict(self._marked)
+        if not marked:
+            return [], {}
+        ws = self.workspace
+        packs: dict[tuple[str, str | None, str], list[tuple[str, np.ndarray]]] = {}
+        for image_id in marked:
+            for (group, name), (data, _) in self._arrays.get(image_id, {}).items():
+                packs.setdefault((group, name, data.dtype.str), []).append((image_id, data))
+        pointers: dict[str, dict[str, dict[str, dict[str, Any]]]] = {image_id: {} for image_id in marked}
+        pack_id = f"{time.time_ns() // 1_000_000:011x}-{secrets.token_hex(6)}"
+        try:
+            for (group, name, dtype), items in packs.items():
+                several = sum(1 for g, n, _ in packs if (g, n) == (group, name)) > 1
+                suffix = (f".{name}" if name else "") + (f".{np.dtype(dtype).name}" if several else "")
+                path = ws._write_pack(group, name, pack_id + suffix, items)
+                for row, (image_id, data) in enumerate(items):
+                    entry: dict[str, Any] = {"pack": path, "row": row, "shape": list(data.shape), "dtype": data.dtype.name}
+                    attributes = self._arrays[image_id][group, name][1]
+                    if attributes:
+                        entry["attributes"] = attributes
+                    pointers[image_id].setdefault(group, {})[name or ""] = entry
+        except Exception as error:  # noqa: BLE001 - every image of the flush fails with it
+            for image_id in marked:
+                self.discard(image_id)
+            return [], {image_id: error for image_id in marked}
+        done, errors = [], {}
+        for image_id, served_by in marked.items():
+            try:
+                ws._write_marker(self.stage, self.key, image_id, served_by, pointers[image_id], self._details.get(image_id))
+                done.append(image_id)
+            except Exception as error:  # noqa: BLE001 - that image is not done
+                errors[image_id] = error
+        for image_id in done:
+            by_group: dict[str, list[str | None]] = {}
+            for group, name in self._arrays.get(image_id, {}):
+                by_group.setdefault(group, []).append(name)
+            for group, written in by_group.items():
+                ws._drop_own_arrays(group, image_id, written)
+        for image_id in marked:
+            self.discard(image_id)
+        return done, errors
+
+
+class Packs:
+    """Workspace's packs: the batch that collects them, their writing and reading, and the
+    markers that point into them (a part of Workspace: see wsss_core/store/workspace.py)."""
+
+    @contextmanager
+    def packing(self, stage: str, key: str, limit_bytes: int | None = None) -> Iterator[PackBatch]:
+        """Collect the arrays and markers a batch of `stage` writes (in this thread) into packs.
+
+        While open, write_array of the stage's groups and mark_done(stage, ..., key) wait
+        in the yielded PackBatch; its flush() writes the packs, then the markers. What is
+        not flushed when the block ends is dropped (those images are not done).
+        """
+        batch = PackBatch(self, check_stage_name(stage), key, PACK_BYTES if limit_bytes is None else limit_bytes)
+        token = _PACKING.set(batch)
+        try:
+            yield batch
+        finally:
+            _PACKING.reset(token)
+
+    def _batch_for(self, stage: str, key: str | None = None) -> PackBatch | None:
+        """The open batch of this workspace's stage in this thread, if any."""
+        batch = _PACKING.get()
+        if batch is None or batch.stage != stage or batch.location != self._location():
+            return None
+        return batch if key is None or key == batch.key else None
+
+    def _location(self) -> str:
+        return str(self.path)
+
+    def _pointer(self, group: str, image_id: str, name: str | None) -> dict[str, Any] | None | bool:
+        """Where an image's array is: its pack entry (a dict), None when the image's marker
+        lists its arrays and not this one, False when it is stored as an array of its own
+        (no marker of a batch: written before packs, or outside one)."""
+        check_image_id(image_id)
+        marker = self._packed_marker(owning_stage(group), image_id)
+        if marker is None:
+            return False
+        entry = marker["arrays"].get(group, {}).get(name or "")
+        return False if isinstance(entry, dict) and entry.get("own") else entry
+
+    def _packed_marker(self, stage: str, image_id: str) -> dict[str, Any] | None:
+        """The image's marker when a batch wrote it (it lists the image's arrays), else None."""
+        found = self._packed_marker_file(stage, image_id)
+        return None if found is None else found[1]
+
+    def _packed_marker_file(self, stage: str, image_id: str) -> tuple[str, dict[str, Any]] | None:
+        """_packed_marker with its file, relative to the workspace."""
+        base = f"markers/{stage}"
+        found = []
+        for key in self._files.folders(base):
+            try:
+                found.append((key, json.loads(self._files.read_text(f"{base}/{key}/{image_id}.json"))))
+            except FileNotFoundError:
+                continue
+            except ValueError:  # a marker cut short: not packed (its arrays will not be found)
+                found.append((key, {}))
+        if len(found) > 1:  # an old key's folder left by an interrupted begin_stage
+            current = self.stage_key(stage)
+            found = [(k, m) for k, m in found if k == current]
+        if not found:
+            return None
+        key, marker = found[0]
+        if isinstance(marker, dict) and isinstance(marker.get("arrays"), dict):
+            return f"{base}/{key}/{image_id}.json", marker
+        return None
+
+    def _pack_entry(self, group: str, image_id: str, name: str | None) -> dict[str, Any] | None | bool:
+        """_pointer, or the array itself (key "data") while it waits in this thread's batch."""
+        batch = self._batch_for(owning_stage(group))
+        if batch is not None:
+            waiting = batch.waiting(image_id, group, name)
+            if waiting is not None:
+                return waiting
+        return self._pointer(group, image_id, name)
+
+    def _open_pack(self, group: str, image_id: str, name: str | None, pack: str) -> zarr.Array:
+        """A pack's array, opened once per process (packs are never changed once written)."""
+        cache_key = (self._location(), pack)
+        with _PACK_LOCK:
+            handle = _PACK_HANDLES.get(cache_key)
+            if handle is not None:
+                _PACK_HANDLES.move_to_end(cache_key)
+                return handle
+        meta = f"{STORE_NAME}/{pack}/zarr.json"
+        try:
+            handle = zarr.open_array(self.store_path / pack, mode="r")
+        except OSError as error:
+            if not isinstance(error, FileNotFoundError) or self._files.exists(meta):
+                raise
+            raise _unreadable(group, image_id, name, self._files.show(meta), error) from None
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata, or no pack at all
+            raise _unreadable(group, image_id, name, self._files.show(meta), error) from error
+        with _PACK_LOCK:
+            _PACK_HANDLES[cache_key] = handle
+            while len(_PACK_HANDLES) > PACK_HANDLES:
+                _PACK_HANDLES.popitem(last=False)
+        return handle
+
+    def _read_packed(self, group: str, image_id: str, name: str | None, entry: dict[str, Any]) -> np.ndarray:
+        if "data" in entry:
+            return entry["data"].copy()
+        handle = self._open_pack(group, image_id, name, entry["pack"])
+        shape = tuple(entry["shape"])
+        try:
+            values = handle[entry["row"], : math.prod(shape)]
+            return values.reshape(shape)
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the data
+            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from error
+
+    def _write_pack(self, group: str, name: str | None, pack: str, items: list[tuple[str, np.ndarray]]) -> str:
+        """One pack: the images' arrays as rows (flattened, zero-padded), one shard, one inner
+        chunk per row. Returns its path in the store."""
+        dtype = items[0][1].dtype
+        longest = max(1, max(data.size for _, data in items))
+        rows = np.zeros((len(items), longest), dtype=dtype)
+        for row, (_, data) in enumerate(items):
+            rows[row, : data.size] = data.reshape(-1)
+        path = f"{group}/{PACKS}/{pack}"
+        array = zarr.create_array(
+            store=self.store_path, name=path, shape=rows.shape, dtype=dtype, chunks=(1, longest),
+            shards=rows.shape, attributes={"images": [image_id for image_id, _ in items], "name": name},
+        )
+        array[...] = rows
+        return path
