@@ -1,0 +1,56 @@
+"""What a changed input reaches, read from the real pipeline tables (no hand-written list).
+
+The change tests in test_dataset_changes.py run the scribbles and boxes paths; the tags
+paths train models, so here the lineage of every table is checked on the tables alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.affinitynet import affinitynet_pipeline, cam_rows
+from flows.graphnet import graphnet_pipeline
+from wsss_core.graphnet.config import GraphNetConfig
+from wsss_core.lineage import affected_stages
+from wsss_core.psa.config import AffinityNetPathConfig
+
+WEIGHTS = {"cam": {"name": "none"}, "affinitynet": {"name": "none"}}
+
+
+@pytest.fixture(scope="module")
+def reads() -> dict[str, tuple[str, ...]]:
+    """Every row of the scribbles, boxes, gcn-tags and AffinityNet tables: stage -> its reads."""
+    graphnet, psa = GraphNetConfig.offline(), AffinityNetPathConfig()
+    tables = [
+        graphnet_pipeline(graphnet, "scribbles", "gcn", crf=True, features=None),
+        graphnet_pipeline(graphnet, "boxes", "gcn", crf=True, features=None),
+        graphnet_pipeline(graphnet, "tags", "gcn", crf=True, features=None, upstream=tuple(cam_rows(psa, WEIGHTS))),
+        affinitynet_pipeline(psa, WEIGHTS, crf=True),
+    ]
+    rows = {}
+    for table in tables:
+        for row in table.stages:
+            assert rows.setdefault(row.name, row.reads) == row.reads  # a shared row reads the same
+    return rows
+
+
+def test_a_changed_tag_reaches_the_tags_paths_only(reads):
+    affected = set(affected_stages(reads, {"tags"}))
+    assert {"train-cam", "cams", "pseudo/cam", "affinity-labels", "train-affinitynet", "rw", "seeds/tags",
+            "nodes/gcn-tags", "pseudo/gcn-tags"} <= affected
+    assert not affected & {"superpixels", "graphs", "seeds/scribbles", "seeds/boxes", "nodes/gcn-scribbles",
+                           "nodes/gcn-boxes", "pseudo/gcn-boxes"}
+
+
+def test_a_changed_scribble_or_box_reaches_its_own_path_from_the_seeds_on(reads):
+    scribbles = set(affected_stages(reads, {"scribbles"}))
+    assert {"seeds/scribbles", "gcn-weights/gcn-scribbles", "nodes/gcn-scribbles", "pseudo/gcn-scribbles",
+            "pseudo/gcn-scribbles-crf", "pseudo/nearest-scribbles"} == scribbles
+    boxes = set(affected_stages(reads, {"boxes"}))
+    assert {"seeds/boxes", "gcn-weights/gcn-boxes", "nodes/gcn-boxes", "pseudo/gcn-boxes", "pseudo/gcn-boxes-crf",
+            "pseudo/box-rectangles"} == boxes
+
+
+def test_a_changed_image_reaches_every_row_and_a_gt_mask_none(reads):
+    assert set(affected_stages(reads, {"images"})) == set(reads)
+    assert affected_stages(reads, {"gt"}) == []
