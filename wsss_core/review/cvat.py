@@ -236,6 +236,15 @@ def read_cvat(path: str | Path, classes: list[str], stroke_width: int) -> list[I
     All problems (unknown labels, shapes outside the image, bad numbers) are collected and
     raised together as one ReviewFileError, a line each.
     """
+    found, problems = parse_cvat(path, classes, stroke_width)
+    if problems:
+        raise ReviewFileError(problems)
+    return found
+
+
+def parse_cvat(path: str | Path, classes: list[str], stroke_width: int) -> tuple[list[ImageLabels], list[str]]:
+    """read_cvat's images and its problems, a line each (an image with a problem is kept, less the
+    shape at fault, so that the caller can check the rest of it too)."""
     path = Path(path)
     root = _xml_root(path)
     problems: list[str] = []
@@ -282,7 +291,7 @@ def read_cvat(path: str | Path, classes: list[str], stroke_width: int) -> list[I
                 elif element.tag == "polyline":
                     strokes.append(Stroke(index, _points(element)))
                 elif index == 0:
-                    raise ValueError(f"a {element.tag} of {label!r}: boxes and tags are of object classes")
+                    raise ValueError("boxes and tags are of object classes")
                 elif element.tag == "box":
                     boxes.append(read_box(index, *(_number(element, k) for k in ("xtl", "ytl", "xbr", "ybr")), shape))
                 else:
@@ -297,6 +306,4 @@ def read_cvat(path: str | Path, classes: list[str], stroke_width: int) -> list[I
                 scribble = np.where(drawn != 255, drawn, scribble).astype(np.uint8)
         mask = paint_layers(manual_layers, shape, fill=0) if manual_layers else None
         found.append(ImageLabels(image_id_of(name), shape[0], shape[1], scribble, boxes, sorted(tags), mask))
-    if problems:
-        raise ReviewFileError(problems)
-    return found
+    return found, problems

@@ -172,13 +172,14 @@ def image_changes(reader: VocReader, labels: ImageLabels, sample: Sample, classe
     return change
 
 
-def read_review_file(path: Path, format: str, classes: list[str], stroke_width: int) -> list[ImageLabels]:
+def parse_review_file(path: Path, format: str, classes: list[str], stroke_width: int) -> tuple[list[ImageLabels], list[str]]:
+    """The images of a tool's file and the problems found reading it, a line each."""
     from wsss_core.review import cvat, label_studio
 
     if format == "cvat":
-        return cvat.read_cvat(path, classes, stroke_width)
+        return cvat.parse_cvat(path, classes, stroke_width)
     if format == "label-studio":
-        return label_studio.read_label_studio(path, classes)
+        return label_studio.parse_label_studio(path, classes)
     raise UsageError(f"unknown review format {format!r} (formats: {', '.join(FORMATS)})")
 
 
@@ -211,9 +212,10 @@ def import_review(
     path = Path(path)
     reader = open_dataset(ws, root, scribbles_dir, options)
     classes = ws.classes
-    annotated = read_review_file(path, format, classes, options.scribble_stroke_width)
+    if format not in FORMATS:
+        raise UsageError(f"unknown review format {format!r} (formats: {', '.join(FORMATS)})")
+    annotated, problems = parse_review_file(path, format, classes, options.scribble_stroke_width)
     in_dataset = set(ws.image_ids())
-    problems: list[str] = []
     changes: list[ImageChange] = []
     seen: set[str] = set()
     for labels in annotated:

@@ -180,6 +180,15 @@ def _label(names: list, classes: list[str], where: str) -> int:
 def read_label_studio(path: str | Path, classes: list[str]) -> list[ImageLabels]:
     """The annotated tasks of a Label Studio JSON export as ImageLabels; every problem is
     collected and raised together as one ReviewFileError, a line each."""
+    found, problems = parse_label_studio(path, classes)
+    if problems:
+        raise ReviewFileError(problems)
+    return found
+
+
+def parse_label_studio(path: str | Path, classes: list[str]) -> tuple[list[ImageLabels], list[str]]:
+    """read_label_studio's images and its problems, a line each (an image with a problem is kept,
+    less the result at fault)."""
     path = Path(path)
     try:
         tasks = json.loads(read_bytes(path))
@@ -249,6 +258,4 @@ def read_label_studio(path: str | Path, classes: list[str]) -> list[ImageLabels]
         scribble = paint_layers(layers[SCRIBBLE], shape) if layers[SCRIBBLE] else None
         mask = paint_layers(layers[MANUAL], shape, fill=0) if layers[MANUAL] else None
         found.append(ImageLabels(image_id, shape[0], shape[1], scribble, boxes, sorted(tags - {0}), mask))
-    if problems:
-        raise ReviewFileError(problems)
-    return found
+    return found, problems
