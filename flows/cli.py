@@ -447,8 +447,7 @@ def review_import(
 ) -> None:
     """Write a labelling tool's corrections into the dataset; `wsss run` then recomputes exactly those images.
 
-    Scribble PNGs, VOC XML boxes and tags, and a full mask where a person drew one, each written
-    atomically after everything was checked. A file with problems gets one line each and changes nothing.
+    Scribble PNGs, VOC XML boxes and tags, and a full mask where a person drew one, each written atomically after everything was checked; a file with problems gets one line each and changes nothing.
     """
     from wsss_core.review.dataset import import_review
     from wsss_core.review.labels import ReviewFileError
