@@ -113,3 +113,9 @@ def test_export_worst_edit_import_rerun_recomputes_only_the_edited_images(synthe
         "error: bad.json: image 'stranger': not an image of the dataset (its split lists, as last ingested)",
         f"error: {tmp_path / 'bad.json'}: 1 problem(s); nothing was written",
     ]
+
+
+def test_review_commands_have_help():
+    for command in (["review"], ["review", "export"], ["review", "import"]):
+        output = invoke(*command, "--help")
+        assert "Usage" in output and ("--mask-set" in output if command[-1] == "export" else True), command

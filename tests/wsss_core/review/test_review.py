@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,9 @@ def test_cvat_round_trip(ws, root, tmp_path):
     before = tree_digest(root)
     report = import_review(ws, root, result.task_file, "cvat")
     assert report.changes == [] and report.line() == "review import: 4 images in annotations.xml, 0 changed, 4 unchanged"
+    with zipfile.ZipFile(tmp_path / "task.zip", "w") as archive:  # CVAT's export: a zip with annotations.xml
+        archive.write(result.task_file, "annotations.xml")
+    assert import_review(ws, root, tmp_path / "task.zip", "cvat").changes == []
     assert tree_digest(root) == before
 
 
