@@ -70,7 +70,7 @@ def select_images(
         return ids, read_confidence(workspace, mask_set, image_ids=ids)
     if not done:
         raise WorkspaceError(f"{mask_set}: no image has a mask yet (run its path first)")
-    scores = read_confidence(workspace, mask_set, image_ids=sorted(done))
+    scores = read_confidence(workspace, mask_set)  # what `wsss status` reads: the done images of the dataset
     if not has_scores(scores):
         raise WorkspaceError(
             f"{mask_set}: no confidence stored (a baseline without class probabilities, or masks written "

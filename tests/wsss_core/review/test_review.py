@@ -83,6 +83,15 @@ def test_the_worst_are_the_ones_status_lists_lowest_first(ws):
     assert named == [ids[2], ids[0]] and named_scores[ids[0]] == 0.0
 
 
+def test_an_image_the_dataset_no_longer_lists_is_not_reviewed(ws):
+    [lowest] = select_images(ws, MASKS, worst_n=1)[0]
+    ws.set_split("train", [i for i in ws.image_ids() if i != lowest])  # as an ingest records a shorter list
+    assert lowest not in read_confidence(ws, MASKS)  # nor in `wsss status`, which reads the same
+    assert lowest not in select_images(ws, MASKS, worst_n=20)[0]
+    with pytest.raises(UsageError, match=f"not images of the dataset: {lowest}"):
+        select_images(ws, MASKS, ids=[lowest])
+
+
 def test_a_bad_request_is_one_line(ws, tmp_path):
     with pytest.raises(WorkspaceError, match=r"no mask set 'pseudo/rw' \(mask sets: pseudo/gcn-scribbles, pseudo/nearest-scribbles\)$"):
         select_images(ws, "pseudo/rw", worst_n=3)
