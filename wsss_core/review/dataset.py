@@ -8,7 +8,8 @@ For each image of the tool's file, what differs from the dataset as it is now is
   were, the others go, new boxes are added, and a tag without a box is an object without a
   ``<bndbox>`` (the reader takes it as a tag);
 - a full mask a person drew -> ``SegmentationClass/<id>.png`` (the layout's full mask: ingest
-  takes it as the image's GT, and its tags when it has no annotation file).
+  takes it as the image's GT, and its tags when it has no annotation file), only for an image
+  without a GT mask: one drawn over a GT mask is refused, since GT is what results are scored on.
 
 Everything is read and checked first (labels, sizes, images in the dataset); one problem
 anywhere and nothing is written (ReviewFileError, a line per problem). Each file is written
@@ -235,6 +236,12 @@ def import_review(
         height, width = sample.image.shape[:2]
         if labels.height and (labels.height, labels.width) != (height, width):
             problems.append(f"{where}: annotated as {labels.width}x{labels.height}, the image is {width}x{height}")
+            continue
+        if labels.mask is not None and sample.gt is not None and not np.array_equal(labels.mask, sample.gt):
+            # the GT mask is what every result is scored against: a drawn mask must not replace it
+            # unnoticed (a person's full mask as a label of its own is not built yet: docs/review.md)
+            problems.append(f"{where}: a full mask drawn over the image's GT mask; wsss does not replace "
+                            "GT masks (import full masks for images without one)")
             continue
         try:
             change = image_changes(reader, labels, sample, classes)

@@ -227,6 +227,9 @@ def test_cvat_corrections_become_dataset_files_and_nothing_else_changes(ws, root
     ET.SubElement(images[f"images/{third}.png"], "mask", {
         "label": classes[2], "rle": rle, "left": str(left), "top": str(top), "width": str(width), "height": str(height)})
     tree.write(tmp_path / "corrected.xml")
+    with pytest.raises(ReviewFileError, match=f"image '{third}': a full mask drawn over the image's GT mask"):
+        import_review(ws, root, tmp_path / "corrected.xml", "cvat")  # GT is never replaced
+    (root / "SegmentationClass" / f"{third}.png").unlink()  # an image that has no full mask yet
 
     before = tree_digest(root)
     report = import_review(ws, root, tmp_path / "corrected.xml", "cvat")
