@@ -81,11 +81,12 @@ def mask_attributes(scores: dict[str, float] | None) -> dict[str, Any]:
 def read_confidence(
     workspace: Workspace, stage: str, measure: str = DEFAULT_MEASURE, image_ids: Iterable[str] | None = None
 ) -> dict[str, float | None]:
-    """{image id: score} of a mask stage, for its done images (or image_ids); None where the
-    mask has no score (a baseline, or a mask written before scores were)."""
+    """{image id: score} of a mask stage, for its done images of the dataset as it is now (or
+    image_ids); None where the mask has no score (a baseline, or a mask written before scores
+    were). An image no split list names any more is in no result, though its mask stays until gc."""
     if measure not in MEASURES:
         raise ValueError(f"unknown confidence measure {measure!r} (valid: {', '.join(MEASURES)})")
-    ids = sorted(workspace.done_ids(stage) if image_ids is None else image_ids)
+    ids = sorted(workspace.done_ids(stage) & set(workspace.image_ids()) if image_ids is None else image_ids)
     found: dict[str, float | None] = {}
     for image_id in ids:
         value = (workspace.array_attributes(stage, image_id).get(ATTRIBUTE) or {}).get(measure)
