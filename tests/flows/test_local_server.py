@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 
-from flows.local_server import _alive as alive
+from flows.local_server import process_alive as alive
 from flows.local_server import MODE_VARIABLE, SERVER_FILE, STATE_VARIABLE, ensure_server, running_server, stop_server
 from tests.deploy_helpers import REPO_ROOT
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
