@@ -4,7 +4,9 @@
 
 Times `wsss ingest` on a tiny dataset already ingested (every image is skipped, so the
 time is the command's overhead: imports, Prefect's server or client, the flow run) in
-three set-ups: no PREFECT_API_URL (Prefect starts a temporary server for the command),
+four set-ups: the default (the shared local server of flows/local_server.py, which the
+first command started; that first command is timed apart), WSSS_PREFECT_SERVER=temporary
+(Prefect starts a temporary server for the command, as every command did before),
 PREFECT_API_URL pointing at a `prefect server start` kept running (the "At scale"
 advice of docs/orchestration.md), and `wsss status` (runs no flow, imports no Prefect)
 for reference.
@@ -29,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from flows.local_server import MODE_VARIABLE, STATE_VARIABLE, stop_server  # noqa: E402
 from tests.deploy_helpers import prefect_env, prefect_server  # noqa: E402
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
@@ -52,24 +55,30 @@ def main() -> None:
         root = generate_dataset(directory / "data", SyntheticConfig(n_images=4, width=48, height=40, seed=1))
         ingest = ["ingest", "--root", str(root), "--workspace", str(directory / "ws"), "--no-progress"]
         status = ["status", "--workspace", str(directory / "ws")]
-        temporary_env = prefect_env(directory / "temporary-home", "unused", {"PREFECT_API_URL": None,
-                                                                             "PREFECT_LOGGING_LEVEL": "WARNING"})
-        times: dict[str, list[float]] = {"temporary_server": [], "running_server": [], "status_no_prefect": []}
+        quiet = {"PREFECT_API_URL": None, "PREFECT_LOGGING_LEVEL": "WARNING"}
+        temporary_env = prefect_env(directory / "temporary-home", "unused", {**quiet, MODE_VARIABLE: "temporary"})
+        shared_env = prefect_env(directory / "shared-home", "unused", {**quiet, STATE_VARIABLE: str(directory / "state")})
+        times: dict[str, list[float]] = {"shared_server": [], "temporary_server": [], "running_server": [],
+                                         "status_no_prefect": []}
         with prefect_server(directory / "server") as server:
             running_env = server.env({"PREFECT_LOGGING_LEVEL": "WARNING"})
             timed(ingest, running_env)  # the real ingest: later runs skip every image
             load_before = list(os.getloadavg())
+            shared_first_s = timed(ingest, shared_env)  # starts the shared server
             for _ in range(args.runs):  # interleaved, so that a change of load hits every set-up
+                times["shared_server"].append(timed(ingest, shared_env))
                 times["temporary_server"].append(timed(ingest, temporary_env))
                 times["running_server"].append(timed(ingest, running_env))
                 times["status_no_prefect"].append(timed(status, temporary_env))
+            stop_server(directory / "state")
     medians = {name: statistics.median(values) for name, values in times.items()}
     report = {
         "command": "wsss ingest on 4 already-ingested images (pure overhead); wsss status for reference",
         "runs": args.runs,
         "seconds": times,
         "median_s": medians,
-        "saved_per_flow_command_s": medians["temporary_server"] - medians["running_server"],
+        "shared_server_first_command_s": shared_first_s,
+        "saved_per_flow_command_s": medians["temporary_server"] - medians["shared_server"],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "load_average_before": load_before,
     }
@@ -77,6 +86,7 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, value in medians.items():
         print(f"{name:>20}: median {value:6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times[name])})")
+    print(f"{'shared, 1st command':>20}: {shared_first_s:6.2f} s  (starts the shared server)")
     print(f"wrote {args.out}")
 
 

@@ -223,10 +223,15 @@ def call_flow(target: str, **parameters: Any) -> Any:
     """Import the flow `module:name` and run it; its reported errors reach WsssGroup without
     Prefect printing their traceback first. A flow whose images failed ends Failed but still
     returns what it did (finish() exits 1)."""
+    from flows.local_server import start_shared_server
+
+    server = start_shared_server()  # it starts while the flow's modules load
     from flows.common import flow_result
     from wsss_core.registry import resolve_target
 
     flow = resolve_target(target)
+    if server is not None:
+        server.use()
     quiet_prefect_console(not debugging())
     return flow_result(flow, **parameters)
 
@@ -783,6 +788,35 @@ def demo(
     whole = call_run_flow(workspace, config or DEMO_CONFIG, settings, "demo")
     print_demo_summary(whole, workspace, mlflow)
     finish(whole.summaries, started)
+
+
+server_app = typer.Typer(
+    help="The local Prefect server that flow commands share: the first one starts it, it stops "
+    "itself after WSSS_SERVER_IDLE_S seconds (600) without a request. Not used where PREFECT_API_URL is set.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Where the shared local Prefect server listens (its UI is off: use `prefect server start` for one)."""
+    from flows.local_server import running_server, state_dir
+
+    record = running_server(state_dir())
+    if record is None:
+        typer.echo(f"not running (state: {state_dir()})")
+    else:
+        typer.echo(f"running: pid {record['pid']}, {record['api_url']}, stops after {record['idle_s']:.0f} s without a request")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the shared local Prefect server now (the next flow command starts it again)."""
+    from flows.local_server import state_dir, stop_server
+
+    pid = stop_server(state_dir())
+    typer.echo("not running" if pid is None else f"stopped (pid {pid})")
 
 
 def call_run_flow(workspace: Path, config: Path | None, settings: dict[str, Any], run_name: str | None) -> Any:

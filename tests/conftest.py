@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import flows  # noqa: F401  (sets Prefect's defaults before Prefect loads its settings)
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_server_dir(tmp_path_factory):
+    """The commands that tests run in subprocesses share one local Prefect server (as a
+    user's do: flows/local_server.py), kept in this session's own state directory and
+    stopped when the session ends."""
+    from flows.local_server import STATE_VARIABLE, stop_server
+
+    directory = tmp_path_factory.mktemp("wsss-state")
+    previous = os.environ.get(STATE_VARIABLE)
+    os.environ[STATE_VARIABLE] = str(directory)
+    yield directory
+    stop_server(directory)
+    if previous is None:
+        os.environ.pop(STATE_VARIABLE, None)
+    else:
+        os.environ[STATE_VARIABLE] = previous
 
 
 @pytest.fixture(scope="session")
