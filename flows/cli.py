@@ -224,7 +224,7 @@ def call_flow(target: str, **parameters: Any) -> Any:
     Prefect printing their traceback first. A flow whose images failed ends Failed but still
     returns what it did (finish() exits 1)."""
     from flows.common import flow_result
-    from wsss_core.registry import resolve_target
+    from wsss_core.registries import resolve_target
 
     flow = resolve_target(target)
     quiet_prefect_console(not debugging())

@@ -27,7 +27,7 @@ from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import WsssError
 from wsss_core.registries import PATHS
 from wsss_core.report import write_report
-from wsss_core.registry import resolve_target
+from wsss_core.registries import resolve_target
 from wsss_core.run_config import RunConfig, applicable_paths, check_overrides, resolve_run_config
 from wsss_core.store import Workspace
 

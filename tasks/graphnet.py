@@ -50,7 +50,7 @@ from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
-from wsss_core.registry import resolve_target
+from wsss_core.registries import resolve_target
 from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
 from wsss_core.store import Workspace
 from wsss_core.tracking import Tracking, open_run
