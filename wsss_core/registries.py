@@ -296,14 +296,15 @@ def mask_stage_order(stage: str) -> tuple:
 class PathSpec:
     """A path of the whole pipeline (`wsss run`).
 
-    flow: its Prefect flow; needs: the weak label it needs; settings: the section of the
-    run config whose values are the flow's parameters; config: the typed config its
-    overrides apply to; parameters: fixed ones. cam_settings: the section whose preset,
-    backbone, weights and overrides make the CAM rows this path shares with another path
-    (passed as the flow's cam_* parameters, so both paths compute them once, under one key).
+    method: the method it runs, "graphnet" or "affinitynet" (flows/run.py runs that method's
+    flow); needs: the weak label it needs; settings: the section of the run config whose
+    values are the flow's parameters; config: the typed config its overrides apply to;
+    parameters: fixed ones. cam_settings: the section whose preset, backbone, weights and
+    overrides make the CAM rows this path shares with another path (passed as the flow's
+    cam_* parameters, so both paths compute them once, under one key).
     """
 
-    flow: str
+    method: str
     needs: str
     settings: str
     config: str
@@ -315,7 +316,7 @@ PATHS: Registry[PathSpec] = Registry("path")
 PATHS.register(
     "graphnet-scribbles",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "scribbles", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "scribbles", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "scribbles"},
     ),
     "GraphNet from scribbles",
@@ -323,20 +324,20 @@ PATHS.register(
 PATHS.register(
     "graphnet-boxes",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "boxes", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "boxes", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "boxes"},
     ),
     "GraphNet from boxes",
 )
 PATHS.register(
     "affinitynet",
-    PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
+    PathSpec("affinitynet", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
     "AffinityNet (PSA) from tags",
 )
 PATHS.register(
     "graphnet-tags",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "tags", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "tags", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "tags"}, cam_settings="affinitynet",
     ),
     "GraphNet seeded by the AffinityNet path's confident CAM labels (shares its CAM stages)",

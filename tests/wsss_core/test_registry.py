@@ -64,10 +64,9 @@ def test_segmentation_rounds_of_a_mask_set():
     ]
 
 
-def test_every_path_names_a_real_flow_and_a_run_config_section():
-    from wsss_core.registries import resolve_target
+def test_every_path_names_a_method_and_a_run_config_section():
     from wsss_core.run_config import RunConfig
 
     for path in PATHS:
-        assert resolve_target(path.target.flow).name in {"graphnet", "affinitynet"}
+        assert path.target.method in {"graphnet", "affinitynet"}
         assert hasattr(RunConfig(), path.target.settings)
