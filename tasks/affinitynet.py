@@ -37,7 +37,7 @@ from tasks.training import (
 )
 from wsss_core.psa.affinity import AffinityConfig, confident_label_map
 from wsss_core.psa.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
-from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
+from wsss_core.psa.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
 from wsss_core.confidence import mask_attributes, score_confidence
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError

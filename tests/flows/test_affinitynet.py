@@ -23,7 +23,7 @@ from flows.segment import segment_flow
 from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.backbones import WeightsRecord
-from wsss_core.cam import CamTrainConfig
+from wsss_core.psa.cam import CamTrainConfig
 from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict

@@ -16,7 +16,7 @@ from wsss_core.data.image_io import save_palette_png
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.store import Workspace
 from wsss_core.graphnet.config import resolve_config
-from wsss_core.superpixels import compute_superpixels
+from wsss_core.graphnet.superpixels import compute_superpixels
 
 runner = CliRunner()
 

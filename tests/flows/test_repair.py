@@ -16,7 +16,7 @@ from tasks.graphnet import seeds_batch
 from wsss_core.data.readers import open_reader
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
-from wsss_core.superpixels import compute_superpixels
+from wsss_core.graphnet.superpixels import compute_superpixels
 from tests.storage_helpers import damage
 
 QUIET = Execution(progress=False)

@@ -1,6 +1,6 @@
 import torch
 
-from wsss_core.cam import CamNet
+from wsss_core.psa.cam import CamNet
 from wsss_core.training import save_checkpoint
 from wsss_core.weights import pretrained_loads, resolve_pretrained
 

@@ -25,7 +25,7 @@ from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
 from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
-from wsss_core.superpixels import SuperpixelConfig
+from wsss_core.graphnet.superpixels import SuperpixelConfig
 from wsss_core.weights import fallback_level, pretrained_loads
 
 logger = logging.getLogger(__name__)

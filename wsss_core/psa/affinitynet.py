@@ -21,7 +21,7 @@ from torch import nn
 
 from wsss_core.psa.affinity import affinities_from_features, affinity_loss, downsample_labels, pair_labels
 from wsss_core.backbones import WeightsRecord, build_backbone, default_device, normalise_images
-from wsss_core.cam import CamNet
+from wsss_core.psa.cam import CamNet
 from wsss_core.training import (
     Augmentation,
     AugmentedItems,

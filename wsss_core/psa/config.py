@@ -23,7 +23,7 @@ import numpy as np
 
 from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
-from wsss_core.cam import CamTrainConfig
+from wsss_core.psa.cam import CamTrainConfig
 from wsss_core.config import apply_overrides
 from wsss_core.confidence import normalise_scores
 from wsss_core.crf import CRFConfig, crf_inference

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from wsss_core.cam import CamNet
+from wsss_core.psa.cam import CamNet
 from wsss_core.errors import BadInputError, UsageError
 from wsss_core.segmentation.model import (
     SegmentationNet,
