@@ -41,15 +41,8 @@ from wsss_core.psa.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, t
 from wsss_core.confidence import mask_attributes, score_confidence
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.psa.config import (
-    CamInferenceConfig,
-    CamMaskConfig,
-    cam_scores,
-    check_tags,
-    crf_score_mask,
-    keep_confident_labels,
-    score_mask,
-)
+from wsss_core.psa.config import CamInferenceConfig, check_tags
+from wsss_core.psa.masks import CamMaskConfig, cam_scores, crf_score_mask, keep_confident_labels, score_mask
 from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
 from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace

@@ -37,10 +37,8 @@ from wsss_core.graphnet.config import (
     SEED_ARRAYS,
     GraphStageConfig,
     NodeFeatureConfig,
-    crf_node_mask,
     graph_from_arrays,
     graph_to_arrays,
-    node_mask,
     seeds_from_arrays,
     seeds_to_arrays,
 )
@@ -48,6 +46,7 @@ from wsss_core.graphnet.features import extract_feature_maps, node_features
 from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
+from wsss_core.graphnet.masks import crf_node_mask, node_mask
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registries import resolve_target

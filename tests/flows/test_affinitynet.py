@@ -28,7 +28,8 @@ from wsss_core.training import read_checkpoint
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict
 from wsss_core.confidence import read_confidence
-from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, RwMaskConfig, resolve_weights
+from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, resolve_weights
+from wsss_core.psa.masks import RwMaskConfig
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
