@@ -23,7 +23,7 @@ from wsss_core.confidence import read_confidence
 from wsss_core.export import export_masks
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
-from wsss_core.training import read_checkpoint
+from wsss_core.checkpoints import read_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS = "pseudo/labelprop-scribbles"

@@ -30,9 +30,9 @@ from wsss_core.training import (
     augment,
     fit,
     pad_batch,
-    read_checkpoint,
 )
 from wsss_core.data.sample import IGNORE_INDEX
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
 
 FEATURE_STRIDE = 8

@@ -10,7 +10,8 @@ from wsss_core.segmentation.model import (
     resolve_segmentation_weights,
 )
 from wsss_core.registries import SEGMENTATION_ARCHS
-from wsss_core.training import checkpoint_state, save_checkpoint
+from wsss_core.checkpoints import save_checkpoint
+from wsss_core.training import checkpoint_state
 
 CASES = [
     ("deeplabv3_resnet18", 8, 512), ("deeplabv3_resnet18", 16, 512),
