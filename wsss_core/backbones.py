@@ -147,11 +147,6 @@ resnet50_backbone = _bottleneck_resnet("resnet50")
 resnet101_backbone = _bottleneck_resnet("resnet101")
 
 
-def register_backbone(name: str, factory: Callable[[], Backbone], help: str = "") -> None:
-    """Add a backbone factory (random init; weights are loaded by ``build_backbone``)."""
-    BACKBONES.register(name, factory, help)
-
-
 def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
     """The named backbone with the requested weights; see ``resolve_weights``."""
     backbone = _new_backbone(name)
