@@ -12,20 +12,6 @@ from wsss_core.psa.cam import CamNet
 from wsss_core.weights import pretrained_loads, resolve_pretrained, resolve_weights
 
 
-@pytest.fixture
-def no_network(tmp_path, monkeypatch):
-    """Pretrained weights cannot be had, whether this machine has a network or not: nothing is
-    in torch's hub cache, every download fails as an unreachable host does, and this process
-    has not said so yet."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(weights, "_UNREACHABLE", {})
-
-    def unreachable(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
-
-
 def test_unloadable_pretrained_weights_fall_back_loudly_to_the_offered_checkpoint_or_random_init(tmp_path, no_network):
     missing = resolve_pretrained("features", "resnet18", "DEFAULT", tmp_path / "missing.pt")
     assert missing.fallback and missing.weights == "none" and missing.requested == "DEFAULT"
