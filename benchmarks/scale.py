@@ -50,7 +50,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "scale.json"
-WSSS = [sys.executable, "-m", "flows.cli"]
+WSSS = [sys.executable, "-m", "cli"]
 COMMANDS = {
     "superpixels": ["superpixels"],
     "graphnet": ["graphnet", "--no-evaluate", "--no-mlflow"],

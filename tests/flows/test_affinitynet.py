@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import tasks.affinitynet as t
 from flows.affinitynet import affinitynet_flow, affinitynet_pipeline
 from flows.common import Execution, flow_result
-from flows.cli import app
+from cli import app
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow
 from flows.segment import segment_flow

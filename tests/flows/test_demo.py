@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from wsss_core.run_config import DEMO_CONFIG, resolve_run_config
 from wsss_core.store import Workspace
 

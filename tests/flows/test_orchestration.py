@@ -81,7 +81,7 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
 # ~8-11 s here): it runs in a process of its own, which then reports whether Prefect was loaded.
 PROBE = """
 import sys
-from flows.cli import app
+from cli import app
 try:
     app(sys.argv[1:], standalone_mode=False)
 finally:

@@ -7,7 +7,7 @@ import numpy as np
 from prefect import flow
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.pipeline import Pipeline, Stage, run_pipeline

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution, flow_result, prepare_stage
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
