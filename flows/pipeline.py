@@ -77,11 +77,23 @@ class Pipeline:
 
     final_masks: the masks the path hands on to segmentation rounds (the papers': GraphNet's
     GCN masks, PSA's walked masks, each after the CRF when the request made them).
+    inputs: the stages made outside this table that its rows read (the pseudo masks a
+    segmentation round trains on). Every other read must be made by an earlier row or by
+    ingest: a table wired wrong is refused when it is built.
     """
 
     name: str
     stages: tuple[Stage, ...]
     final_masks: str | None = None
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        made = {INGEST_STAGE, *self.inputs}
+        for stage in self.stages:
+            for read in stage.reads:
+                if owning_stage(read) not in made:
+                    raise ValueError(f"pipeline {self.name}: row {stage.name!r} reads {read!r}, which no earlier row makes")
+            made.add(stage.name)
 
     def steps(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(stage.until_step for stage in self.stages))

@@ -28,7 +28,8 @@ def seeds_flow(workspace: str):
     """The GraphNet seeds stage alone: it reads superpixels/<id> and scribbles/<id>."""
     ws = Workspace(workspace)
     config = resolve_config("auto").config.seeds_config("scribbles")
-    pipeline = Pipeline("seeds", (Stage(SEEDS, seeds_batch, (INGEST_STAGE, "superpixels"), {"supervision": "scribbles", "config": config}),))
+    pipeline = Pipeline("seeds", (Stage(SEEDS, seeds_batch, (INGEST_STAGE, "superpixels"), {"supervision": "scribbles", "config": config}),),
+                        inputs=("superpixels",))
     return run_pipeline(ws, pipeline, QUIET, ws.image_ids())
 
 
