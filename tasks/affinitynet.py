@@ -141,7 +141,7 @@ def cams_batch(
     key: str,
     image_ids: list[str],
     config: CamInferenceConfig,
-    model: str = TRAIN_CAM,
+    model: str,
     device: str | None = None,
 ) -> BatchReport:
     """Multi-scale + flip CAMs of each image's tag classes, max-normalised, float16.
@@ -164,7 +164,7 @@ def cams_batch(
 
 @task(name="cam-masks-batch", **STAGE_TASK_OPTIONS)
 def cam_masks_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str = CAMS
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str
 ) -> BatchReport:
     """pseudo/cam: argmax of [fixed background score, CAMs]."""
 
@@ -181,7 +181,7 @@ def cam_masks_batch(
 
 @task(name="affinity-labels-batch", **STAGE_TASK_OPTIONS)
 def affinity_labels_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str = CAMS
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str
 ) -> BatchReport:
     """Confident labels at image resolution: alpha 4 (foreground) / alpha 32 (background), each dCRF'd.
 
@@ -213,7 +213,7 @@ def train_affinitynet_task(
     image_ids: list[str],
     config: AffinityTrainConfig,
     weights: dict[str, Any],
-    labels: str = AFFINITY_LABELS,
+    labels: str,
     init_from_cam: bool = False,
     device: str | None = None,
     threads: int | None = None,
@@ -258,8 +258,8 @@ def random_walk_batch(
     key: str,
     image_ids: list[str],
     config: RandomWalkConfig,
-    cams: str = CAMS,
-    model: str = TRAIN_AFFINITYNET,
+    cams: str,
+    model: str,
     device: str | None = None,
 ) -> BatchReport:
     """AffinityNet affinities at the stride, then wsss_core's sparse walk (T = D^-1 W^beta, t steps)."""
@@ -285,8 +285,8 @@ def random_walk_batch(
 
 @task(name="rw-masks-batch", **STAGE_TASK_OPTIONS)
 def rw_masks_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], stride: int, crf: CRFConfig | None = None,
-    walk: str = RW, confident: str | None = None,
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], walk: str, stride: int,
+    crf: CRFConfig | None = None, confident: str | None = None,
 ) -> BatchReport:
     """pseudo/rw: argmax of the walked scores upsampled bilinearly (PSA); with crf, pseudo/rw-crf:
     the dense CRF on those scores normalised to sum 1 per pixel, then argmax. confident: the

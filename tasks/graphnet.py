@@ -186,8 +186,8 @@ def gcn_batch(
     key: str,
     image_ids: list[str],
     config: GCNConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
     init: str | None = None,
     device: str | None = None,
 ) -> BatchReport:
@@ -236,8 +236,8 @@ def gcn_fit(
     key: str,
     image_ids: list[str],
     config: GCNConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
     device: str | None = None,
     tracking: Tracking | None = None,
 ) -> DatasetReport:
@@ -314,8 +314,8 @@ def label_propagation_batch(
     key: str,
     image_ids: list[str],
     config: LabelPropagationConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
 ) -> BatchReport:
     """Zhou et al.'s label propagation on the same graph and seeds as the GCN."""
 
