@@ -66,9 +66,9 @@ def plain_walk(workspace: str, path: str) -> None:
 
     import flows  # noqa: F401  (Prefect's defaults; nothing here talks to a server)
     import tasks.graphnet
-    from flows.common import DEFAULT_BATCH_SIZE, prepare_stage
+    from flows.common import DEFAULT_BATCH_SIZE
     from flows.graphnet import feature_weights, graphnet_pipeline
-    from flows.pipeline import Pipeline, Stage, finished_by, fit_config
+    from flows.pipeline import Pipeline, Stage, finished_by, fit_config, prepare_stage
     from tasks.superpixels import superpixels_batch
     from wsss_core.graphnet.config import resolve_config
     from wsss_core.runner import split_batches

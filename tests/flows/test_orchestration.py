@@ -19,7 +19,8 @@ import tasks.evaluate
 import tasks.graphnet
 import tasks.ingest
 import tasks.superpixels
-from flows.common import GPU_TAG, Execution, batch_task
+from flows.common import Execution
+from flows.pipeline import GPU_TAG, batch_task
 from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
 from wsss_core.store import Workspace
