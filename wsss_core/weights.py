@@ -35,6 +35,7 @@ NO_WEIGHTS = ("none", "")
 def no_weights(weights: str | None) -> bool:
     return weights is None or str(weights).strip().lower() in NO_WEIGHTS
 
+
 # ----------------------------------------------------------------------------- state dicts
 
 
@@ -61,7 +62,7 @@ def resolve_weights(
     if name not in BACKBONES and _torchvision_weights_enum(name) is None:
         BACKBONES.check(name)  # neither ours nor torchvision's: refused, naming ours
     requested = None if weights is None else str(weights)
-    if requested is None or requested.strip().lower() in NO_WEIGHTS:
+    if no_weights(requested):
         return None, WeightsRecord(requested, "none", "random init requested")
     enum = _torchvision_weights_enum(name)
     if enum is not None and requested in enum.__members__:
