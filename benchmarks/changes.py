@@ -40,7 +40,7 @@ from benchmarks.dataset_changes import array_differences, fix_scribble, read_spl
 from benchmarks.scale import LongLivedServer  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "changes.json"
-WSSS = [sys.executable, "-m", "flows.cli"]
+WSSS = [sys.executable, "-m", "cli"]
 MASKS = "pseudo/gcn-scribbles"
 _LINE = re.compile(r"^([\w/.-]+): (\d+) images, (?:(\d+) computed|.*\((\d+) computed)")
 

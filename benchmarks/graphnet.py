@@ -38,10 +38,11 @@ from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: 
 from wsss_core.graphnet.features import extract_feature_maps, node_features, pool_per_superpixel  # noqa: E402
 from wsss_core.graphnet.gcn import GraphInput, pretrain_gcn, propagate_gcn  # noqa: E402
 from wsss_core.graphnet.graph import build_graph  # noqa: E402
-from wsss_core.graphnet.config import GraphNetConfig, crf_node_mask, node_mask  # noqa: E402
+from wsss_core.graphnet.config import GraphNetConfig  # noqa: E402
+from wsss_core.graphnet.masks import crf_node_mask, node_mask  # noqa: E402
 from wsss_core.graphnet.label_propagation import propagate_labels  # noqa: E402
 from wsss_core.graphnet.seeds import drawn_classes_only, scribble_seeds  # noqa: E402
-from wsss_core.superpixels import compute_superpixels  # noqa: E402
+from wsss_core.graphnet.superpixels import compute_superpixels  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "graphnet.json"
 GCN_BATCH = 16

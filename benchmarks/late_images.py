@@ -43,7 +43,8 @@ from flows.graphnet import graphnet_flow  # noqa: E402
 from flows.ingest import ingest_flow  # noqa: E402
 from tasks.graphnet import load_graph_input  # noqa: E402
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
-from wsss_core.graphnet.config import GraphNetConfig, node_mask  # noqa: E402
+from wsss_core.graphnet.config import GraphNetConfig  # noqa: E402
+from wsss_core.graphnet.masks import node_mask  # noqa: E402
 from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, pretrain_gcn, propagate_gcn  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402

@@ -68,7 +68,8 @@ def main() -> None:
                         env = dict(envs[version])
                         if server_kind == "long-lived":
                             env["PREFECT_API_URL"] = server.url
-                        command = [sys.executable, "-m", "flows.cli", "superpixels", "--workspace", str(workspace),
+                        cli = "cli" if (trees[version] / "cli").is_dir() else "flows.cli"  # its home before cli/
+                        command = [sys.executable, "-m", cli, "superpixels", "--workspace", str(workspace),
                                    "--workers", str(workers), "--no-progress"]
                         name = f"{version} w{workers} {server_kind}"
                         print(f"{name} ...", flush=True)

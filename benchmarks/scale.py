@@ -50,7 +50,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "scale.json"
-WSSS = [sys.executable, "-m", "flows.cli"]
+WSSS = [sys.executable, "-m", "cli"]
 COMMANDS = {
     "superpixels": ["superpixels"],
     "graphnet": ["graphnet", "--no-evaluate", "--no-mlflow"],
@@ -66,9 +66,9 @@ def plain_walk(workspace: str, path: str) -> None:
 
     import flows  # noqa: F401  (Prefect's defaults; nothing here talks to a server)
     import tasks.graphnet
-    from flows.common import DEFAULT_BATCH_SIZE, prepare_stage
+    from flows.common import DEFAULT_BATCH_SIZE
     from flows.graphnet import feature_weights, graphnet_pipeline
-    from flows.pipeline import Pipeline, Stage, finished_by, fit_config
+    from flows.pipeline import Pipeline, Stage, finished_by, fit_config, prepare_stage
     from tasks.superpixels import superpixels_batch
     from wsss_core.graphnet.config import resolve_config
     from wsss_core.runner import split_batches

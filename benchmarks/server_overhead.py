@@ -40,7 +40,7 @@ RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "server_overhead.json"
 
 def timed(args: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, env=env | {"PYTHONPATH": str(REPO_ROOT)},
+    subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO_ROOT, env=env | {"PYTHONPATH": str(REPO_ROOT)},
                    check=True, capture_output=True)
     return time.perf_counter() - start
 

@@ -28,7 +28,7 @@ from wsss_core.graphnet.baselines import paint_nodes  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
 from wsss_core.graphnet.seeds import scribble_seeds  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402
-from wsss_core.superpixels import SuperpixelConfig, compute_superpixels  # noqa: E402
+from wsss_core.graphnet.superpixels import SuperpixelConfig, compute_superpixels  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "superpixel_ceiling.json"
 

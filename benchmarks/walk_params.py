@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
 from wsss_core.psa.affinity import downsample_scores  # noqa: E402
 from wsss_core.psa.affinitynet import load_affinitynet, predict_affinities  # noqa: E402
-from wsss_core.psa.config import keep_confident_labels, labels_of_channels  # noqa: E402
+from wsss_core.psa.masks import keep_confident_labels, labels_of_channels  # noqa: E402
 from wsss_core.psa.random_walk import transition_matrix  # noqa: E402
 from wsss_core.store import AFFINITYNET_CHECKPOINT, Workspace  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Prefect flows of wsss and the `wsss` command line.
+"""Prefect flows of wsss (the `wsss` command line that calls them is the cli package).
 
 Importing this package sets quiet, offline-friendly Prefect defaults (each can be
 overridden from the environment) before Prefect reads its settings.

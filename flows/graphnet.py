@@ -65,8 +65,6 @@ def graphnet_pipeline(
     tracking: the flow run's MLflow run, for the trainings' nested runs (None: off);
     upstream: another path's rows that make the supervision's seeds_from (tags: cam_rows)."""
     entry = SUPERVISIONS.get(supervision)
-    if entry.seeds_from and entry.seeds_from not in {row.name for row in upstream}:
-        raise ValueError(f"graphnet-{supervision} needs the rows that make {entry.seeds_from}")
     method = mask_method_name(supervision, propagation)
     seeds = f"seeds/{supervision}"
     nodes = f"nodes/{method}"

@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import DatasetChanges, Execution, StageSummary, engine_session, outcome, run_stage_batches
-from flows.pipeline import record_wall_time
+from flows.common import DatasetChanges, Execution, StageSummary, engine_session, outcome
+from flows.pipeline import record_wall_time, run_stage_batches
 from tasks.ingest import ingest_batch
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.fingerprints import changed_sources, fingerprints

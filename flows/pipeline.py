@@ -11,31 +11,33 @@ its task.
 Task contract: task(workspace, stage, key, image_ids, **params, **runtime).
   per-image stages return a BatchReport over their batch (wsss_core.runner.run_batch);
   dataset-level stages (trainings) get every eligible image at once and return a DatasetReport.
+
+The whole runner is here: the tables, each stage's key (stage_key, prepare_stage) and its
+batches fanned out to tasks (run_stage_batches). Below it, each at its own layer: a batch
+inside its Prefect task (tasks/common.py: retries, torch threads) and the per-image loop
+(wsss_core/runner.py: skip what is done, record what fails), which needs no Prefect.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from prefect import Task
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flows.common import (
-    Execution,
-    StageSummary,
-    announce,
-    engine_session,
-    prepare_stage,
-    run_stage_batches,
-    stage_key,
-)
-from wsss_core.config import ids_digest
-from wsss_core.errors import UsageError
+from flows.common import Execution, StageSummary, announce, console, engine_session
+from wsss_core.backbones import default_device
+from wsss_core.config import config_hash, config_to_dict, ids_digest
+from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.refit import RefitRule, model_drift
-from wsss_core.runner import DatasetReport
+from wsss_core.runner import BatchReport, DatasetReport, split_batches
 from wsss_core.store import INGEST_STAGE, Workspace, owning_stage
 
 
@@ -77,11 +79,23 @@ class Pipeline:
 
     final_masks: the masks the path hands on to segmentation rounds (the papers': GraphNet's
     GCN masks, PSA's walked masks, each after the CRF when the request made them).
+    inputs: the stages made outside this table that its rows read (the pseudo masks a
+    segmentation round trains on). Every other read must be made by an earlier row or by
+    ingest: a table wired wrong is refused when it is built.
     """
 
     name: str
     stages: tuple[Stage, ...]
     final_masks: str | None = None
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        made = {INGEST_STAGE, *self.inputs}
+        for stage in self.stages:
+            for read in stage.reads:
+                if owning_stage(read) not in made:
+                    raise ValueError(f"pipeline {self.name}: row {stage.name!r} reads {read!r}, which no earlier row makes")
+            made.add(stage.name)
 
     def steps(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(stage.until_step for stage in self.stages))
@@ -284,3 +298,143 @@ def run_dataset_stage(
     announce(f"{stage.name}: {verb} on {len(report.images)} images -> {report.artifact} {shown}".rstrip()
              + (f" ({summary.note})" if summary.note else ""))
     return summary
+
+
+# ----------------------------------------------------------------------------- one stage: its key, its batches
+
+
+# The Prefect tag of tasks that use a GPU: `prefect concurrency-limit create gpu 1` keeps them
+# one at a time. Trainings carry it always (tasks/); a batch stage only when it runs on a GPU
+# (batch_task): Prefect asks the server for the tag's concurrency slots before every task run
+# it tags, measured at 200-300 ms per run here, more than many batches compute.
+GPU_TAG = "gpu"
+
+
+def stage_key(workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """A stage's key (its config's hash chained with its inputs' keys) and those inputs' keys.
+
+    upstream: the stages and ingested arrays it reads ("images", "scribbles": the ingest stage's
+    key, once). A stage whose input stage never ran is refused with a message saying what to run first.
+    """
+    upstream_keys = {}
+    for name in upstream:
+        owner = owning_stage(name)
+        if owner in upstream_keys:
+            continue
+        key = workspace.stage_key(owner)
+        if key is None:
+            raise WorkspaceError(f"{workspace.path}: stage {stage!r} needs {owner!r}, which has not run yet")
+        upstream_keys[owner] = key
+    return config_hash(config, *upstream_keys.values()), upstream_keys
+
+
+def prepare_stage(
+    workspace: Workspace, stage: str, config: Any, upstream: list[str] | tuple[str, ...], keep_key: bool = False
+) -> str:
+    """Record a stage's config and return its key (see stage_key).
+
+    keep_key: refuse a key other than the recorded one (a retry must not recompute a
+    stage under new settings for a few images: a new key drops every image's marker).
+    """
+    key, upstream_keys = stage_key(workspace, stage, config, upstream)
+    recorded = workspace.stage_key(stage)
+    if keep_key and recorded is not None and recorded != key:
+        raise WorkspaceError(
+            f"{workspace.path}: stage {stage!r} has other settings or inputs than when it last ran "
+            f"(key {recorded} -> {key}); a retry re-runs images only with the recorded settings: "
+            "re-run the command itself to recompute the stage"
+        )
+    workspace.begin_stage(stage, key, config_to_dict(config), upstream_keys, reads=list(upstream))
+    return key
+
+
+def runs_on_gpu(device: str | None, execution: Execution) -> bool:
+    """Whether a batch stage's tasks will run on a GPU.
+
+    device: the stage's device (None: CUDA when the machine running the task has it). On a
+    Dask scheduler given by address the workers' machines decide, so the answer is yes.
+    """
+    if device:
+        return torch.device(device).type != "cpu"
+    if execution.engine == "dask" and execution.dask_address:
+        return True
+    return default_device().type != "cpu"
+
+
+def batch_task(task: Task, parameters: dict[str, Any], execution: Execution) -> Task:
+    """The task to submit for a batch stage: tagged `gpu` when the stage runs on a GPU.
+
+    A stage uses a device when its parameters name one (its row's runtime `device`)."""
+    if "device" in parameters and runs_on_gpu(parameters["device"], execution) and GPU_TAG not in task.tags:
+        return task.with_options(tags={*task.tags, GPU_TAG})
+    return task
+
+
+def run_stage_batches(
+    runner: TaskRunner,
+    task: Task,
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    parameters: dict[str, Any],
+    execution: Execution,
+    redo: Collection[str] = (),
+) -> StageSummary:
+    """Submit one task per batch of not-yet-done images (and of `redo`: done, but to compute
+    again) and wait for all of them.
+
+    The task is called as task(workspace, stage, key, image_ids, **parameters). A batch
+    whose task fails outright (after its retries) gets a failure record for each of its
+    images that is not done, so nothing is silently lost.
+    """
+    pending = [i for i in image_ids if i in redo or not workspace.is_done(stage, i, key)]
+    summary = StageSummary(stage, key, total=len(image_ids), skipped=len(image_ids) - len(pending))
+    batches = split_batches(pending, execution.batch_size) if pending else []
+    task = batch_task(task, parameters, execution)
+    redo = set(redo)
+
+    def redone(batch: list[str]) -> dict[str, Any]:  # the task's own images to redo, when there are any
+        return {"redo": [i for i in batch if i in redo]} if redo else {}
+
+    futures = {
+        runner.submit(
+            task, {"workspace": workspace, "stage": stage, "key": key, "image_ids": batch, **parameters, **redone(batch)}
+        ): batch
+        for batch in batches
+    }
+    report = BatchReport(stage)
+    with stage_progress(stage, len(pending), execution.progress) as advance:
+        for future in as_completed(list(futures)):
+            batch = futures[future]
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, BatchReport):
+                report.merge(result)
+            else:
+                message = f"batch task failed: {result!r}"
+                for image_id in batch:
+                    if not workspace.is_done(stage, image_id, key):
+                        workspace.record_failure(stage, image_id, "batch-failed", message, key)
+                        report.failed[image_id] = message
+            advance(len(batch))
+    summary.done = len(report.done)
+    summary.skipped += len(report.skipped)
+    summary.failed = report.failed
+    return summary
+
+
+@contextmanager
+def stage_progress(stage: str, total: int, show: bool) -> Iterator[Any]:
+    """A progress bar for one stage; yields advance(n)."""
+    with Progress(
+        TextColumn(f"[bold]{stage}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    ) as bar:
+        progress_task = bar.add_task(stage, total=total)
+        yield lambda n: bar.advance(progress_task, n)

@@ -25,7 +25,7 @@ from flows.run import WholeRun
 from flows.tracking import flow_run_tracking
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import UsageError, WsssError
-from wsss_core.registry import resolve_target
+from wsss_core.registries import resolve_target
 from wsss_core.store import INGEST_STAGE, Workspace, prune_failures
 
 RETRY_RUN_NAME = "retry-failed"

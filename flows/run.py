@@ -16,8 +16,10 @@ from typing import Any
 
 from prefect import flow
 
+from flows.affinitynet import affinitynet_flow
 from flows.common import Execution, StageSummary, announce, flow_result, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
+from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
 from flows.segment import segment_flow
@@ -27,9 +29,12 @@ from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import WsssError
 from wsss_core.registries import PATHS
 from wsss_core.report import write_report
-from wsss_core.registry import resolve_target
 from wsss_core.run_config import RunConfig, applicable_paths, check_overrides, resolve_run_config
 from wsss_core.store import Workspace
+
+
+# The flow of each method a path (wsss_core.registries.PATHS) runs: the core names methods, not flows.
+METHOD_FLOWS = {"graphnet": graphnet_flow, "affinitynet": affinitynet_flow}
 
 
 @dataclass
@@ -85,7 +90,7 @@ def run_path(
 ) -> PipelineRun:
     """One path as its own flow (a subflow of run), its evaluation left to the joint table."""
     spec = PATHS.get(name)
-    path_flow = resolve_target(spec.flow)
+    path_flow = METHOD_FLOWS[spec.method]
     section = config_to_dict(getattr(config, spec.settings))
     section["overrides"] = section.get("overrides") or None
     if spec.cam_settings:  # the CAM rows as that path makes them: one training, one key

@@ -87,7 +87,7 @@ def segmentation_pipeline(
                   step=f"round-{k}", masks=True, optional_reads=(previous,)),
         ]
         previous = masks_stage
-    return Pipeline(f"segment-{labels.removeprefix('pseudo/')}", tuple(rows))
+    return Pipeline(f"segment-{labels.removeprefix('pseudo/')}", tuple(rows), inputs=(labels,))
 
 
 def check_image_ids(ws: Workspace) -> None:

@@ -37,19 +37,12 @@ from tasks.training import (
 )
 from wsss_core.psa.affinity import AffinityConfig, confident_label_map
 from wsss_core.psa.affinitynet import AffinityNet, AffinityTrainConfig, load_affinitynet, predict_affinities, train_affinitynet
-from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
+from wsss_core.psa.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
 from wsss_core.confidence import mask_attributes, score_confidence
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.psa.config import (
-    CamInferenceConfig,
-    CamMaskConfig,
-    cam_scores,
-    check_tags,
-    crf_score_mask,
-    keep_confident_labels,
-    score_mask,
-)
+from wsss_core.psa.config import CamInferenceConfig, check_tags
+from wsss_core.psa.masks import CamMaskConfig, cam_scores, crf_score_mask, keep_confident_labels, score_mask
 from wsss_core.psa.random_walk import RandomWalkConfig, grid_shape, upsample_walked, walk_on_grid
 from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT, Workspace
@@ -148,7 +141,7 @@ def cams_batch(
     key: str,
     image_ids: list[str],
     config: CamInferenceConfig,
-    model: str = TRAIN_CAM,
+    model: str,
     device: str | None = None,
 ) -> BatchReport:
     """Multi-scale + flip CAMs of each image's tag classes, max-normalised, float16.
@@ -171,7 +164,7 @@ def cams_batch(
 
 @task(name="cam-masks-batch", **STAGE_TASK_OPTIONS)
 def cam_masks_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str = CAMS
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: CamMaskConfig, cams: str
 ) -> BatchReport:
     """pseudo/cam: argmax of [fixed background score, CAMs]."""
 
@@ -188,7 +181,7 @@ def cam_masks_batch(
 
 @task(name="affinity-labels-batch", **STAGE_TASK_OPTIONS)
 def affinity_labels_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str = CAMS
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], config: AffinityConfig, cams: str
 ) -> BatchReport:
     """Confident labels at image resolution: alpha 4 (foreground) / alpha 32 (background), each dCRF'd.
 
@@ -220,7 +213,7 @@ def train_affinitynet_task(
     image_ids: list[str],
     config: AffinityTrainConfig,
     weights: dict[str, Any],
-    labels: str = AFFINITY_LABELS,
+    labels: str,
     init_from_cam: bool = False,
     device: str | None = None,
     threads: int | None = None,
@@ -265,8 +258,8 @@ def random_walk_batch(
     key: str,
     image_ids: list[str],
     config: RandomWalkConfig,
-    cams: str = CAMS,
-    model: str = TRAIN_AFFINITYNET,
+    cams: str,
+    model: str,
     device: str | None = None,
 ) -> BatchReport:
     """AffinityNet affinities at the stride, then wsss_core's sparse walk (T = D^-1 W^beta, t steps)."""
@@ -292,8 +285,8 @@ def random_walk_batch(
 
 @task(name="rw-masks-batch", **STAGE_TASK_OPTIONS)
 def rw_masks_batch(
-    workspace: Workspace, stage: str, key: str, image_ids: list[str], stride: int, crf: CRFConfig | None = None,
-    walk: str = RW, confident: str | None = None,
+    workspace: Workspace, stage: str, key: str, image_ids: list[str], walk: str, stride: int,
+    crf: CRFConfig | None = None, confident: str | None = None,
 ) -> BatchReport:
     """pseudo/rw: argmax of the walked scores upsampled bilinearly (PSA); with crf, pseudo/rw-crf:
     the dense CRF on those scores normalised to sum 1 per pixel, then argmax. confident: the

@@ -37,10 +37,8 @@ from wsss_core.graphnet.config import (
     SEED_ARRAYS,
     GraphStageConfig,
     NodeFeatureConfig,
-    crf_node_mask,
     graph_from_arrays,
     graph_to_arrays,
-    node_mask,
     seeds_from_arrays,
     seeds_to_arrays,
 )
@@ -48,9 +46,10 @@ from wsss_core.graphnet.features import extract_feature_maps, node_features
 from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_gcn, propagate_gcn
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
+from wsss_core.graphnet.masks import crf_node_mask, node_mask
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
-from wsss_core.registry import resolve_target
+from wsss_core.registries import resolve_target
 from wsss_core.runner import BatchReport, DatasetReport, record_image_failure
 from wsss_core.store import Workspace
 from wsss_core.tracking import Tracking, open_run
@@ -187,8 +186,8 @@ def gcn_batch(
     key: str,
     image_ids: list[str],
     config: GCNConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
     init: str | None = None,
     device: str | None = None,
 ) -> BatchReport:
@@ -237,8 +236,8 @@ def gcn_fit(
     key: str,
     image_ids: list[str],
     config: GCNConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
     device: str | None = None,
     tracking: Tracking | None = None,
 ) -> DatasetReport:
@@ -315,8 +314,8 @@ def label_propagation_batch(
     key: str,
     image_ids: list[str],
     config: LabelPropagationConfig,
-    graphs: str = "graphs",
-    seeds: str = "seeds/scribbles",
+    graphs: str,
+    seeds: str,
 ) -> BatchReport:
     """Zhou et al.'s label propagation on the same graph and seeds as the GCN."""
 

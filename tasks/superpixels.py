@@ -7,7 +7,7 @@ from prefect import task
 from tasks.common import STAGE_TASK_OPTIONS, run_batch_in_task
 from wsss_core.runner import BatchReport
 from wsss_core.store import Workspace
-from wsss_core.superpixels import SuperpixelConfig, compute_superpixels
+from wsss_core.graphnet.superpixels import SuperpixelConfig, compute_superpixels
 
 STAGE = "superpixels"
 

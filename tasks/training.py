@@ -35,7 +35,7 @@ from wsss_core.errors import BadInputError
 from wsss_core.runner import DatasetReport, record_image_failure
 from wsss_core.store import Workspace, write_json_atomic
 from wsss_core.tracking import Tracking, fail_abandoned_runs, open_run
-from wsss_core.training import read_checkpoint
+from wsss_core.checkpoints import read_checkpoint
 
 console = Console(stderr=True, soft_wrap=True)  # one line per training epoch
 

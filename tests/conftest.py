@@ -56,3 +56,23 @@ def deployed_project(tmp_path_factory):
 
     with deployed_project(tmp_path_factory.mktemp("prefect-deployments")) as project:
         yield project
+
+
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """Pretrained weights cannot be had, whether this machine has a network or not: nothing is
+    in torch's hub cache, every download fails as an unreachable host does, and this process
+    has not said so yet (wsss_core.weights says it once per process)."""
+    import urllib.error
+
+    import torch
+
+    from wsss_core import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(weights, "_UNREACHABLE", {})
+
+    def unreachable(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)

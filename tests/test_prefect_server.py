@@ -27,7 +27,7 @@ def api_post(api_url: str, path: str) -> list[dict]:
 
 def test_a_command_reports_its_flow_run_to_the_server_in_prefect_api_url(tmp_path):
     root = generate_dataset(tmp_path / "data", SyntheticConfig(n_images=4, width=48, height=40, seed=5))
-    command = [sys.executable, "-m", "flows.cli", "ingest", "--root", str(root), "--workspace", str(tmp_path / "ws"), "--no-progress"]
+    command = [sys.executable, "-m", "cli", "ingest", "--root", str(root), "--workspace", str(tmp_path / "ws"), "--no-progress"]
     with prefect_server(tmp_path / "server") as server:
         env = server.env({"PYTHONPATH": str(REPO_ROOT)})  # PREFECT_API_URL = this server's; logging at INFO
         result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)

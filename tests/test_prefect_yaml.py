@@ -28,7 +28,7 @@ def test_the_graphnet_deployment_and_the_cli_make_byte_identical_masks(synthetic
     from prefect.flows import load_flow_from_entrypoint
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from cli import app
     from flows.common import Execution
     from flows.ingest import ingest_flow
     from wsss_core.store import Workspace

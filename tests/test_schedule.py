@@ -80,7 +80,7 @@ def start_clean_run(project: DeployedProject, workspace, config_file, directory)
     server (no temporary server of its own)."""
     return ManagedProcess.start(
         "wsss run (clean)",
-        [sys.executable, "-m", "flows.cli", "run", "--workspace", str(workspace), "--config", str(config_file)],
+        [sys.executable, "-m", "cli", "run", "--workspace", str(workspace), "--config", str(config_file)],
         project.server.env({"PYTHONPATH": str(REPO_ROOT)}),
         cwd=directory,
         log_path=directory / "clean-run.log",

@@ -1,4 +1,4 @@
-"""Torchvision backbones at output stride 8, and where their weights come from.
+"""Torchvision backbones at output stride 8, built with the weights wsss_core.weights resolves.
 
 Every backbone returns the feature maps of its last three stages, all at stride 8
 (``ceil(H/8) x ceil(W/8)``), as DeepLab does: the strides of the late stages are
@@ -7,11 +7,7 @@ removed and their 3x3 convolutions dilated instead, so the pretrained weights st
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +17,11 @@ from torch import nn
 
 from wsss_core.errors import BadInputError
 from wsss_core.registries import BACKBONES
-from wsss_core.weights import NO_WEIGHTS
-
-logger = logging.getLogger(__name__)
+from wsss_core.weights import WeightsRecord, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASSIFIER_PREFIXES = ("fc", "classifier")  # torchvision heads: ignored when loading a backbone
-
-
-@dataclass(frozen=True)
-class WeightsRecord:
-    """What weights were asked for, what was used, and why (goes into run configs)."""
-
-    requested: str | None
-    used: str
-    reason: str
 
 
 class Backbone(nn.Module):
@@ -162,11 +147,6 @@ resnet50_backbone = _bottleneck_resnet("resnet50")
 resnet101_backbone = _bottleneck_resnet("resnet101")
 
 
-def register_backbone(name: str, factory: Callable[[], Backbone], help: str = "") -> None:
-    """Add a backbone factory (random init; weights are loaded by ``build_backbone``)."""
-    BACKBONES.register(name, factory, help)
-
-
 def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
     """The named backbone with the requested weights; see ``resolve_weights``."""
     backbone = _new_backbone(name)
@@ -179,136 +159,6 @@ def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
 
 def _new_backbone(name: str) -> Backbone:
     return BACKBONES.get(name)()
-
-
-def resolve_weights(
-    name: str, weights: str | Path | None
-) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
-    """Find the state dict for ``weights``.
-
-    ``weights``: None / "none" (random init); a torchvision weights name of this
-    backbone ("DEFAULT", "IMAGENET1K_V1", ...), which falls back to random init with a
-    loud warning when it cannot be had (no network); or a local checkpoint path, where a
-    missing or unreadable file is an error.
-    """
-    BACKBONES.check(name)
-    requested = None if weights is None else str(weights)
-    if requested is None or requested.strip().lower() in NO_WEIGHTS:
-        return None, WeightsRecord(requested, "none", "random init requested")
-    enum = _torchvision_weights_enum(name)
-    if enum is not None and requested in enum.__members__:
-        return _torchvision_state_dict(enum[requested], requested)
-    path = Path(requested)
-    if not path.is_file():
-        known = sorted(enum.__members__) if enum is not None else []
-        problem = "weights file not found" if not path.exists() else "weights path is not a file"
-        raise BadInputError(path, f"{problem} (nor a torchvision weights name of {name}: {known})")
-    record = WeightsRecord(requested, str(path), f"loaded file, sha256 {file_sha256(path)[:16]}")
-    return _file_state_dict(path), record
-
-
-def _torchvision_weights_enum(name: str) -> type | None:
-    try:
-        return torchvision.models.get_model_weights(name)
-    except ValueError:
-        return None
-
-
-# Downloads that failed for want of a network, in this process: {hub cache file: the error}.
-# Tried once per file (a missing network fails every time, some only after a timeout) and said
-# once per process (OFFLINE_MESSAGE), not once per network and run: each choice records it anyway.
-_UNREACHABLE: dict[str, str] = {}
-OFFLINE_MESSAGE = "no pretrained weights (no network): networks train from random init"
-
-
-def offline() -> bool:
-    """True once a download of pretrained weights failed for want of a network in this process
-    (and OFFLINE_MESSAGE was said); the fallbacks that follow need not say it again."""
-    return bool(_UNREACHABLE)
-
-
-def _network_error(error: BaseException) -> bool:
-    import http.client
-    import urllib.error
-
-    return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException))
-
-
-def _hub_file(url: str) -> Path:
-    """Where torch.hub keeps (and looks for) a downloaded checkpoint."""
-    from urllib.parse import urlparse
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-
-
-def _torchvision_state_dict(
-    member: torchvision.models.WeightsEnum, requested: str
-) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
-    cached = _hub_file(member.url)
-    try:
-        if not cached.exists():  # fetched here, without torch.hub's "Downloading: ..." line before a failure
-            if str(cached) in _UNREACHABLE:
-                raise ConnectionError(_UNREACHABLE[str(cached)])
-            logger.info("downloading %s to %s", member.url, cached)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(member.url, str(cached), progress=False)
-        state_dict = member.get_state_dict(progress=False)
-    except Exception as exc:  # any failure to fetch (network, cache, hash) must not stop a run
-        message = (
-            f"could not load torchvision weights {member.name} ({type(exc).__name__}: {exc}); "
-            "falling back to RANDOM INIT: features and CAMs will be far weaker"
-        )
-        if _network_error(exc):
-            first = not _UNREACHABLE
-            _UNREACHABLE.setdefault(str(cached), f"{type(exc).__name__}: {exc}")
-            if first:
-                logger.warning("%s (torchvision could not download %s weights %s: %s)", OFFLINE_MESSAGE,
-                               member.__class__.__name__.removesuffix("_Weights").lower(), member.name, exc)
-            else:
-                logger.info(message)
-        else:  # a damaged cache file, a hash mismatch: a real problem, said every time
-            logger.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-        return None, WeightsRecord(requested, "none", message)
-    return dict(state_dict), WeightsRecord(requested, f"torchvision:{member.name}", "loaded")
-
-
-def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BadInputError(path, f"cannot read weights ({type(exc).__name__}: {exc})") from exc
-    state_dict = _unwrap_state_dict(loaded)
-    if state_dict is None:
-        raise BadInputError(path, "not a state dict (nor a checkpoint with a 'model' or 'state_dict' entry)")
-    return state_dict
-
-
-def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
-    """A plain state dict, from a state dict or a training checkpoint; prefixes removed."""
-    if not isinstance(loaded, Mapping):
-        return None
-    for key in ("model", "state_dict"):
-        if isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-            break
-    tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        return None
-    tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
-    # A whole CamNet / AffinityNet state dict: keep its backbone part.
-    if any(k.startswith("backbone.") for k in tensors):
-        tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
-    return tensors
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_backbone_state(backbone: Backbone, state_dict: Mapping[str, torch.Tensor], source: object) -> None:

@@ -1,14 +1,89 @@
-"""The choices a user makes by name, one registry each (see wsss_core.registry).
+"""The choices a user makes by name: the Registry class and one registry per choice.
 
-Cheap to import (no torch): targets that need heavy modules are "module:attr" strings.
+Like torchgeo's models/api.py or smp's create_model: every choice a user makes by name
+(backbone, supervision, propagation, preset, engine, pseudo-mask method, pipeline path) is
+an entry of one registry: the CLI shows the names in --help, an unknown name gets one error
+listing the valid ones, and flows and the evaluation read the same entries instead of
+testing strings. An entry's target may be a "module:attribute" string, imported only when
+used, so this module stays cheap to import (the CLI starts without importing torch).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from wsss_core.registry import Registry
+from wsss_core.errors import UsageError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    target: T
+    help: str = ""
+
+
+class UnknownChoiceError(UsageError):
+    def __init__(self, kind: str, name: object, names: tuple[str, ...]):
+        self.kind, self.name, self.names = kind, name, names
+        super().__init__(f"unknown {kind} {name!r} (choose {', '.join(names)})")
+
+
+class Registry(Generic[T]):
+    """Names -> targets, in registration order."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, target: T, help: str = "") -> T:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered already")
+        self._entries[name] = Entry(name, target, help)
+        return target
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownChoiceError(self.kind, name, self.names()) from None
+
+    def get(self, name: str) -> T:
+        """The target; a "module:attr.attr" string target is imported now."""
+        target = self.entry(name).target
+        return resolve_target(target) if isinstance(target, str) and ":" in target else target
+
+    def check(self, name: str) -> str:
+        self.entry(name)
+        return name
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(list(self._entries.values()))
+
+    def help(self) -> str:
+        """"a (what a is), b (...)" for --help texts."""
+        return ", ".join(f"{e.name} ({e.help})" if e.help else e.name for e in self)
+
+
+def resolve_target(target: str) -> Any:
+    module_name, _, attributes = target.partition(":")
+    value: Any = importlib.import_module(module_name)
+    for attribute in attributes.split("."):
+        value = getattr(value, attribute)
+    return value
+
+
+# ----------------------------------------------------------------------------- choices
 
 AUTO = "auto"  # a preset chosen by the pipeline from the machine and the data
 
@@ -221,14 +296,15 @@ def mask_stage_order(stage: str) -> tuple:
 class PathSpec:
     """A path of the whole pipeline (`wsss run`).
 
-    flow: its Prefect flow; needs: the weak label it needs; settings: the section of the
-    run config whose values are the flow's parameters; config: the typed config its
-    overrides apply to; parameters: fixed ones. cam_settings: the section whose preset,
-    backbone, weights and overrides make the CAM rows this path shares with another path
-    (passed as the flow's cam_* parameters, so both paths compute them once, under one key).
+    method: the method it runs, "graphnet" or "affinitynet" (flows/run.py runs that method's
+    flow); needs: the weak label it needs; settings: the section of the run config whose
+    values are the flow's parameters; config: the typed config its overrides apply to;
+    parameters: fixed ones. cam_settings: the section whose preset, backbone, weights and
+    overrides make the CAM rows this path shares with another path (passed as the flow's
+    cam_* parameters, so both paths compute them once, under one key).
     """
 
-    flow: str
+    method: str
     needs: str
     settings: str
     config: str
@@ -240,7 +316,7 @@ PATHS: Registry[PathSpec] = Registry("path")
 PATHS.register(
     "graphnet-scribbles",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "scribbles", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "scribbles", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "scribbles"},
     ),
     "GraphNet from scribbles",
@@ -248,20 +324,20 @@ PATHS.register(
 PATHS.register(
     "graphnet-boxes",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "boxes", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "boxes", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "boxes"},
     ),
     "GraphNet from boxes",
 )
 PATHS.register(
     "affinitynet",
-    PathSpec("flows.affinitynet:affinitynet_flow", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
+    PathSpec("affinitynet", "tags", "affinitynet", "wsss_core.psa.config:AffinityNetPathConfig"),
     "AffinityNet (PSA) from tags",
 )
 PATHS.register(
     "graphnet-tags",
     PathSpec(
-        "flows.graphnet:graphnet_flow", "tags", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        "graphnet", "tags", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
         {"supervision": "tags"}, cam_settings="affinitynet",
     ),
     "GraphNet seeded by the AffinityNet path's confident CAM labels (shares its CAM stages)",

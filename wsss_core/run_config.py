@@ -141,7 +141,7 @@ def resolve_run_config(config_file: str | None, settings: Mapping[str, Any] | No
 
 def check_overrides(config: RunConfig) -> None:
     """Every path's overrides name real settings: a typo is refused before any work starts."""
-    from wsss_core.registry import resolve_target
+    from wsss_core.registries import resolve_target
 
     for name in PATHS.names():
         spec = PATHS.get(name)

@@ -73,18 +73,6 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^\w.\- /]", "_", str(name)).strip() or "_"
 
 
-def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'a': {'b': 1}} -> {'a.b': '1'}; values cut to MLflow's parameter length limit."""
-    flat: dict[str, str] = {}
-    for name, value in config.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, prefix=f"{key}."))
-        else:
-            flat[key] = str(value)[:_MAX_PARAM_LENGTH]
-    return flat
-
-
 def readable_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """The settings of a (nested) config as MLflow params, without hashes and timestamps.
 
@@ -197,13 +185,6 @@ class TrackedRun:
         items = [Param(safe_name(k), readable_value(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), _MAX_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_PER_BATCH])
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)[:_MAX_TAG_LENGTH]) for k, v in tags.items() if v is not None]
-        for start in range(0, len(items), _MAX_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[start : start + _MAX_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric

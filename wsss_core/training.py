@@ -5,7 +5,6 @@ parameter groups, augmentation, data loading, checkpoints that resume.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from wsss_core.backbones import normalise_images
+from wsss_core.checkpoints import read_checkpoint, save_checkpoint
 from wsss_core.config import config_to_dict
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError, DatasetError
@@ -257,27 +257,6 @@ def epoch_loader(
     )
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BadInputError(path, "checkpoint not found") from None
-    except Exception as exc:
-        raise BadInputError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise BadInputError(path, "not a wsss training checkpoint (no 'model' entry)")
-    return checkpoint
-
-
 def resume_state(
     path: str | Path | None,
     model: nn.Module,
@@ -393,5 +372,3 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     values = [average_precision(scores[:, c], targets[:, c]) for c in range(scores.shape[1])]
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
-
-

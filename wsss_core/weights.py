@@ -1,19 +1,31 @@
-"""Which pretrained weights a network really starts from: one decision for both paths.
+"""Which pretrained weights a network really starts from: one decision for every network.
 
-Asked-for weights are load-tested here, once per run, before any stage's key is made,
-so the key and the records say what was used. When pretrained weights cannot be had
-(no network), the network falls back loudly: to the pipeline's own trained CAM
-classifier where the caller offers one (GraphNet's features), else to random init.
+Two layers, both here. State dicts: ``resolve_weights`` finds the weights a name asks for
+(random init, a torchvision weights name fetched once into torch's hub cache, or a file),
+and a network without a connection is said once per process (``offline``). The decision:
+asked-for weights are load-tested here (``resolve_pretrained``), once per run, before any
+stage's key is made, so the key and the records say what was used. When pretrained weights
+cannot be had (no network), the network falls back loudly: to the pipeline's own trained
+CAM classifier where the caller offers one (GraphNet's features, the segmentation rounds),
+else to random init. wsss_core.backbones builds networks from what this module resolves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torchvision
+
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
+from wsss_core.registries import BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +34,154 @@ NO_WEIGHTS = ("none", "")
 
 def no_weights(weights: str | None) -> bool:
     return weights is None or str(weights).strip().lower() in NO_WEIGHTS
+
+
+# ----------------------------------------------------------------------------- state dicts
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """What weights were asked for, what was used, and why (goes into run configs)."""
+
+    requested: str | None
+    used: str
+    reason: str
+
+
+def resolve_weights(
+    name: str, weights: str | Path | None
+) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
+    """Find the state dict for ``weights`` of the network ``name``: a backbone of BACKBONES, or
+    any torchvision classification network (the segmentation rounds' MobileNetV3).
+
+    ``weights``: None / "none" (random init); a torchvision weights name of this
+    backbone ("DEFAULT", "IMAGENET1K_V1", ...), which falls back to random init with a
+    loud warning when it cannot be had (no network); or a local checkpoint path, where a
+    missing or unreadable file is an error.
+    """
+    if name not in BACKBONES and _torchvision_weights_enum(name) is None:
+        BACKBONES.check(name)  # neither ours nor torchvision's: refused, naming ours
+    requested = None if weights is None else str(weights)
+    if no_weights(requested):
+        return None, WeightsRecord(requested, "none", "random init requested")
+    enum = _torchvision_weights_enum(name)
+    if enum is not None and requested in enum.__members__:
+        return _torchvision_state_dict(enum[requested], requested)
+    path = Path(requested)
+    if not path.is_file():
+        known = sorted(enum.__members__) if enum is not None else []
+        problem = "weights file not found" if not path.exists() else "weights path is not a file"
+        raise BadInputError(path, f"{problem} (nor a torchvision weights name of {name}: {known})")
+    record = WeightsRecord(requested, str(path), f"loaded file, sha256 {file_sha256(path)[:16]}")
+    return _file_state_dict(path), record
+
+
+def _torchvision_weights_enum(name: str) -> type | None:
+    try:
+        return torchvision.models.get_model_weights(name)
+    except ValueError:
+        return None
+
+
+# Downloads that failed for want of a network, in this process: {hub cache file: the error}.
+# Tried once per file (a missing network fails every time, some only after a timeout) and said
+# once per process (OFFLINE_MESSAGE), not once per network and run: each choice records it anyway.
+_UNREACHABLE: dict[str, str] = {}
+
+
+OFFLINE_MESSAGE = "no pretrained weights (no network): networks train from random init"
+
+
+def offline() -> bool:
+    """True once a download of pretrained weights failed for want of a network in this process
+    (and OFFLINE_MESSAGE was said); the fallbacks that follow need not say it again."""
+    return bool(_UNREACHABLE)
+
+
+def _network_error(error: BaseException) -> bool:
+    import http.client
+    import urllib.error
+
+    return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException))
+
+
+def _hub_file(url: str) -> Path:
+    """Where torch.hub keeps (and looks for) a downloaded checkpoint."""
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _torchvision_state_dict(
+    member: torchvision.models.WeightsEnum, requested: str
+) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
+    cached = _hub_file(member.url)
+    try:
+        if not cached.exists():  # fetched here, without torch.hub's "Downloading: ..." line before a failure
+            if str(cached) in _UNREACHABLE:
+                raise ConnectionError(_UNREACHABLE[str(cached)])
+            logger.info("downloading %s to %s", member.url, cached)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(member.url, str(cached), progress=False)
+        state_dict = member.get_state_dict(progress=False)
+    except Exception as exc:  # any failure to fetch (network, cache, hash) must not stop a run
+        message = (
+            f"could not load torchvision weights {member.name} ({type(exc).__name__}: {exc}); "
+            "falling back to RANDOM INIT: features and CAMs will be far weaker"
+        )
+        if _network_error(exc):
+            first = not _UNREACHABLE
+            _UNREACHABLE.setdefault(str(cached), f"{type(exc).__name__}: {exc}")
+            if first:
+                logger.warning("%s (torchvision could not download %s weights %s: %s)", OFFLINE_MESSAGE,
+                               member.__class__.__name__.removesuffix("_Weights").lower(), member.name, exc)
+            else:
+                logger.info(message)
+        else:  # a damaged cache file, a hash mismatch: a real problem, said every time
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return None, WeightsRecord(requested, "none", message)
+    return dict(state_dict), WeightsRecord(requested, f"torchvision:{member.name}", "loaded")
+
+
+def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BadInputError(path, f"cannot read weights ({type(exc).__name__}: {exc})") from exc
+    state_dict = _unwrap_state_dict(loaded)
+    if state_dict is None:
+        raise BadInputError(path, "not a state dict (nor a checkpoint with a 'model' or 'state_dict' entry)")
+    return state_dict
+
+
+def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
+    """A plain state dict, from a state dict or a training checkpoint; prefixes removed."""
+    if not isinstance(loaded, Mapping):
+        return None
+    for key in ("model", "state_dict"):
+        if isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        return None
+    tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    # A whole CamNet / AffinityNet state dict: keep its backbone part.
+    if any(k.startswith("backbone.") for k in tensors):
+        tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+    return tensors
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+# ----------------------------------------------------------------------------- the decision
 
 
 @dataclass(frozen=True)
@@ -59,8 +219,6 @@ def resolve_pretrained(
     replaces the requested one), else random init; both with a warning. A checkpoint
     path that cannot be read is an error, not a fallback.
     """
-    from wsss_core.backbones import resolve_weights
-
     requested = None if weights is None else str(weights)
     if no_weights(requested):
         return WeightsChoice(network, backbone, "none", backbone, requested, "random init requested")
@@ -69,8 +227,6 @@ def resolve_pretrained(
         return WeightsChoice(network, backbone, requested, backbone, requested, f"{record.used}: {record.reason}")
     checkpoint = Path(fallback_checkpoint) if fallback_checkpoint is not None else None
     if checkpoint is not None and checkpoint.is_file():
-        from wsss_core.backbones import file_sha256
-
         used_backbone = checkpoint_backbone(checkpoint)
         note = (
             f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?); using the "
@@ -89,9 +245,7 @@ def resolve_pretrained(
 
 def offline_said() -> bool:
     """True once this process said that pretrained weights cannot be downloaded (no network:
-    wsss_core.backbones.OFFLINE_MESSAGE); a fallback that follows from it is then no news."""
-    from wsss_core.backbones import offline
-
+    OFFLINE_MESSAGE); a fallback that follows from it is then no news."""
     return offline()
 
 
@@ -103,8 +257,6 @@ def fallback_level() -> int:
 
 def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
     """(True, note) when the requested pretrained weights can be loaded here; never warns."""
-    from wsss_core.backbones import resolve_weights
-
     if no_weights(weights):
         return False, "no pretrained weights requested"
     state_dict, record = resolve_weights(backbone, weights)
@@ -116,8 +268,6 @@ def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
 
 def checkpoint_backbone(path: Path) -> str:
     """The backbone name a wsss training checkpoint (CamNet, AffinityNet) was built with."""
-    from wsss_core.training import read_checkpoint
-
     meta = read_checkpoint(path).get("meta", {})
     name = meta.get("backbone")
     if not name:

@@ -16,19 +16,20 @@ from typer.testing import CliRunner
 import tasks.affinitynet as t
 from flows.affinitynet import affinitynet_flow, affinitynet_pipeline
 from flows.common import Execution, flow_result
-from flows.cli import app
+from cli import app
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow
 from flows.segment import segment_flow
 from wsss_core.psa.affinity import AffinityConfig
 from wsss_core.psa.affinitynet import AffinityTrainConfig
-from wsss_core.backbones import WeightsRecord
-from wsss_core.cam import CamTrainConfig
-from wsss_core.training import read_checkpoint
+from wsss_core.weights import WeightsRecord
+from wsss_core.psa.cam import CamTrainConfig
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict
 from wsss_core.confidence import read_confidence
-from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, RwMaskConfig, resolve_weights
+from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, resolve_weights
+from wsss_core.psa.masks import RwMaskConfig
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
@@ -273,7 +274,7 @@ def test_a_training_killed_mid_run_resumes_and_its_mlflow_run_is_marked_failed(w
 
 def test_weights_that_cannot_be_loaded_fall_back_loudly_and_are_recorded(monkeypatch):
     failed = WeightsRecord("DEFAULT", "none", "could not load torchvision weights (offline)")
-    monkeypatch.setattr("wsss_core.backbones.resolve_weights", lambda backbone, weights: (None, failed))
+    monkeypatch.setattr("wsss_core.weights.resolve_weights", lambda backbone, weights: (None, failed))
     config, record = resolve_weights(AffinityNetPathConfig.paper())
     assert config.cam_train.weights == "none" and config.affinity_train.weights == "none"
     assert record["cam"]["fallback"] and record["cam"]["requested"] == "DEFAULT"

@@ -11,12 +11,12 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from wsss_core.data.image_io import save_palette_png
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.store import Workspace
 from wsss_core.graphnet.config import resolve_config
-from wsss_core.superpixels import compute_superpixels
+from wsss_core.graphnet.superpixels import compute_superpixels
 
 runner = CliRunner()
 
@@ -111,8 +111,9 @@ def test_killed_superpixels_run_resumes_without_redoing_finished_images(tmp_path
     workspace = tmp_path / "ws"
     assert invoke("ingest", "--root", root, "--workspace", workspace, "--no-progress").exit_code == 0
     ws = Workspace(workspace)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test harness's server
-    command = [sys.executable, "-m", "flows.cli", "superpixels", "--workspace", str(workspace),
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": repo}  # the test harness's server
+    command = [sys.executable, "-m", "cli", "superpixels", "--workspace", str(workspace),
                "--batch-size", "1", "--workers", "1", "--no-progress"]
     process = subprocess.Popen(command, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

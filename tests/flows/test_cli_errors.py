@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app, describe_os_error
+from cli import app
+from cli.app import describe_os_error
 from wsss_core.store import INGEST_STAGE, Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def start_wsss(*args, prefix: list[str] | None = None) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO_ROOT)}
-    command = [*(prefix or []), sys.executable, "-m", "flows.cli", *map(str, args)]
+    command = [*(prefix or []), sys.executable, "-m", "cli", *map(str, args)]
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

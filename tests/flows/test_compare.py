@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
@@ -114,7 +114,7 @@ def test_ui_serves_the_workspace_store_on_the_loopback_interface(tmp_path, no_sh
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     log = tmp_path / "ui.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--workspace", str(workspace), "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "cli", "ui", "--workspace", str(workspace), "--port", str(port)],
                                   cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         request = urllib.request.Request(

@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow

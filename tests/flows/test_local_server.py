@@ -23,7 +23,7 @@ IDLE_S = 20.0
 
 
 def wsss(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=COMMAND_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

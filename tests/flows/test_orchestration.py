@@ -19,7 +19,8 @@ import tasks.evaluate
 import tasks.graphnet
 import tasks.ingest
 import tasks.superpixels
-from flows.common import GPU_TAG, Execution, batch_task
+from flows.common import Execution
+from flows.pipeline import GPU_TAG, batch_task
 from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
 from wsss_core.store import Workspace
@@ -81,7 +82,7 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
 # ~8-11 s here): it runs in a process of its own, which then reports whether Prefect was loaded.
 PROBE = """
 import sys
-from flows.cli import app
+from cli import app
 try:
     app(sys.argv[1:], standalone_mode=False)
 finally:

@@ -7,7 +7,7 @@ import numpy as np
 from prefect import flow
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.pipeline import Pipeline, Stage, run_pipeline
@@ -16,7 +16,7 @@ from tasks.graphnet import seeds_batch
 from wsss_core.data.readers import open_reader
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
-from wsss_core.superpixels import compute_superpixels
+from wsss_core.graphnet.superpixels import compute_superpixels
 from tests.storage_helpers import damage
 
 QUIET = Execution(progress=False)
@@ -28,7 +28,8 @@ def seeds_flow(workspace: str):
     """The GraphNet seeds stage alone: it reads superpixels/<id> and scribbles/<id>."""
     ws = Workspace(workspace)
     config = resolve_config("auto").config.seeds_config("scribbles")
-    pipeline = Pipeline("seeds", (Stage(SEEDS, seeds_batch, (INGEST_STAGE, "superpixels"), {"supervision": "scribbles", "config": config}),))
+    pipeline = Pipeline("seeds", (Stage(SEEDS, seeds_batch, (INGEST_STAGE, "superpixels"), {"supervision": "scribbles", "config": config}),),
+                        inputs=("superpixels",))
     return run_pipeline(ws, pipeline, QUIET, ws.image_ids())
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.common import Execution, flow_result, prepare_stage
+from cli import app
+from flows.common import Execution, flow_result
+from flows.pipeline import prepare_stage
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow

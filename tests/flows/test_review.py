@@ -13,7 +13,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from benchmarks.dataset_changes import read_split
-from flows.cli import app
+from cli import app
 from wsss_core.confidence import read_confidence, worst
 from wsss_core.store import Workspace
 

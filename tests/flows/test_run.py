@@ -4,7 +4,8 @@ import mlflow
 
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
-from flows.run import run_flow
+from flows.run import METHOD_FLOWS, run_flow
+from wsss_core.registries import PATHS
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
@@ -73,3 +74,8 @@ def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_roo
     n_images = len(Workspace(workspace).image_ids())
     assert whole.mask_stages.count("pseudo/cam") == 1  # listed by both paths, scored once
     assert whole.evaluation["pseudo/cam"]["images"] == n_images
+
+
+def test_every_path_runs_the_flow_of_its_method():
+    for path in PATHS:
+        assert METHOD_FLOWS[path.target.method].name == path.target.method

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from flows.common import Execution, flow_result
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
@@ -23,7 +23,7 @@ from wsss_core.confidence import read_confidence
 from wsss_core.export import export_masks
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
-from wsss_core.training import read_checkpoint
+from wsss_core.checkpoints import read_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS = "pseudo/labelprop-scribbles"
@@ -117,7 +117,7 @@ def test_a_killed_training_resumes_from_its_checkpoint(workspace, prefect_harnes
     checkpoint = workspace / segmentation_checkpoint(stage)
     settings = ["--set", "train.epochs=6", *(f"--set={k}={v}" for k, v in TINY.items() if k != "train.epochs")]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value()}
-    command = [sys.executable, "-m", "flows.cli", "segment", "-w", str(workspace), "--labels", "labelprop-scribbles",
+    command = [sys.executable, "-m", "cli", "segment", "-w", str(workspace), "--labels", "labelprop-scribbles",
                "--device", "cpu", "--train-threads", "1", "--no-progress", "--no-evaluate", *settings]
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -5,7 +5,7 @@ from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.store import Workspace
-from wsss_core.superpixels import compute_superpixels
+from wsss_core.graphnet.superpixels import compute_superpixels
 
 QUIET = Execution(progress=False)
 

@@ -1,7 +1,7 @@
 import json
 
 from tasks.training import checkpoint_status, training_params, training_tags, write_checkpoint_status
-from wsss_core.cam import CamTrainConfig
+from wsss_core.psa.cam import CamTrainConfig
 
 
 def test_checkpoint_status_finds_finished_resumable_and_foreign_checkpoints(tmp_path):

@@ -1,4 +1,3 @@
-import logging
 import math
 
 import numpy as np
@@ -13,7 +12,6 @@ from wsss_core.backbones import (
     build_backbone,
     default_device,
     normalise_images,
-    resolve_weights,
 )
 from wsss_core.errors import BadInputError
 
@@ -64,33 +62,6 @@ def test_dilation_keeps_the_receptive_field_growing():
         changed = (backbone(x)[-1] - backbone(y)[-1]).abs().sum(dim=1)[0] > 1e-6
     rows = torch.nonzero(changed.any(dim=1)).flatten()
     assert rows.max() - rows.min() >= 6  # stride-8 grid: 12 x 12, the change spans most of it
-
-
-def test_torchvision_weights_that_cannot_be_loaded_fall_back_loudly(tmp_path, monkeypatch, caplog):
-    # A corrupt file in torch's hub cache fails exactly as a failed download does, without the network.
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    cache = tmp_path / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    (cache / url.rsplit("/", 1)[-1]).write_bytes(b"not a checkpoint")
-    with caplog.at_level(logging.WARNING, logger="wsss_core.backbones"):
-        with pytest.warns(RuntimeWarning, match="RANDOM INIT"):
-            state_dict, record = resolve_weights("resnet18", "DEFAULT")
-    assert state_dict is None
-    assert record.requested == "DEFAULT"
-    assert record.used == "none"
-    assert "IMAGENET1K_V1" in record.reason and "RANDOM INIT" in record.reason
-    assert any("RANDOM INIT" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    with pytest.warns(RuntimeWarning):
-        backbone = build_backbone("resnet18", "IMAGENET1K_V1")
-    assert backbone.weights_record.used == "none"
-
-
-def test_no_weights_is_a_recorded_random_init():
-    for weights in (None, "none", "None"):
-        state_dict, record = resolve_weights("resnet18", weights)
-        assert state_dict is None
-        assert record.used == "none"
 
 
 def test_local_checkpoint_round_trip(tmp_path):
@@ -156,32 +127,3 @@ def test_normalise_images_values_and_layout():
 
 def test_default_device_follows_cuda_availability():
     assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def test_without_a_network_the_missing_weights_are_said_once_and_fetched_once_per_file(tmp_path, monkeypatch, caplog):
-    import urllib.error
-    import warnings as warnings_module
-
-    from wsss_core import backbones
-    from wsss_core.weights import resolve_pretrained
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached
-    monkeypatch.setattr(backbones, "_UNREACHABLE", {})
-    tried = []
-
-    def unreachable(url, dst, *args, **kwargs):
-        tried.append(url)
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
-    with caplog.at_level(logging.INFO), warnings_module.catch_warnings():
-        warnings_module.simplefilter("error")  # no RuntimeWarning on top of the log line
-        for backbone in ("resnet18", "resnet18", "vgg16"):
-            state_dict, record = resolve_weights(backbone, "DEFAULT")
-            assert state_dict is None and record.used == "none" and "RANDOM INIT" in record.reason
-        choice = resolve_pretrained("segmentation", "resnet18", "DEFAULT")
-    assert choice.fallback and choice.weights == "none"  # still recorded as a fallback
-    assert len(tried) == 2  # once per file, not once per request
-    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(loud) == 1 and loud[0].startswith(backbones.OFFLINE_MESSAGE) and "resnet18" in loud[0]
-    assert backbones.offline()

@@ -9,7 +9,7 @@ from wsss_core.confidence import (
     score_confidence,
     worst,
 )
-from wsss_core.psa.config import cam_mask, cam_scores, score_mask
+from wsss_core.psa.masks import cam_mask, cam_scores, score_mask
 from wsss_core.store import Workspace
 
 

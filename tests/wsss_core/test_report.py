@@ -145,7 +145,7 @@ def test_the_command_writes_the_page_and_starts_no_prefect(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     out = tmp_path / "page.html"
     script = (
-        "import sys; from flows.cli import app\n"
+        "import sys; from cli import app\n"
         f"app(['report', '--workspace', {str(ws.path)!r}, '--out', {str(out)!r}], standalone_mode=False)\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect imported'\n"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from wsss_core.errors import WorkspaceError
 from wsss_core.store import Workspace, workspace_path
 
@@ -43,7 +43,7 @@ def test_a_flow_command_refuses_an_object_store_workspace_before_starting_prefec
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_HOME": str(tmp_path / "prefect")}
-    command = [sys.executable, "-m", "flows.cli", "ingest", "--root", str(tmp_path), "--workspace", "gs://bucket/ws"]
+    command = [sys.executable, "-m", "cli", "ingest", "--root", str(tmp_path), "--workspace", "gs://bucket/ws"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("error: gs://bucket/ws: object-storage workspaces are not supported yet")

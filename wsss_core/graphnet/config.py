@@ -1,10 +1,10 @@
 """The GraphNet path's configuration, its presets, and the per-image glue between stages.
 
-The algorithms live in graph / seeds / gcn / label_propagation / baselines / features of
-this package (and the shared superpixels, crf); this module holds the typed configs with
-the paper's defaults, how a run's config is resolved (preset, weights, overrides), how a
-graph, seeds and node probabilities are stored as plain arrays, and how node
-probabilities become a (CRF-refined) class mask.
+The algorithms live in superpixels / graph / seeds / gcn / label_propagation / baselines /
+features of this package (and the shared crf); this module holds the typed configs with the
+paper's defaults, how a run's config is resolved (preset, weights, overrides), and how a
+graph and seeds are stored as plain arrays. How node probabilities become a (CRF-refined)
+class mask is wsss_core/graphnet/masks.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wsss_core.config import apply_overrides
-from wsss_core.crf import CRFConfig, crf_inference
+from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
 from wsss_core.graphnet.features import FeatureConfig
 from wsss_core.graphnet.gcn import GCNConfig
@@ -25,7 +25,7 @@ from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
 from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
-from wsss_core.superpixels import SuperpixelConfig
+from wsss_core.graphnet.superpixels import SuperpixelConfig
 from wsss_core.weights import fallback_level, pretrained_loads
 
 logger = logging.getLogger(__name__)
@@ -240,39 +240,3 @@ def seeds_to_arrays(seeds: NodeSeeds) -> dict[str, np.ndarray]:
 
 def seeds_from_arrays(arrays: dict[str, np.ndarray]) -> NodeSeeds:
     return NodeSeeds(labels=np.asarray(arrays["labels"], dtype=np.int64), candidates=np.asarray(arrays["candidates"], dtype=bool))
-
-
-# ----------------------------------------------------------------------------- masks
-
-
-def node_mask(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """HxW uint8: each superpixel painted with its node's most probable class."""
-    probabilities = _check_node_probabilities(superpixels, probabilities)
-    return np.argmax(probabilities, axis=1).astype(np.uint8)[superpixels]
-
-
-def pixel_probabilities(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """(C, H, W) float32: each pixel takes its superpixel's class probabilities."""
-    probabilities = _check_node_probabilities(superpixels, probabilities)
-    return np.ascontiguousarray(np.moveaxis(probabilities[superpixels], -1, 0), dtype=np.float32)
-
-
-def crf_node_mask(
-    image: np.ndarray, superpixels: np.ndarray, probabilities: np.ndarray, config: CRFConfig = CRFConfig()
-) -> np.ndarray:
-    """HxW uint8: node probabilities painted to pixels, refined by the dense CRF, argmax."""
-    if image.shape[:2] != superpixels.shape:
-        raise BadInputError("superpixels", f"shape {superpixels.shape} != image {image.shape[:2]}")
-    refined = crf_inference(image, pixel_probabilities(superpixels, probabilities), config)
-    return np.argmax(refined, axis=0).astype(np.uint8)
-
-
-def _check_node_probabilities(superpixels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 2:
-        raise BadInputError("node probabilities", f"expected (n_nodes, C), got shape {probabilities.shape}")
-    if superpixels.size and int(superpixels.max()) >= probabilities.shape[0]:
-        raise BadInputError(
-            "superpixels", f"label {int(superpixels.max())} but only {probabilities.shape[0]} nodes"
-        )
-    return probabilities

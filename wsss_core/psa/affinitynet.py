@@ -21,7 +21,7 @@ from torch import nn
 
 from wsss_core.psa.affinity import affinities_from_features, affinity_loss, downsample_labels, pair_labels
 from wsss_core.backbones import WeightsRecord, build_backbone, default_device, normalise_images
-from wsss_core.cam import CamNet
+from wsss_core.psa.cam import CamNet
 from wsss_core.training import (
     Augmentation,
     AugmentedItems,
@@ -30,9 +30,9 @@ from wsss_core.training import (
     augment,
     fit,
     pad_batch,
-    read_checkpoint,
 )
 from wsss_core.data.sample import IGNORE_INDEX
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
 
 FEATURE_STRIDE = 8

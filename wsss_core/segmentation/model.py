@@ -21,17 +21,11 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from wsss_core.backbones import (
-    WeightsRecord,
-    _dilate_basic_layer,
-    _file_state_dict,
-    _torchvision_state_dict,
-    _torchvision_weights_enum,
-)
+from wsss_core.backbones import _dilate_basic_layer
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError, UsageError
 from wsss_core.registries import BACKBONES, SEGMENTATION_ARCHS
-from wsss_core.training import read_checkpoint
-from wsss_core.weights import WeightsChoice, fallback_level, no_weights, resolve_pretrained
+from wsss_core.weights import WeightsChoice, WeightsRecord, fallback_level, no_weights, resolve_pretrained, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +104,7 @@ def _last_layer(body: nn.Module) -> str:
 def resolve_segmentation_weights(
     arch: str, weights: str | None, fallback_checkpoint: str | Path | None = None
 ) -> WeightsChoice:
-    """Load-test the backbone weights the way the other paths do (wsss_core.weights).
+    """The backbone weights of ``arch``, decided as for every network (wsss_core.weights).
 
     weights: None / "none", a torchvision weights name of the arch's backbone ("DEFAULT",
     "IMAGENET1K_V1"), or a checkpoint path. Offline, a torchvision name falls back to
@@ -118,10 +112,8 @@ def resolve_segmentation_weights(
     is the arch's, else to random init; both loudly, and recorded in the choice.
     """
     backbone = SEGMENTATION_ARCHS.get(arch).backbone
-    if backbone in BACKBONES:
-        choice = resolve_pretrained(NETWORK, backbone, weights, fallback_checkpoint)
-    else:
-        choice = _resolve_torchvision_only(backbone, weights)
+    # A pipeline checkpoint holds one of BACKBONES: a backbone of torchvision's only (MobileNetV3) has none to fall back to.
+    choice = resolve_pretrained(NETWORK, backbone, weights, fallback_checkpoint if backbone in BACKBONES else None)
     if choice.backbone != backbone:  # the fallback checkpoint is another backbone's
         note = (
             f"{choice.note}; but that checkpoint's {choice.backbone} does not fit {arch}: "
@@ -130,36 +122,6 @@ def resolve_segmentation_weights(
         logger.log(fallback_level(), note)
         choice = WeightsChoice(NETWORK, backbone, "none", backbone, choice.requested, note, fallback=True)
     return choice
-
-
-def _resolve_torchvision_only(backbone: str, weights: str | None) -> WeightsChoice:
-    """resolve_pretrained for a backbone the pipeline's other paths do not have (MobileNetV3)."""
-    requested = None if weights is None else str(weights)
-    if no_weights(requested):
-        return WeightsChoice(NETWORK, backbone, "none", backbone, requested, "random init requested")
-    state_dict, record = _backbone_state_dict(backbone, requested)
-    if state_dict is not None:
-        return WeightsChoice(NETWORK, backbone, requested, backbone, requested, f"{record.used}: {record.reason}")
-    note = (
-        f"pretrained weights {requested!r} of {backbone} could not be loaded (offline?); "
-        f"the {NETWORK} network starts from RANDOM INIT"
-    )
-    logger.log(fallback_level(), note)
-    return WeightsChoice(NETWORK, backbone, "none", backbone, requested, note, fallback=True)
-
-
-def _backbone_state_dict(
-    backbone: str, weights: str
-) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
-    """(state dict or None when a torchvision download fails, record); a bad file path raises."""
-    enum = _torchvision_weights_enum(backbone)
-    if enum is not None and weights in enum.__members__:
-        return _torchvision_state_dict(enum[weights], weights)
-    path = Path(weights)
-    if not path.is_file():
-        known = sorted(enum.__members__) if enum is not None else []
-        raise BadInputError(path, f"weights file not found (nor a torchvision weights name of {backbone}: {known})")
-    return _file_state_dict(path), WeightsRecord(weights, str(path), "loaded file")
 
 
 def load_backbone_weights(model: SegmentationNet, state_dict: Mapping[str, torch.Tensor], source: object) -> None:
@@ -199,7 +161,7 @@ def build_segmentation_model(
         raise BadInputError(
             backbone_weights.weights, f"weights of {backbone_weights.backbone} do not fit {arch} ({model.backbone_name})"
         )
-    state_dict, record = _backbone_state_dict(model.backbone_name, backbone_weights.weights)
+    state_dict, record = resolve_weights(model.backbone_name, backbone_weights.weights)
     if state_dict is not None:
         load_backbone_weights(model, state_dict, backbone_weights.weights)
     note = backbone_weights.note if state_dict is not None else record.reason  # failed since it was resolved

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_core.backbones import normalise_images
-from wsss_core.cam import resize_image
+from wsss_core.psa.cam import resize_image
 from wsss_core.crf import CRFConfig, crf_inference
 from wsss_core.errors import BadInputError
 from wsss_core.segmentation.config import SegmentationInferenceConfig

@@ -8,7 +8,6 @@ from wsss_core.graphnet.config import (
     NodeFeatureConfig,
     graph_from_arrays,
     graph_to_arrays,
-    node_mask,
     resolve_config,
     seeds_from_arrays,
     seeds_to_arrays,
@@ -31,14 +30,6 @@ def test_graph_and_seed_arrays_round_trip_and_bad_graphs_are_refused():
     seeds = NodeSeeds(np.array([0, -1, 2]), np.ones((3, 3), dtype=bool))
     back = seeds_from_arrays(seeds_to_arrays(seeds))
     assert back.labels.tolist() == [0, -1, 2] and back.candidates.all()
-
-
-def test_node_mask_paints_each_superpixel_with_its_most_probable_class():
-    superpixels = np.array([[0, 1], [1, 2]], dtype=np.int32)
-    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
-    assert node_mask(superpixels, probabilities).tolist() == [[0, 1], [1, 0]]
-    with pytest.raises(BadInputError, match="only 2 nodes"):
-        node_mask(superpixels, probabilities[:2])
 
 
 def test_presets_and_the_offline_fallback(tmp_path):

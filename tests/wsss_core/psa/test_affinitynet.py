@@ -18,8 +18,8 @@ from wsss_core.psa.affinitynet import (
     train_affinitynet,
 )
 from wsss_core.backbones import normalise_images
-from wsss_core.cam import CamNet
-from wsss_core.training import save_checkpoint
+from wsss_core.psa.cam import CamNet
+from wsss_core.checkpoints import save_checkpoint
 from wsss_core.errors import BadInputError
 
 

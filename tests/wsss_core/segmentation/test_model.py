@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from wsss_core.cam import CamNet
+from wsss_core.psa.cam import CamNet
 from wsss_core.errors import BadInputError, UsageError
 from wsss_core.segmentation.model import (
     SegmentationNet,
@@ -10,7 +10,8 @@ from wsss_core.segmentation.model import (
     resolve_segmentation_weights,
 )
 from wsss_core.registries import SEGMENTATION_ARCHS
-from wsss_core.training import checkpoint_state, save_checkpoint
+from wsss_core.checkpoints import save_checkpoint
+from wsss_core.training import checkpoint_state
 
 CASES = [
     ("deeplabv3_resnet18", 8, 512), ("deeplabv3_resnet18", 16, 512),

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from wsss_core.backbones import build_backbone, default_device, normalise_images
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
 from wsss_core.training import (
     Augmentation,
@@ -33,7 +34,6 @@ from wsss_core.training import (
     fit,
     mean_average_precision,
     pad_batch,
-    read_checkpoint,
 )
 
 logger = logging.getLogger(__name__)

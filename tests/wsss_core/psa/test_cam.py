@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_core.backbones import normalise_images
-from wsss_core.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
+from wsss_core.psa.cam import CamNet, CamTrainConfig, infer_cams, load_camnet, train_cam_classifier
 from wsss_core.errors import BadInputError, DatasetError
 
 

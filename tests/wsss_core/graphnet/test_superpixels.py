@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsss_core.superpixels import SuperpixelConfig, compute_superpixels, relabel_consecutive
+from wsss_core.graphnet.superpixels import SuperpixelConfig, compute_superpixels, relabel_consecutive
 
 
 def two_tone_image(h=48, w=64):

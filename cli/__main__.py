@@ -1,0 +1,5 @@
+"""`python -m cli ...` is `wsss ...`."""
+
+from cli import app
+
+app()
