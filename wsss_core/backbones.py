@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from wsss_core.errors import BadInputError
@@ -111,6 +110,7 @@ def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: 
 
 
 def vgg16_backbone() -> Backbone:
+    import torchvision  # here, not at the top: importing it loads torch._dynamo (~1.5 s per command)
     # Only the conv part: building torchvision's vgg16() would also initialise its 120M-weight classifier.
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=False)
     for module in features.modules():
@@ -122,6 +122,7 @@ def vgg16_backbone() -> Backbone:
 
 def _basic_resnet(name: str) -> Callable[[], Backbone]:
     def build() -> Backbone:
+        import torchvision
         resnet = torchvision.models.get_model(name, weights=None)
         _dilate_basic_layer(resnet.layer3, previous_dilation=1, dilation=2)
         _dilate_basic_layer(resnet.layer4, previous_dilation=2, dilation=4)
@@ -132,6 +133,7 @@ def _basic_resnet(name: str) -> Callable[[], Backbone]:
 
 def _bottleneck_resnet(name: str) -> Callable[[], Backbone]:
     def build() -> Backbone:
+        import torchvision
         resnet = torchvision.models.get_model(
             name, weights=None, replace_stride_with_dilation=[False, True, True]
         )

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import nn
 
@@ -162,6 +161,7 @@ def jitter_colours(
     image: torch.Tensor, strengths: tuple[float, float, float, float], rng: np.random.Generator
 ) -> torch.Tensor:
     """torchvision's ColorJitter(brightness, contrast, saturation, hue) on uint8 (3,H,W), drawn from ``rng``."""
+    import torchvision.transforms.functional as TF  # torchvision loads torch._dynamo: ~1.5 s a command would pay
     brightness, contrast, saturation, hue = strengths
     adjustments = [
         (TF.adjust_brightness, brightness, lambda: rng.uniform(max(0.0, 1 - brightness), 1 + brightness)),

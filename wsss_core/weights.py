@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
 from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
@@ -77,6 +76,7 @@ def resolve_weights(
 
 
 def _torchvision_weights_enum(name: str) -> type | None:
+    import torchvision  # here, not at the top: importing it loads torch._dynamo (~1.5 s per command)
     try:
         return torchvision.models.get_model_weights(name)
     except ValueError:
@@ -115,6 +115,7 @@ def _hub_file(url: str) -> Path:
 def _torchvision_state_dict(
     member: torchvision.models.WeightsEnum, requested: str
 ) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
+    import torchvision
     cached = _hub_file(member.url)
     try:
         if not cached.exists():  # fetched here, without torch.hub's "Downloading: ..." line before a failure

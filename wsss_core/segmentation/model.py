@@ -16,10 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from wsss_core.backbones import _dilate_basic_layer
 from wsss_core.checkpoints import read_checkpoint
@@ -44,6 +41,8 @@ class SegmentationNet(nn.Module):
     """
 
     def __init__(self, arch: str, num_classes: int, output_stride: int = 16):
+        from torchvision.models._utils import IntermediateLayerGetter  # (torchvision: see _backbone_body)
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
         super().__init__()
         spec = SEGMENTATION_ARCHS.get(arch)
         if num_classes < 2:
@@ -75,6 +74,7 @@ class SegmentationNet(nn.Module):
 
 def _backbone_body(name: str, output_stride: int) -> tuple[nn.Module, int]:
     """The torchvision classification network (random init) dilated to ``output_stride``, and its width."""
+    import torchvision  # here, not at the top: importing it loads torch._dynamo (~1.5 s per command)
     if name == "mobilenet_v3_large":
         # dilated=True: the last stage dilated instead of strided, i.e. stride 16 (torchvision's DeepLabV3).
         features = torchvision.models.mobilenet_v3_large(weights=None, dilated=True).features
