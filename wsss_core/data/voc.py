@@ -166,6 +166,8 @@ class VocReader:
             raise DatasetError(f"{self.root}: no {IMAGE_DIR}/ folder; is this a VOC-layout dataset root?")
         self.split = split
         self.scribbles_dir = Path(scribbles_dir).resolve() if scribbles_dir else self.root / SCRIBBLE_DIR
+        if scribbles_dir and not self.scribbles_dir.is_dir():  # else every image would read "no scribble"
+            raise DatasetError(f"{self.scribbles_dir}: scribble folder not found (given as the scribbles folder)")
         self.options = options
         self.name = f"voc:{self.root.name}"
         self.classes = read_class_list(self.root)

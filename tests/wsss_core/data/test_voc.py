@@ -343,3 +343,9 @@ def test_open_reader_picks_the_reader_and_refuses_unknown_formats(dataset):
         open_reader(dataset, format="yolo")
     with pytest.raises(DatasetError, match="image_dir is for COCO"):
         open_reader(dataset, image_dir=dataset)
+
+
+def test_a_scribbles_dir_that_is_not_there_is_a_dataset_error(dataset, tmp_path):
+    with pytest.raises(DatasetError, match="missing-scribbles: scribble folder not found"):
+        VocReader(dataset, scribbles_dir=tmp_path / "missing-scribbles")
+    VocReader(dataset)  # no ROOT/scribbles is fine: a dataset without scribbles
