@@ -68,6 +68,9 @@ def read_bytes(path: str | Path) -> bytes:
     Other OSErrors (a flaky disk or network filesystem) propagate unchanged so that the
     orchestrator can retry them; decoding happens on the bytes, apart from the I/O.
     """
+    kind = _kind_at(Path(path))
+    if kind not in (None, _REGULAR):  # a FIFO would block the read for ever
+        raise BadInputError(path, f"is {kind}, not a file")
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:

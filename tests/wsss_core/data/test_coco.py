@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -150,6 +151,9 @@ def test_dataset_level_problems_are_dataset_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"bad\.json: not valid JSON"):
         CocoReader(tmp_path / "bad.json", tmp_path)
+    os.mkfifo(tmp_path / "pipe.json")  # reading it would block for ever
+    with pytest.raises(DatasetError, match=r"pipe\.json: is a FIFO \(named pipe\), not a file"):
+        CocoReader(tmp_path / "pipe.json", tmp_path)
     (tmp_path / "other.json").write_text(json.dumps({"images": []}))
     with pytest.raises(DatasetError, match="no list annotations, categories"):
         CocoReader(tmp_path / "other.json", tmp_path)
