@@ -12,7 +12,6 @@ else to random init. wsss_core.backbones builds networks from what this module r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from wsss_core.checkpoints import read_checkpoint
+from wsss_core.data.fingerprints import file_sha256
 from wsss_core.errors import BadInputError
 from wsss_core.registries import BACKBONES
 
@@ -173,14 +173,6 @@ def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
         tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
     return tensors
 
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 # ----------------------------------------------------------------------------- the decision
 

@@ -26,6 +26,7 @@ _CONTENT_FIELDS = ("path", "kind", "sha256")
 
 
 def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (also what names a weights file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(_CHUNK), b""):
