@@ -12,7 +12,8 @@ finished, so the same key finds the finished model (nothing is trained or logged
 interrupted training from its last epoch, or sets another key's checkpoint aside and starts
 afresh. With tracking (None: MLflow off) the training is one nested run under the flow's run:
 readable params, per-epoch metrics with the epoch as step (a resumed run logs the epochs
-before the interruption too), the checkpoint and the training config as artifacts; it ends
+before the interruption too), the training config and a reference to the checkpoint (its path
+and SHA-256: the model is stored once, in the workspace) as artifacts; it ends
 FAILED when the training raises, and a run left RUNNING by a killed process is marked FAILED
 when the training is taken up again.
 """
@@ -35,7 +36,7 @@ from wsss_core.errors import BadInputError
 from wsss_core.runner import DatasetReport, record_image_failure
 from wsss_core.store import Workspace, write_json_atomic
 from wsss_core.tracking import Tracking, fail_abandoned_runs, open_run
-from wsss_core.checkpoints import read_checkpoint
+from wsss_core.checkpoints import checkpoint_reference, drop_resume_state, read_checkpoint
 
 console = Console(stderr=True, soft_wrap=True)  # one line per training epoch
 
@@ -94,6 +95,7 @@ def run_training(
     write_checkpoint_status(checkpoint, key, finished=False)
     if tracking is None:
         _train(report, train, None)
+        drop_resume_state(checkpoint)
     else:
         identity = {"stage": report.stage, "stage_key": key, **{k: v for k, v in tracking.tags.items() if k == "workspace"}}
         fail_abandoned_runs(tracking, identity, f"its process stopped; {report.stage} was taken up again by another run")
@@ -104,7 +106,9 @@ def run_training(
             for epoch, metrics in enumerate(report.history):  # epochs of the interrupted run(s)
                 run.log_metrics(metrics, step=epoch + 1)
             _train(report, train, run)
-            run.log_artifact(checkpoint, "model")
+            drop_resume_state(checkpoint)
+            # the workspace keeps the model; the run says which file it is (stored once)
+            run.log_dict(checkpoint_reference(checkpoint), "model/model.json")
     write_checkpoint_status(checkpoint, key, finished=True)
     report.trained = True
     return report

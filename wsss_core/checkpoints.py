@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from wsss_core.data.fingerprints import file_sha256
 from wsss_core.errors import BadInputError
 
 
@@ -37,3 +38,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise BadInputError(path, "not a wsss training checkpoint (no 'model' entry)")
     return checkpoint
+
+
+RESUME_ONLY = ("optimizer",)  # what only a resumed training needs
+
+
+def drop_resume_state(path: str | Path) -> None:
+    """A finished training's checkpoint keeps the model, not what only a resume needs: the
+    optimizer's state is as big as the model again (SGD's momentum) or twice (Adam)."""
+    state = read_checkpoint(path)
+    if any(name in state for name in RESUME_ONLY):
+        save_checkpoint(path, {name: value for name, value in state.items() if name not in RESUME_ONLY})
+
+
+def checkpoint_reference(path: str | Path) -> dict[str, Any]:
+    """What a tracked run records of its checkpoint instead of a second copy of it: where the
+    workspace keeps it, and its SHA-256 and size, which say it is that file."""
+    path = Path(path).resolve()
+    return {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}

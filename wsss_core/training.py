@@ -275,7 +275,8 @@ def resume_state(
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise BadInputError(path, f"checkpoint was trained with a different config (fields {changed})")
     model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    if "optimizer" in checkpoint:  # (not after all its epochs: drop_resume_state may have run)
+        optimizer.load_state_dict(checkpoint["optimizer"])
     return int(checkpoint["epoch"]), list(checkpoint.get("history", []))
 
 

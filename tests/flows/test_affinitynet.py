@@ -1,5 +1,6 @@
 """The AffinityNet (PSA) path end to end through its Prefect flow, on tiny images."""
 
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from wsss_core.psa.affinitynet import AffinityTrainConfig
 from wsss_core.weights import WeightsRecord
 from wsss_core.psa.cam import CamTrainConfig
 from wsss_core.checkpoints import read_checkpoint
+from wsss_core.data.fingerprints import file_sha256
 from wsss_core.crf import CRFConfig
 from wsss_core.config import config_to_dict
 from wsss_core.confidence import read_confidence
@@ -79,7 +81,7 @@ def run_flow(workspace, config, **kwargs):
     )
 
 
-def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_walk(workspace):
+def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_walk(workspace, tmp_path):
     ws = Workspace(workspace)
     ids = ws.image_ids()
     bad = ids[0]
@@ -145,7 +147,12 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
     assert cam_run.data.tags["stage_key"] == ws.stage_key("train-cam") and cam_run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "loss")] == [1]
     assert [m.step for m in client.get_metric_history(cam_run.info.run_id, "mAP")] == [1]
-    assert [a.path for a in client.list_artifacts(cam_run.info.run_id, "model")] == ["model/model.pt"]
+    # the model is stored once: in the workspace, which the run's model.json names by path and hash
+    assert [a.path for a in client.list_artifacts(cam_run.info.run_id, "model")] == ["model/model.json"]
+    reference = json.loads(Path(client.download_artifacts(cam_run.info.run_id, "model/model.json", str(tmp_path))).read_text())
+    checkpoint = workspace / CAM_CHECKPOINT
+    assert reference == {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "bytes": checkpoint.stat().st_size}
+    assert "optimizer" not in read_checkpoint(checkpoint)  # a finished training keeps no resume state
     assert "config.json" in {a.path for a in client.list_artifacts(cam_run.info.run_id)}
     assert client.get_metric_history(runs["train-affinitynet"].info.run_id, "loss")
     assert set(first.evaluation) == {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf"}
