@@ -171,7 +171,12 @@ def print_demo_summary(whole: Any, workspace: Path, mlflow: bool) -> None:
         lines.append(f"MLflow UI: {tool_command('wsss')} ui --workspace {workspace}    (http://127.0.0.1:5000)")
     api = os.environ.get("PREFECT_API_URL")
     if api:
-        lines.append(f"Prefect UI: {api.rstrip('/').removesuffix('/api')} (the flow runs went to the server in PREFECT_API_URL)")
+        from flows.local_server import running_server, state_dir
+
+        shared = running_server(state_dir())
+        where = ("the local server commands share, until it idles: `wsss server status`" if shared and shared["api_url"] == api
+                 else "the flow runs went to the server in PREFECT_API_URL")
+        lines.append(f"Prefect UI: {api.rstrip('/').removesuffix('/api')} ({where})")
     else:
         from prefect.settings import get_current_settings
 

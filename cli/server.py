@@ -13,7 +13,7 @@ server_app = typer.Typer(
 
 @server_app.command("status")
 def server_status() -> None:
-    """Where the shared local Prefect server listens (its UI is off: use `prefect server start` for one)."""
+    """Where the shared local Prefect server listens, and its UI."""
     from flows.local_server import running_server, state_dir
 
     record = running_server(state_dir())
@@ -21,6 +21,7 @@ def server_status() -> None:
         typer.echo(f"not running (state: {state_dir()})")
     else:
         typer.echo(f"running: pid {record['pid']}, {record['api_url']}, stops after {record['idle_s']:.0f} s without a request")
+        typer.echo(f"the Prefect UI (the flow runs of every command): {record.get('ui_url', record['api_url'].removesuffix('/api'))}")
 
 
 @server_app.command("stop")

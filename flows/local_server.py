@@ -3,8 +3,9 @@
 Without PREFECT_API_URL, Prefect starts a temporary server inside each process that runs a
 flow, and stops it when the process ends: 10-15 s of every command on a 2-core machine,
 also when the command finds nothing to do. Instead, the first command starts one server in
-the background (`python -m flows.local_server`: Prefect's own API app under uvicorn, on
-127.0.0.1 and a free port, its database under the state directory), later commands find it
+the background (`python -m flows.local_server`: Prefect's own API and UI under uvicorn, on
+127.0.0.1 and a free port, its database under the state directory, without the server's
+services), later commands find it
 through `server.json` there and use it, and the server stops by itself once no request has
 come for `WSSS_SERVER_IDLE_S` seconds (default 600), so nothing outlives its use.
 
@@ -14,8 +15,8 @@ WSSS_STATE_DIR moves the state directory (default: $XDG_STATE_HOME/wsss, else
 ~/.local/state/wsss); one server serves one state directory.
 
 The idle clock counts HTTP requests and open websockets (a command's event stream, a
-worker's polling), not the server's own services: a deployment's schedule fires only while
-something uses the server, so a schedule wants a server of its own (`prefect server start`,
+worker's polling, the UI open in a browser). The server's services (the scheduler among
+them) do not run: a deployment's schedule wants a server of its own (`prefect server start`,
 docs/orchestration.md).
 """
 
@@ -228,10 +229,15 @@ class IdleClock:
 def serve(directory: Path, idle_s: float) -> None:
     """Run Prefect's API on 127.0.0.1 until idle for idle_s (or SIGTERM); server.json says
     where while it answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     os.environ.update({
         "PREFECT_HOME": str(directory / "prefect"),  # its database and settings, no one else's
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{directory / 'prefect' / 'prefect.db'}",
-        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true",  # the runs of every command, at http://127.0.0.1:<port> (wsss server status)
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     })
@@ -239,13 +245,12 @@ def serve(directory: Path, idle_s: float) -> None:
     import uvicorn
     from prefect.server.api.server import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    clock = IdleClock(create_app(ephemeral=True, final=True))  # as Prefect's temporary server: no services
+    # the API and UI without the server's services (scheduler, late runs...), as Prefect's
+    # temporary server runs it: commands need none of them
+    clock = IdleClock(create_app(webserver_only=True, final=True))
     server = uvicorn.Server(uvicorn.Config(clock, log_level="error", lifespan="on"))
-    record = {"pid": os.getpid(), "port": port, "api_url": f"http://127.0.0.1:{port}/api", "idle_s": idle_s}
+    record = {"pid": os.getpid(), "port": port, "api_url": f"http://127.0.0.1:{port}/api", "ui_url": f"http://127.0.0.1:{port}",
+              "idle_s": idle_s}
 
     async def watch() -> None:
         while not server.started and not server.should_exit:

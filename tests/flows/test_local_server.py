@@ -77,6 +77,10 @@ def test_prefect_api_url_and_the_temporary_mode_start_no_shared_server(tmp_path)
         pid = json.loads((other / SERVER_FILE).read_text())["pid"]
         status = wsss("server", "status", env=command_env(other)).stdout
         assert f"running: pid {pid}, {url}" in status
+        ui = url.removesuffix("/api")
+        assert f"the Prefect UI (the flow runs of every command): {ui}" in status
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=30) as response:
+            assert json.load(response)["api_url"] == url  # the UI talks to this server
         assert wsss("server", "stop", env=command_env(other)).stdout.strip() == f"stopped (pid {pid})"
         assert not alive(pid) and running_server(other) is None
         assert wsss("server", "status", env=command_env(other)).stdout.startswith("not running")
