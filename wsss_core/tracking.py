@@ -289,22 +289,25 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def disk_full(error: BaseException) -> str | None:
-    """The full disk's message when ``error`` comes from one (SQLite's SQLITE_FULL, ENOSPC), else None."""
+    """SQLite's message when ``error`` comes from its SQLITE_FULL ("database or disk is full"), else None.
+
+    Only SQLite's: an OSError of a full disk (an artifact, a checkpoint) names its own file and
+    reaches the CLI's one line as it is.
+    """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, sqlite3.OperationalError) and "disk is full" in str(current):
             return str(current)
-        if isinstance(current, OSError) and current.errno == 28:  # ENOSPC
-            return current.strerror or "no space left on device"
         current = current.__cause__ or current.__context__
     return None
 
 
 @contextmanager
 def store_errors(uri: str) -> Iterator[None]:
-    """A full disk under the tracking store becomes one TrackingStoreError naming the store's file."""
+    """SQLite's full disk under the tracking store becomes one TrackingStoreError naming the
+    store's file (sqlalchemy's error names no file, and comes wrapped in MLflow's)."""
     try:
         yield
     except WsssError:

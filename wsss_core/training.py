@@ -283,7 +283,8 @@ def deterministic_algorithms(device: torch.device) -> Iterator[None]:
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cuda":
-        # cuBLAS is deterministic only with a fixed workspace (CUDA docs); read when cuBLAS starts.
+        # cuBLAS is deterministic only with a fixed workspace (CUDA docs); read when the process's
+        # first matmul sets cuBLAS up, so set it in the environment when CUDA ran earlier.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
