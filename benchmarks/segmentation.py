@@ -52,8 +52,7 @@ def samples(first: int, count: int, config: SyntheticConfig) -> tuple[list[np.nd
 
 
 def new_model(config: SegmentationConfig, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_segmentation_model(config.train.backbone, NUM_CLASSES, config.train.output_stride, None)
+    return build_segmentation_model(config.train.backbone, NUM_CLASSES, config.train.output_stride, None, seed=seed)
 
 
 def time_training(config: SegmentationConfig, images, labels, device: torch.device, runs: int) -> list[float]:

@@ -154,7 +154,9 @@ def run_pipeline(
             started = time.perf_counter()
             ids = finished_by(ws, pipeline.gates(stage), in_splits(ws, stage.splits, image_ids))
             if stage.dataset_level:
-                summary = run_dataset_stage(ws, stage, ids, runner, run, stage.refit or refit, only)
+                # One run of this workspace at a time decides, fits and marks: a second waits here, then finds it done.
+                with ws.stage_lock(stage.name, on_wait=announce):
+                    summary = run_dataset_stage(ws, stage, ids, runner, run, stage.refit or refit, only)
                 if only is not None and summary.refitted:
                     announce(f"{stage.name}: fitted again, so every image's later stages are recomputed")
                     only = None
@@ -239,6 +241,8 @@ def run_dataset_stage(
     (see tasks.graphnet.gcn_fit). Images the task refused before are not counted as late
     unless a retry (only) asks for them. The images are marked done here, after the task
     returned: a crash mid-training leaves them pending (the training's checkpoint resumes it).
+    run_pipeline calls it holding the stage's workspace lock (wsss_core/store/locks.py), so two
+    runs of one workspace never fit one model at once, and the second reuses the first's.
     """
     recorded = ws.stage_key(stage.name)
     fitted = finished_fit(ws, stage)

@@ -79,7 +79,9 @@ def train_segmentation_task(
                              backbone_from=(backbone_from or {}).get("stage"))
 
     def train(on_epoch_end: Callable[[int, dict[str, float]], None]) -> None:
-        model = build_segmentation_model(config.backbone, len(workspace.classes), config.output_stride, weights)
+        model = build_segmentation_model(
+            config.backbone, len(workspace.classes), config.output_stride, weights, seed=config.seed
+        )
         with torch_threads(threads, target):
             train_segmentation(
                 model, images, masks, config, device=target, checkpoint_path=report.artifact, on_epoch_end=on_epoch_end

@@ -29,6 +29,10 @@ class WorkspaceError(WsssError):
     """The workspace cannot be used for this request (made by another dataset, missing stage)."""
 
 
+class TrackingStoreError(WsssError):
+    """The MLflow tracking store cannot be written or opened (a full disk, a damaged SQLite file)."""
+
+
 class TransientError(WsssError, OSError):
     """Passing trouble worth retrying."""
 

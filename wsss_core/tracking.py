@@ -13,6 +13,11 @@ pool) opens its nested run under the flow's parent. Every run is written through
 MlflowClient with an explicit run id, never through MLflow's process-global "active run",
 so tasks on threads cannot log into each other's runs.
 
+A workspace's SQLite store: a full disk while MLflow writes it becomes one TrackingStoreError
+naming the file (the CLI's one line, exit 2); a store whose creation a full disk stopped
+half-way (MLflow's migrations are not transactional on SQLite: every later open failed with
+"table ... already exists") is created again on the next open when it holds no run.
+
 Conventions: params are settings a person reads (names as `--set` takes them; no hashes,
 no timestamps: keys go in tags); mask quality is `miou` and `iou/<class>` in percent (tag
 `metric_unit`), with method, split and round as params of the nested run.
@@ -20,15 +25,23 @@ no timestamps: keys go in tags); mask quality is `miou` and `iou/<class>` in per
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
+import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from wsss_core.errors import TrackingStoreError, WsssError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "wsss"
 METRIC_UNIT = "percent"  # of miou, iou/<class>, pixel_accuracy
@@ -153,9 +166,7 @@ class Tracking:
         )
 
     def client(self) -> Any:
-        import mlflow
-
-        return mlflow.MlflowClient(tracking_uri=self.uri)
+        return open_client(self.uri)
 
     def experiment_id(self, client: Any) -> str:
         """The experiment's id, created on first use (another process may create it at the same time)."""
@@ -217,26 +228,31 @@ def open_run(
     Prefect's termination signal included (the exception goes on). A process killed outright
     leaves its run RUNNING: fail_abandoned_runs closes it when the work is taken up again.
     """
-    client = tracking.client()
-    run_tags = {**tracking.tags, **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
-    if tracking.parent_run_id:
-        run_tags[PARENT_RUN_TAG] = tracking.parent_run_id
-    created = client.create_run(tracking.experiment_id(client), tags=run_tags, run_name=name)
-    run = TrackedRun(client, created.info.run_id, name)
-    try:
-        run.log_params({**tracking.params, **readable_params(params or {})})
-        yield run
-    except BaseException:
-        client.set_terminated(run.run_id, "FAILED")
-        raise
-    client.set_terminated(run.run_id, "FINISHED")
+    with store_errors(tracking.uri):
+        client = tracking.client()
+        run_tags = {**tracking.tags, **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        if tracking.parent_run_id:
+            run_tags[PARENT_RUN_TAG] = tracking.parent_run_id
+        created = client.create_run(tracking.experiment_id(client), tags=run_tags, run_name=name)
+        run = TrackedRun(client, created.info.run_id, name)
+        try:
+            run.log_params({**tracking.params, **readable_params(params or {})})
+            yield run
+        except BaseException:
+            client.set_terminated(run.run_id, "FAILED")
+            raise
+        client.set_terminated(run.run_id, "FINISHED")
 
 
 def fail_abandoned_runs(tracking: Tracking, tags: Mapping[str, str], reason: str) -> list[str]:
     """Mark FAILED the runs still RUNNING that carry these tags (e.g. a training's stage and key):
     their process was killed. Their parents left RUNNING go FAILED too, unless they are the
     caller's own parents. Returns the ids of the runs closed."""
-    client = tracking.client()
+    with store_errors(tracking.uri):
+        return _fail_abandoned_runs(tracking.client(), tracking, tags, reason)
+
+
+def _fail_abandoned_runs(client: Any, tracking: Tracking, tags: Mapping[str, str], reason: str) -> list[str]:
     found = client.get_experiment_by_name(tracking.experiment)
     if found is None:
         return []
@@ -262,3 +278,94 @@ def ancestors(client: Any, run_id: str | None) -> list[str]:
         chain.append(run_id)
         run_id = client.get_run(run_id).data.tags.get(PARENT_RUN_TAG)
     return chain
+
+
+# ----------------------------------------------------------------------------- the store's faults
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI (None for a server)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def disk_full(error: BaseException) -> str | None:
+    """SQLite's message when ``error`` comes from its SQLITE_FULL ("database or disk is full"), else None.
+
+    Only SQLite's: an OSError of a full disk (an artifact, a checkpoint) names its own file and
+    reaches the CLI's one line as it is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlite3.OperationalError) and "disk is full" in str(current):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """SQLite's full disk under the tracking store becomes one TrackingStoreError naming the
+    store's file (sqlalchemy's error names no file, and comes wrapped in MLflow's)."""
+    try:
+        yield
+    except WsssError:
+        raise
+    except Exception as error:
+        full = disk_full(error)
+        if full is None:
+            raise
+        where = sqlite_file(uri) or uri
+        raise TrackingStoreError(f"{where}: disk full ({full}); free some space and run the command again") from error
+
+
+def open_client(uri: str) -> Any:
+    """MlflowClient of ``uri``; a SQLite store that a full disk left half-created is created again."""
+    import mlflow
+    import sqlalchemy.exc
+
+    with store_errors(uri):
+        try:
+            return mlflow.MlflowClient(tracking_uri=uri)  # creates (migrates) a new store's tables
+        except sqlalchemy.exc.OperationalError as error:
+            path = sqlite_file(uri)
+            if path is None or disk_full(error):
+                raise
+            recreate_half_created_store(uri, path, error)
+        return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def recreate_half_created_store(uri: str, path: Path, error: BaseException) -> None:
+    """Empty a SQLite store MLflow cannot open because its creation stopped half-way, so that MLflow
+    creates it again; one that holds runs is left alone: a TrackingStoreError says what to do.
+
+    Under MLflow's own lock for creating the tables (mlflow.store.db.utils._safe_initialize_tables),
+    and only when the store is still incomplete there: another process may have just created it.
+    """
+    from mlflow.store.db.utils import _all_tables_exist, _get_latest_schema_revision, _get_schema_version
+    from mlflow.utils.file_utils import ExclusiveFileLock
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    lock = f"{tempfile.gettempdir()}/db_init_lock-{hashlib.md5(str(engine.url).encode(), usedforsecurity=False).hexdigest()}"
+    try:
+        with ExclusiveFileLock(lock):
+            if _all_tables_exist(engine) and _get_schema_version(engine) == _get_latest_schema_revision():
+                return  # complete now: made by another process meanwhile
+            with engine.connect() as connection:
+                tables = set(sqlalchemy.inspect(connection).get_table_names())
+                runs = connection.exec_driver_sql("SELECT COUNT(*) FROM runs").scalar() if "runs" in tables else 0
+            if runs:
+                raise TrackingStoreError(
+                    f"{path}: MLflow cannot open this store ({str(error).splitlines()[0]}) and it holds {runs} runs: "
+                    "move it away to start a new one"
+                ) from error
+            # Emptied in place rather than removed: this process's MLflow keeps an engine per URI
+            # whose open connections would go on writing into a removed file.
+            with engine.begin() as connection:
+                for table in tables:
+                    connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        engine.dispose()
+    logger.warning("%s: MLflow store left half-created (%s), with no run: created again", path, str(error).splitlines()[0])

@@ -1,11 +1,20 @@
-"""The training loop both networks share (CAM classifier, AffinityNet): PSA's poly SGD,
-parameter groups, augmentation, data loading, checkpoints that resume.
+"""The training loop every network shares (CAM classifier, AffinityNet, DeepLabV3): PSA's
+poly SGD, parameter groups, augmentation, data loading, checkpoints that resume.
+
+Reproducible on the CPU: the same seed, data, config and torch thread count give the same
+weights bit for bit, and a training killed at any point and resumed from its last
+checkpoint ends with exactly the uninterrupted run's weights. Every random draw comes from
+(seed, epoch[, image]) (see ``fit``), torch's deterministic kernels are on while it trains
+(``deterministic_algorithms``), and the callers draw the random init from the seed too.
+What torch cannot make deterministic is named in ``deterministic_algorithms``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -257,6 +266,33 @@ def epoch_loader(
     )
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(device: torch.device) -> Iterator[None]:
+    """torch's deterministic kernels while a training runs; the process's setting comes back after.
+
+    On the CPU the kernels a wsss training uses are deterministic for one thread count:
+    the same run with another ``torch.set_num_threads`` differs in the last bits (its
+    reductions are split differently), so a resumed training matches an uninterrupted one
+    only with the same thread count (``fit`` warns when it differs). The mode makes the
+    CPU's accumulating ``index_put`` deterministic too.
+    On CUDA it also turns cuDNN's deterministic algorithms on, but some of our ops have no
+    deterministic CUDA kernel in backward (bilinear ``interpolate``, ``AdaptiveAvgPool2d``
+    of ASPP's pooling branch, ``NLLLoss`` / cross-entropy): warn_only, so they warn and run
+    rather than fail; GPU trainings are close between runs, not bit for bit equal.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace (CUDA docs); read when the process's
+        # first matmul sets cuBLAS up, so set it in the environment when CUDA ran earlier.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def resume_state(
     path: str | Path | None,
     model: nn.Module,
@@ -274,6 +310,10 @@ def resume_state(
     if stored != current:
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise BadInputError(path, f"checkpoint was trained with a different config (fields {changed})")
+    threads = checkpoint.get("torch_threads")
+    if threads is not None and threads != torch.get_num_threads():
+        logger.warning("%s: trained with %d torch threads, resumed with %d: the weights will differ in the last "
+                       "bits from those of an uninterrupted run", path, threads, torch.get_num_threads())
     model.load_state_dict(checkpoint["model"])
     if "optimizer" in checkpoint:  # (not after all its epochs: drop_resume_state may have run)
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -290,6 +330,7 @@ def checkpoint_state(
         "meta": meta,
         "config": config_to_dict(config),
         "history": history,
+        "torch_threads": torch.get_num_threads(),  # CPU results depend on it (deterministic_algorithms)
     }
 
 
@@ -313,11 +354,16 @@ def fit(
     summarise: Callable[[list[Any]], dict[str, float]] | None = None,
     multiprocessing_context: str | None = None,
 ) -> None:
-    """The epoch loop both networks share: poly SGD, a checkpoint per epoch, resume from it.
+    """The epoch loop every network shares: poly SGD, a checkpoint per epoch, resume from it.
 
     ``model`` needs ``backbone``, ``head_modules()`` and ``checkpoint_meta()``;
     ``batch_loss(model, batch on device) -> (loss, output)``, ``summarise(outputs)`` adds metrics.
     multiprocessing_context: of the loader workers (``epoch_loader``).
+
+    Each epoch draws only from (seed, epoch): its order (``epoch_batches``), its augmentation
+    (``AugmentedItems``, per image), and torch's generator (dropout, the loader's seed) is set
+    from them when the epoch starts. So a checkpoint holds no generator state: a training
+    killed in the middle of an epoch redoes that epoch from its start with the same draws.
     """
     n_items = len(items)
     if n_items == 0:
@@ -330,29 +376,31 @@ def fit(
     start_epoch, history = resume_state(checkpoint_path, model, optimizer, meta, config)
     steps_per_epoch = len(epoch_batches(n_items, config.batch_size, config.seed, 0))
     max_step = config.epochs * steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout
-        model.train()
-        if frozen_bn:
-            freeze_batchnorm(model)
-        losses, outputs = [], []
-        batches = epoch_batches(n_items, config.batch_size, config.seed, epoch)
-        for step, batch in enumerate(epoch_loader(items, epoch, batches, collate, config.num_workers, multiprocessing_context)):
-            set_poly_lr(optimizer, epoch * steps_per_epoch + step, max_step, config.poly_power)
-            loss, output = batch_loss(model, [t.to(device) for t in batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            outputs.append(output)
-        metrics = {"loss": float(np.mean(losses)), **(summarise(outputs) if summarise else {})}
-        history.append(metrics)
-        if checkpoint_path is not None:
-            state = checkpoint_state(model, optimizer, epoch + 1, meta, config, history)
-            save_checkpoint(checkpoint_path, state)
-        logger.info("%s epoch %d/%d: %s", meta["kind"], epoch + 1, config.epochs, metrics)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+    with deterministic_algorithms(device):
+        for epoch in range(start_epoch, config.epochs):
+            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout
+            model.train()
+            if frozen_bn:
+                freeze_batchnorm(model)
+            losses, outputs = [], []
+            batches = epoch_batches(n_items, config.batch_size, config.seed, epoch)
+            loader = epoch_loader(items, epoch, batches, collate, config.num_workers, multiprocessing_context)
+            for step, batch in enumerate(loader):
+                set_poly_lr(optimizer, epoch * steps_per_epoch + step, max_step, config.poly_power)
+                loss, output = batch_loss(model, [t.to(device) for t in batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                outputs.append(output)
+            metrics = {"loss": float(np.mean(losses)), **(summarise(outputs) if summarise else {})}
+            history.append(metrics)
+            if checkpoint_path is not None:
+                state = checkpoint_state(model, optimizer, epoch + 1, meta, config, history)
+                save_checkpoint(checkpoint_path, state)
+            logger.info("%s epoch %d/%d: %s", meta["kind"], epoch + 1, config.epochs, metrics)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -174,3 +174,47 @@ def test_os_errors_read_file_first():
     assert describe_os_error(OSError(28, "No space left on device", "/ws/y")) == "/ws/y: no space left on device"
     assert describe_os_error(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == "/a -> /b: invalid cross-device link"
     assert describe_os_error(BrokenPipeError(32, "Broken pipe")) == "broken pipe"
+
+
+# `wsss` with a full disk under its SQLite stores: SQLite's page limit makes every write past it
+# fail with SQLITE_FULL, "database or disk is full", the error a full disk gives (the same
+# half-created MLflow store was seen with a real full tmpfs).
+FULL_DISK = """
+import sqlite3, sys
+import sqlalchemy
+from sqlalchemy import event
+
+@event.listens_for(sqlalchemy.engine.Engine, "connect")
+def full_disk(connection, record):
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA max_page_count = 30")
+
+from cli import app
+app(sys.argv[1:], prog_name="wsss")
+"""
+
+
+def test_a_full_disk_under_the_mlflow_store_is_one_line_and_the_next_run_repairs_the_store(synthetic_root, tmp_path):
+    import mlflow
+    from prefect.settings import PREFECT_API_URL
+
+    workspace = tmp_path / "workspace"
+    assert invoke("ingest", "--root", synthetic_root, "--workspace", workspace, "--no-progress").exit_code == 0
+    command = ["graphnet", "--workspace", str(workspace), "--until", "superpixels", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO_ROOT))
+    full = subprocess.run([sys.executable, "-c", FULL_DISK, *command], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = full.stderr.strip().splitlines()
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert [line for line in lines if line.startswith("error:") or "| ERROR" in line] == [
+        f"error: {workspace}/mlflow.db: disk full (database or disk is full); free some space and run the command again"
+    ]
+    # Space freed: the store that MLflow's migrations left half-made is made again, and the run works.
+    freed = subprocess.run([sys.executable, "-m", "cli", *command], cwd=REPO_ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert freed.returncode == 0, freed.stderr[-3000:]
+    assert "MLflow store left half-created" in freed.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("wsss").experiment_id])
+    assert run.info.status == "FINISHED"

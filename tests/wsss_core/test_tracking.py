@@ -3,7 +3,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import sqlalchemy
 
+from wsss_core.errors import TrackingStoreError
 from wsss_core.tracking import (
     GIT_COMMIT_TAG,
     PARENT_RUN_TAG,
@@ -14,6 +16,8 @@ from wsss_core.tracking import (
     mask_metrics,
     open_run,
     readable_params,
+    recreate_half_created_store,
+    sqlite_file,
     tracking_uri,
 )
 
@@ -98,3 +102,19 @@ def test_git_commit(tmp_path):
     here = git_commit(Path(__file__).parent)
     assert here is None or len(here) == 40  # a source tree without git has none
     assert GIT_COMMIT_TAG == "mlflow.source.git.commit"
+
+
+def test_a_store_that_holds_runs_is_never_emptied_even_when_mlflow_cannot_open_it(tracking):
+    with open_run(tracking, "flow"):
+        pass
+    path = sqlite_file(tracking.uri)
+    engine = sqlalchemy.create_engine(tracking.uri)
+    with engine.begin() as connection:  # as a migration stopped half-way would leave it
+        connection.exec_driver_sql("DROP TABLE logged_models")
+    engine.dispose()
+    with pytest.raises(TrackingStoreError, match=f"^{path}: MLflow cannot open this store .* holds 1 runs: move it away"):
+        recreate_half_created_store(tracking.uri, path, RuntimeError("table logged_models already exists"))
+    engine = sqlalchemy.create_engine(tracking.uri)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM runs").scalar() == 1
+    engine.dispose()

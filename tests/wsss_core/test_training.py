@@ -1,5 +1,6 @@
 """The shared training loop's pieces: poly schedule, epoch batches, augmentation, mAP."""
 
+import logging
 import math
 
 import numpy as np
@@ -7,14 +8,19 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from wsss_core.checkpoints import save_checkpoint
 from wsss_core.training import (
     Augmentation,
+    TrainConfig,
     augment,
     average_precision,
+    checkpoint_state,
+    deterministic_algorithms,
     epoch_batches,
     jitter_colours,
     mean_average_precision,
     poly_lr_factor,
+    resume_state,
 )
 
 
@@ -68,3 +74,25 @@ def test_colour_jitter_is_drawn_from_the_given_rng():
     factor.permutation(4)
     expected = TF.adjust_brightness(image, float(factor.uniform(0.5, 1.5)))
     assert torch.equal(jitter_colours(image, (0.5, 0.0, 0.0, 0.0), np.random.default_rng(9)), expected)
+
+
+def test_deterministic_mode_is_on_while_training_and_the_setting_comes_back():
+    torch.use_deterministic_algorithms(False)
+    with deterministic_algorithms(torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_resume_with_another_thread_count_warns_that_the_weights_will_differ(tmp_path, monkeypatch, caplog):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    config, meta = TrainConfig(), {"kind": "test"}
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, checkpoint_state(model, optimizer, 1, meta, config, [{"loss": 1.0}]))
+    with caplog.at_level(logging.WARNING, logger="wsss_core.training"):
+        assert resume_state(path, model, optimizer, meta, config) == (1, [{"loss": 1.0}])
+        assert not caplog.records
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 99)
+        resume_state(path, model, optimizer, meta, config)
+    assert "resumed with 99" in caplog.text and "differ in the last bits" in caplog.text

@@ -143,15 +143,23 @@ def load_backbone_weights(model: SegmentationNet, state_dict: Mapping[str, torch
 
 
 def build_segmentation_model(
-    arch: str, num_classes: int, output_stride: int = 16, backbone_weights: WeightsChoice | None = None
+    arch: str,
+    num_classes: int,
+    output_stride: int = 16,
+    backbone_weights: WeightsChoice | None = None,
+    seed: int = 0,
 ) -> SegmentationNet:
     """DeepLabV3 ``arch`` with its backbone from ``backbone_weights`` (resolve_segmentation_weights).
 
     None or a choice of "none": random init. The head is always random init (its classes
     are the dataset's). A torchvision download that worked when resolved but fails now
     falls back to random init with a warning; the model's weights_record says so.
+    The random init is drawn from ``seed`` (the training config's), not from torch's global
+    generator: left to that, two trainings of one config started from different weights.
     """
-    model = SegmentationNet(arch, num_classes, output_stride)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SegmentationNet(arch, num_classes, output_stride)
     if backbone_weights is None or no_weights(backbone_weights.weights):
         note = backbone_weights.note if backbone_weights is not None else "random init"
         model.backbone.weights_record = WeightsRecord(None if backbone_weights is None else backbone_weights.requested,

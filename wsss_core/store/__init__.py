@@ -20,6 +20,7 @@ Layout of a workspace directory::
                                 list named them at the last ingest: the dataset is their union
     records/fits/<stage>/<key>.json   the images a dataset-level model was fitted on
     (root attribute "requests") how each pipeline was last asked for, for `wsss retry-failed`
+    locks/<stage>.lock          held (flock) by the process running a dataset-level stage
 
 Markers and records are small files written atomically (temp file + rename), one per
 image, so any number of processes may write them at once. Arrays: inside
@@ -44,6 +45,7 @@ only paths:
     records.py   failure and warning records; status counts
     packs.py     a batch's arrays written as packs, and read back from them
     arrays.py    an image's array, packed or of its own (older workspaces, writes outside a batch)
+    locks.py     one process at a time in a dataset-level stage (a training, the shared GCN fit)
 """
 
 from wsss_core.store.arrays import ArrayColumn

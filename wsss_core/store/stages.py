@@ -2,20 +2,24 @@
 (and what it reads: the lineage of its arrays), and the requests a retry runs again; and the
 images a dataset-level model was fitted on (records/fits/<stage>/<key>.json).
 
-Attributes are written by the single flow process only.
+Attributes are written by the flow process, each change (read, modify, write the whole
+attributes file) under the workspace's attributes lock: two runs of one workspace at once
+would otherwise lose each other's stage records.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zarr
 
 from wsss_core.errors import WorkspaceError
 from wsss_core.lineage import affected_stages
+from wsss_core.store.locks import LOCKS, hold_file_lock
 from wsss_core.store.names import (
     INGEST_ARRAYS,
     INGEST_STAGE,
@@ -28,6 +32,21 @@ from wsss_core.store.names import (
 
 if TYPE_CHECKING:
     from wsss_core.store.workspace import Workspace
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+ATTRIBUTES_LOCK = ".attributes.lock"  # under locks/, beside the stage locks; no stage name starts with "."
+
+
+def _changes_attributes(method: Method) -> Method:
+    """Run a read-modify-write of the root attributes under the attributes lock (not re-entrant:
+    such a method calls no other one). Held for milliseconds, so a wait is not announced."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with hold_file_lock(self.path / LOCKS / ATTRIBUTES_LOCK, "workspace attributes", on_wait=lambda line: None):
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 class Stages:
@@ -65,6 +84,7 @@ class Stages:
             raise WorkspaceError(f"{self.path}: workspace has no class list (not ingested yet?)")
         return list(classes)
 
+    @_changes_attributes
     def bind_dataset(self, description: dict[str, Any]) -> None:
         """Record which dataset this workspace holds; refuse to mix in another one.
 
@@ -103,6 +123,7 @@ class Stages:
         meta = self.stage_meta(stage)
         return meta["key"] if meta else None
 
+    @_changes_attributes
     def begin_stage(
         self, stage: str, key: str, config: dict[str, Any], upstream: dict[str, str] | None = None,
         reads: Sequence[str] | None = None,
@@ -130,11 +151,12 @@ class Stages:
         if reads is not None:
             stages[stage]["reads"] = list(reads)
         self._update_attrs(stages=stages)
-        # Create the stage's group now, from this one process, so that parallel
-        # writers never race to create it.
+        # Create the stage's group now, under the lock, so that parallel writers (batch tasks,
+        # another run of the workspace) never race to create it.
         self._root("a").require_group(stage)
         return changed
 
+    @_changes_attributes
     def note_stage(self, stage: str, **values: Any) -> None:
         """Add facts learned while a stage ran to its record (e.g. how many images a model was fitted on)."""
         stages = dict(self.attrs.get("stages", {}))
@@ -143,6 +165,7 @@ class Stages:
         stages[stage] = {**stages[stage], **values}
         self._update_attrs(stages=stages)
 
+    @_changes_attributes
     def remember_request(self, name: str, flow: str, parameters: dict[str, Any]) -> None:
         """Record how a pipeline was last asked for (the flow `module:name` and its parameters),
         so that a retry can run its failed images again with the same settings."""

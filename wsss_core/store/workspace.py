@@ -16,6 +16,7 @@ from pathlib import Path
 
 from wsss_core.store.arrays import Arrays
 from wsss_core.store.files import LocalFiles, workspace_path
+from wsss_core.store.locks import Locks
 from wsss_core.store.markers import Markers
 from wsss_core.store.names import STORE_NAME
 from wsss_core.store.packs import Packs
@@ -24,7 +25,7 @@ from wsss_core.store.splits import Splits
 from wsss_core.store.stages import Stages
 
 
-class Workspace(Stages, Splits, Markers, Records, Packs, Arrays):
+class Workspace(Stages, Splits, Markers, Records, Packs, Arrays, Locks):
     """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
 
     def __init__(self, path: str | Path):

@@ -1,13 +1,19 @@
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wsss_core.checkpoints import read_checkpoint
 from wsss_core.errors import BadInputError
 from wsss_core.metrics import ConfusionMatrix
 from wsss_core.segmentation.config import SegmentationTrainConfig
-from wsss_core.segmentation.model import SegmentationNet
+from wsss_core.segmentation.model import SegmentationNet, build_segmentation_model
 from wsss_core.segmentation.predict import predict_mask
 from wsss_core.segmentation.train import random_scale, train_segmentation
 from tests.wsss_core.segmentation.helpers import NUM_CLASSES, rectangles
@@ -54,31 +60,71 @@ def test_training_lowers_the_loss_and_segments_its_training_images():
     assert np.all(matrix.iou() > 0.4)  # every class found
 
 
-class Crash(Exception):
-    pass
+def seeded_model(seed: int = 0) -> SegmentationNet:
+    return build_segmentation_model("deeplabv3_resnet18", NUM_CLASSES, 16, None, seed=seed)
 
 
-def test_a_crashed_run_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_one(tmp_path):
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Bit for bit: every tensor of the state dicts (weights, batch-norm statistics)."""
+    a, b = a.state_dict(), b.state_dict()
+    assert list(a) == list(b)
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"{len(different)} of {len(a)} tensors differ: {different[:5]}"
+
+
+def test_two_trainings_with_one_seed_end_with_the_same_weights_bit_for_bit():
+    # The random init comes from the config's seed (build_segmentation_model), the rest of the draws from
+    # (seed, epoch, image) (wsss_core.training.fit); same thread count, as within one process.
     images, labels = rectangles(6)
-    config = tiny_config(epochs=3)
-    uninterrupted = train_segmentation(new_model(), images, labels, config, device="cpu")
+    first, second = (train_segmentation(seeded_model(), images, labels, tiny_config(), device="cpu") for _ in range(2))
+    assert_same_weights(first, second)
+    assert not torch.equal(seeded_model(0).classifier[-1].weight, seeded_model(1).classifier[-1].weight)
 
-    def crash_after_first(epoch, metrics):
-        if epoch == 0:
-            raise Crash
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Run in a process of its own and SIGKILLed (no clean-up of any kind) in the middle of the second
+# epoch: its first batch has already changed the weights in memory, the checkpoint holds epoch 1.
+KILLED_MID_EPOCH = """
+import os, signal, sys
+import torch
+import wsss_core.segmentation.train as train
+from tests.wsss_core.segmentation.helpers import rectangles
+from tests.wsss_core.segmentation.test_train import seeded_model, tiny_config
+
+torch.set_num_threads(int(sys.argv[2]))
+real_batch_loss, calls = train._batch_loss, []
+
+def killed_in_the_second_epoch(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 4:  # 6 images in batches of 3: the second batch of epoch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_batch_loss(*args, **kwargs)
+
+train._batch_loss = killed_in_the_second_epoch
+images, labels = rectangles(6)
+train.train_segmentation(seeded_model(), images, labels, tiny_config(), device="cpu", checkpoint_path=sys.argv[1])
+"""
+
+
+def test_a_training_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(tmp_path):
+    images, labels = rectangles(6)
+    config = tiny_config()
+    uninterrupted = train_segmentation(seeded_model(), images, labels, config, device="cpu")
 
     checkpoint = tmp_path / "seg.pt"
-    with pytest.raises(Crash):
-        train_segmentation(new_model(), images, labels, config, device="cpu", checkpoint_path=checkpoint,
-                           on_epoch_end=crash_after_first)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_EPOCH, str(checkpoint), str(torch.get_num_threads())],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert read_checkpoint(checkpoint)["epoch"] == 1
     epochs = []
-    resumed = train_segmentation(new_model(seed=7), images, labels, config, device="cpu",
+    resumed = train_segmentation(seeded_model(seed=7), images, labels, config, device="cpu",
                                  checkpoint_path=checkpoint, on_epoch_end=lambda e, m: epochs.append(e))
-    assert epochs == [1, 2]
-    for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=name)
+    assert epochs == [1]  # epoch 2 redone from its start, the weights of epoch 1 from the checkpoint
+    assert_same_weights(uninterrupted, resumed)
     with pytest.raises(BadInputError, match="different config"):
-        train_segmentation(new_model(), images, labels, tiny_config(epochs=4, lr=0.02), device="cpu",
+        train_segmentation(seeded_model(), images, labels, tiny_config(epochs=4, lr=0.02), device="cpu",
                            checkpoint_path=checkpoint)
 
 
