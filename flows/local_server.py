@@ -275,9 +275,9 @@ def serve(directory: Path, idle_s: float) -> None:
 
 
 def _write_record(directory: Path, record: dict[str, Any]) -> None:
-    temporary = directory / f".{SERVER_FILE}.{os.getpid()}"
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, directory / SERVER_FILE)
+    from wsss_core.store.files import write_json_atomic
+
+    write_json_atomic(directory / SERVER_FILE, record)
 
 
 def _remove_record(directory: Path, pid: int) -> None:
