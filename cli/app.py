@@ -130,7 +130,7 @@ def request_parameters(kind: type) -> list[inspect.Parameter]:
     """A keyword-only parameter for every field of the request type that has an option: the
     path's own first, then those every path shares (splits, until, device, evaluate, mlflow)."""
     hints = typing.get_type_hints(kind)
-    fields = sorted((f for f in dataclasses.fields(kind) if "help" in f.metadata), key=lambda f: f.name in RUN_LEVEL + ("splits",))
+    fields = sorted((f for f in dataclasses.fields(kind) if "help" in f.metadata), key=lambda f: f.name in RUN_LEVEL)
     return [
         inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty if f.metadata["required"] else f.default,
