@@ -142,11 +142,14 @@ def print_demo_summary(whole: Any, workspace: Path, mlflow: bool) -> None:
     """The results table (stdout), then where everything is and how to look at it."""
     import os
 
+    from wsss_core.last_word import evaluation_mious, worse_last_rounds
     from wsss_core.report import results_text
 
     if whole.evaluation:
         typer.echo("\nmIoU (%) on the built-in synthetic dataset (round 0: the pseudo masks; * best of a column):")
         typer.echo(results_text(whole.evaluation))
+        for worse in worse_last_rounds(evaluation_mious(whole.evaluation)):
+            typer.echo(f"note: {worse.line()}")
     else:
         typer.echo("\nnothing was scored (see the messages above)")
     lines = [f"workspace: {workspace}"]
