@@ -330,8 +330,7 @@ def up(directory: Path, config: StackConfig = StackConfig(), say: Callable[[str]
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
         state = read_state(directory) or new_state(config)
-        if state["dask_workers"] != config.dask_workers and not any_running(state):
-            state["dask_workers"] = config.dask_workers
+        state["dask_workers"] = config.dask_workers
         _write_state(directory, state)
         init_postgres(directory, state)
         for service in services(directory, state):
@@ -349,8 +348,19 @@ def up(directory: Path, config: StackConfig = StackConfig(), say: Callable[[str]
             wait_ready(directory, service, record, config.start_timeout_s)
             if service.name == "postgres":
                 create_databases(state)
+        for name in extra_workers(state):  # fewer workers asked for than run: the last ones stop
+            record = state["services"].pop(name)
+            stop_process_tree(record, record.get("stop_signal", signal.SIGTERM), config.stop_timeout_s)
+            _write_state(directory, state)
+            say(f"{name}: stopped (--dask-workers {config.dask_workers})")
         wait_for_dask_workers(directory, state, config.start_timeout_s)
     return state
+
+
+def extra_workers(state: dict[str, Any]) -> list[str]:
+    """The recorded Dask workers beyond the number asked for."""
+    return [name for name in state["services"]
+            if name.startswith("dask-worker-") and int(name.rsplit("-", 1)[1]) >= state["dask_workers"]]
 
 
 def wait_ready(directory: Path, service: Service, record: dict[str, Any], timeout_s: float) -> None:
@@ -386,10 +396,6 @@ def create_work_pool(directory: Path, state: dict[str, Any]) -> None:
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     if created.returncode != 0:
         raise StackError(f"`prefect work-pool create {state['pool']}` failed: {(created.stdout + created.stderr).strip()[-500:]}")
-
-
-def any_running(state: dict[str, Any]) -> bool:
-    return any(recorded_process(record) is not None for record in state.get("services", {}).values())
 
 
 def status(directory: Path) -> list[dict[str, Any]]:
