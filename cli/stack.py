@@ -25,11 +25,14 @@ def _say(line: str) -> None:
 def stack_up(
     dir_: DirOpt,
     dask_workers: Annotated[int, typer.Option(help="Dask worker processes (one thread each).", min=0)] = 2,
+    crash_after: Annotated[
+        int, typer.Option(help="Seconds without a heartbeat (every 30 s) after which a flow run whose process is gone is marked Crashed.", min=31)
+    ] = 90,
 ) -> None:
     """Start the stack (or what of it is down) and print its environment as `export` lines."""
     from wsss_core.stack import StackConfig, export_lines, up
 
-    state = up(dir_, StackConfig(dask_workers=dask_workers), say=_say)
+    state = up(dir_, StackConfig(dask_workers=dask_workers, crash_after_s=crash_after), say=_say)
     for line in export_lines(state):
         typer.echo(line)
 

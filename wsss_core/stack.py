@@ -59,6 +59,8 @@ class StackConfig:
     pool: str = "wsss-local"
     start_timeout_s: float = 180.0  # Prefect's first start migrates its database: ~30 s on a loaded 2-core machine
     stop_timeout_s: float = 20.0  # then SIGKILL
+    heartbeat_s: int = 30  # a flow run's heartbeat (Prefect's minimum); its default, 180 s, is slow to notice a loss
+    crash_after_s: int = 90  # a flow run silent this long (its process or machine gone) is marked Crashed
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def new_state(config: StackConfig) -> dict[str, Any]:
     while len(set(ports.values())) < len(names):
         ports = {name: free_port(HOST) for name in names}
     return {"ports": ports, "password": secrets.token_hex(16), "dask_workers": config.dask_workers,
-            "pool": config.pool, "services": {}}
+            "pool": config.pool, "heartbeat_s": config.heartbeat_s, "services": {}}
 
 
 @contextlib.contextmanager
@@ -316,7 +318,9 @@ def services(directory: Path, state: dict[str, Any]) -> list[Service]:
     listed.append(Service(
         "prefect-worker",
         [*_tool("prefect"), "worker", "start", "--pool", state["pool"], "--name", "wsss-stack-worker"],
-        {**wsss_env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, directory, lambda: True, f"pool {state['pool']}",
+        {**wsss_env, "PREFECT_WORKER_QUERY_SECONDS": "2",
+         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(state.get("heartbeat_s", StackConfig.heartbeat_s))},
+        directory, lambda: True, f"pool {state['pool']}",
     ))
     return listed
 
@@ -339,6 +343,7 @@ def up(directory: Path, config: StackConfig = StackConfig(), say: Callable[[str]
                 continue
             if service.name == "prefect-worker":
                 create_work_pool(directory, state)
+                create_crash_automation(state, config)
             record = start_process(service.command, directory / "logs" / f"{service.name}.log",
                                    service.env, service.cwd, service.user)
             record.update(address=service.address, stop_signal=int(service.stop_signal))
@@ -398,6 +403,52 @@ def create_work_pool(directory: Path, state: dict[str, Any]) -> None:
         raise StackError(f"`prefect work-pool create {state['pool']}` failed: {(created.stdout + created.stderr).strip()[-500:]}")
 
 
+CRASH_AUTOMATION = "wsss: flow runs without heartbeats crashed"
+FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
+
+
+def crash_automation(heartbeat_s: int, crash_after_s: int) -> dict[str, Any]:
+    """Prefect's recipe for runs whose process vanished (a worker machine lost, a SIGKILL): no
+    heartbeat and no final state for crash_after_s seconds after a heartbeat marks the run Crashed,
+    so that `prefect flow-run retry` can take it (the server has no such rule of its own)."""
+    if crash_after_s <= heartbeat_s:
+        raise UsageError(f"crash after {crash_after_s} s: must be longer than the heartbeat, {heartbeat_s} s")
+    return {
+        "name": CRASH_AUTOMATION,
+        "description": f"A flow run with no heartbeat for {crash_after_s} s (its process is gone) ends Crashed.",
+        "enabled": True,
+        "trigger": {
+            "type": "event", "posture": "Proactive", "threshold": 1, "within": crash_after_s,
+            "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in FINAL_EVENTS)],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+            "for_each": ["prefect.resource.id"],
+        },
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"no heartbeat for {crash_after_s} s: its process or machine is gone"}],
+    }
+
+
+def create_crash_automation(state: dict[str, Any], config: StackConfig) -> None:
+    """The crash automation on the stack's Prefect server, replaced when its settings changed."""
+    api = environment(state)["PREFECT_API_URL"]
+    wanted = crash_automation(state.get("heartbeat_s", config.heartbeat_s), config.crash_after_s)
+    for automation in _api(f"{api}/automations/filter", {}):
+        if automation["name"] == CRASH_AUTOMATION:
+            if automation["trigger"].get("within") == wanted["trigger"]["within"]:
+                return
+            _api(f"{api}/automations/{automation['id']}", None, method="DELETE")
+    _api(f"{api}/automations/", wanted)
+
+
+def _api(url: str, body: Any, method: str = "POST") -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
 def status(directory: Path) -> list[dict[str, Any]]:
     """Each recorded service: name, pid, address, up (its process runs) or down."""
     state = read_state(directory.resolve())
@@ -426,14 +477,15 @@ def stack_listeners(directory: Path) -> list[tuple[int, str, int]]:
     return listeners(stack_processes(directory))
 
 
-def stop_service(directory: Path, name: str, timeout_s: float = StackConfig.stop_timeout_s) -> list[int]:
-    """Stop one service (and what it spawned); the pids it stopped."""
+def stop_service(directory: Path, name: str, timeout_s: float = StackConfig.stop_timeout_s,
+                 sig: int | None = None) -> list[int]:
+    """Stop one service (and what it spawned) with its stop signal, or `sig`; the pids it stopped."""
     directory = directory.resolve()
     state = read_state(directory)
     record = (state or {}).get("services", {}).get(name)
     if record is None:
         raise UsageError(f"{directory}: the stack has no service {name!r}")
-    return stop_process_tree(record, record.get("stop_signal", signal.SIGTERM), timeout_s)
+    return stop_process_tree(record, sig or record.get("stop_signal", signal.SIGTERM), timeout_s)
 
 
 def down(directory: Path, timeout_s: float = StackConfig.stop_timeout_s,

@@ -84,3 +84,15 @@ def test_a_folder_closed_to_the_postgres_user_is_refused_in_one_line():
 def test_status_of_a_folder_without_a_stack_says_how_to_start_one(tmp_path):
     with pytest.raises(UsageError, match="no stack here.*wsss stack up --dir"):
         status(tmp_path)
+
+
+def test_the_crash_automation_waits_for_more_than_one_heartbeat():
+    from wsss_core.stack import crash_automation
+
+    automation = crash_automation(30, 90)
+    trigger = automation["trigger"]
+    assert (trigger["posture"], trigger["within"], trigger["after"]) == ("Proactive", 90, ["prefect.flow-run.heartbeat"])
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= set(trigger["expect"])
+    assert automation["actions"][0]["state"] == "CRASHED"
+    with pytest.raises(UsageError, match="longer than the heartbeat"):
+        crash_automation(30, 30)
