@@ -194,12 +194,19 @@ def test_up_starts_every_service_on_loopback_and_up_again_restarts_only_what_is_
     assert {n: s["pid"] for n, s in after.items() if n != "dask-worker-1"} == {n: p for n, p in running.items() if n != "dask-worker-1"}
 
 
-def test_commands_run_on_the_stacks_dask_workers_and_log_to_its_mlflow_server(stack, datasets, reference, tmp_path):
-    workspace = tmp_path / "ws"
+@pytest.fixture(scope="module")
+def on_the_stack(stack, datasets, tmp_path_factory):
+    """A workspace made on the stack (ingest, GraphNet); how many batches the Dask workers ran for it."""
+    workspace = tmp_path_factory.mktemp("on-the-stack") / "ws"
     before = executed(stack)
     ok(wsss("ingest", "--root", datasets / "small", "--workspace", workspace, "--no-progress", env=stack.env))
     ok(wsss(*GRAPHNET, "--workspace", workspace, env=stack.env))
-    assert executed(stack) > before  # DASK_SCHEDULER_ADDRESS: the batches ran on the stack's workers
+    return workspace, executed(stack) - before
+
+
+def test_commands_run_on_the_stacks_dask_workers_and_log_to_its_mlflow_server(stack, on_the_stack, reference, tmp_path):
+    workspace, batches = on_the_stack
+    assert batches > 0  # DASK_SCHEDULER_ADDRESS: the batches ran on the stack's workers
     assert_same_arrays(workspace, reference / "small", GRAPHNET_OUTPUTS)
     assert not (workspace / "mlflow.db").exists() and not (workspace / "mlartifacts").exists()
     runs = stack.mlflow_runs(workspace)
@@ -211,10 +218,13 @@ def test_commands_run_on_the_stacks_dask_workers_and_log_to_its_mlflow_server(st
     with stack.prefect() as client:
         assert any(run.state and run.state.is_completed() for run in client.read_flow_runs())
 
-    # an engine named in the request wins over the environment
+    # an engine named in the request wins over the environment (new settings: every image computed)
+    copy = tmp_path / "copy"
+    shutil.copytree(workspace, copy)
     before = executed(stack)
-    ok(wsss("superpixels", "--workspace", workspace, "--engine", "threads", "--no-progress", env=stack.env))
-    assert executed(stack) == before
+    recomputed = ok(wsss("superpixels", "--workspace", copy, "--engine", "threads", "--compactness", "20",
+                         "--no-progress", env=stack.env))
+    assert "0 already done" in recomputed.stderr and executed(stack) == before, recomputed.stderr
     # `wsss report` reads the workspace's runs from the server
     ok(wsss("report", "--workspace", workspace, env=stack.env))
     page = (workspace / "reports" / "report.html").read_text()
@@ -280,12 +290,10 @@ def test_the_mlflow_server_restarted_mid_run_loses_no_training(stack, datasets, 
     assert {"gcn-scribbles", "nearest-scribbles"} <= {r.data.params.get("method") for r in evaluations if "miou" in r.data.metrics}, shown
 
 
-def test_postgresql_restarted_between_runs_loses_nothing(stack, datasets, tmp_path):
+def test_postgresql_restarted_between_runs_loses_nothing(stack, on_the_stack):
     from wsss_core.stack import stop_service
 
-    workspace = tmp_path / "ws"
-    ok(wsss("ingest", "--root", datasets / "small", "--workspace", workspace, "--no-progress", env=stack.env))
-    ok(wsss(*GRAPHNET, "--workspace", workspace, env=stack.env))
+    workspace, _ = on_the_stack
     runs_before = {r.info.run_id for r in stack.mlflow_runs(workspace)}
     with stack.prefect() as client:
         flow_runs_before = {run.id for run in client.read_flow_runs()}

@@ -338,12 +338,13 @@ def up(directory: Path, config: StackConfig = StackConfig(), say: Callable[[str]
         _write_state(directory, state)
         init_postgres(directory, state)
         for service in services(directory, state):
+            if service.name == "prefect-worker":  # (an HTTP call: --crash-after may have changed)
+                create_crash_automation(state, config)
             if recorded_process(state["services"].get(service.name, {})) is not None:
                 say(f"{service.name}: already up ({service.address})")
                 continue
             if service.name == "prefect-worker":
                 create_work_pool(directory, state)
-                create_crash_automation(state, config)
             record = start_process(service.command, directory / "logs" / f"{service.name}.log",
                                    service.env, service.cwd, service.user)
             record.update(address=service.address, stop_signal=int(service.stop_signal))
