@@ -13,9 +13,10 @@ prefect, mlflow) are imported only by the command that needs them: `wsss --help`
     results.py    compare, report, ui
     review.py     review export, review import
     server.py     server status, server stop (the shared local Prefect server)
+    stack.py      stack up, stack status, stack down (PostgreSQL, Prefect, MLflow, Dask on 127.0.0.1)
 """
 
-from cli import data, paths, results, review, run, server, workspace
+from cli import data, paths, results, review, run, server, stack, workspace
 from cli.app import app
 
 # The commands, in the order `wsss --help` lists them.
@@ -29,5 +30,6 @@ for _command in (results.compare, results.report, results.ui, run.demo):
     app.command()(_command)
 app.add_typer(review.review_app, name="review")
 app.add_typer(server.server_app, name="server")
+app.add_typer(stack.stack_app, name="stack")
 
 __all__ = ["app"]

@@ -179,13 +179,13 @@ SetOpt = Annotated[
 
 # The execution options every command that processes images takes (see with_execution).
 EXECUTION_OPTIONS = {
-    "engine": (str, typer.Option(callback=checked(ENGINES.names()), help=f"Where batches run: {ENGINES.help()}.")),
+    "engine": (Optional[str], typer.Option(callback=checked(ENGINES.names()), help=f"Where batches run: {ENGINES.help()} (default: dask at $DASK_SCHEDULER_ADDRESS when set, else threads).")),
     "workers": (Optional[int], typer.Option(help="Parallel workers (default: CPU cores).", min=1)),
-    "dask_address": (Optional[str], typer.Option(help="Address of a running Dask scheduler (with --engine dask).")),
+    "dask_address": (Optional[str], typer.Option(help="Address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS).")),
     "batch_size": (int, typer.Option(help="Images per task.", min=1)),
     "progress": (bool, typer.Option("--progress/--no-progress", help="Show progress bars.")),
 }
-EXECUTION_DEFAULTS = {"engine": "threads", "workers": None, "dask_address": None, "batch_size": 16, "progress": True}
+EXECUTION_DEFAULTS = {"engine": None, "workers": None, "dask_address": None, "batch_size": 16, "progress": True}
 
 
 def with_execution(command: Callable[..., None]) -> Callable[..., None]:

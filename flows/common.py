@@ -12,7 +12,7 @@ import contextvars
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
@@ -25,24 +25,41 @@ console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 DEFAULT_BATCH_SIZE = 16
 
+DASK_ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"  # Dask's own setting of its scheduler's address
+
+
 @dataclass(frozen=True)
 class Execution:
     """How a flow runs its batches, never what it computes (not part of any stage key).
 
     engine: threads or processes on this machine, or dask (a LocalCluster, or the
-    scheduler at dask_address). workers: default the number of CPU cores.
+    scheduler at dask_address); None: as the environment says (effective_execution).
+    workers: default the number of CPU cores.
     """
 
-    engine: str = "threads"
+    engine: str | None = None
     workers: int | None = None
     dask_address: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     progress: bool = True
 
     def __post_init__(self) -> None:
-        ENGINES.check(self.engine)
+        if self.engine is not None:
+            ENGINES.check(self.engine)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+def effective_execution(execution: Execution) -> Execution:
+    """What the request leaves open, filled in from the environment where the batches start:
+    DASK_SCHEDULER_ADDRESS (set by `wsss stack up`, or a cluster's own environment) makes an
+    unnamed engine dask on that scheduler, and is the scheduler of a dask engine given no
+    address; else threads. An engine or address the request names wins."""
+    address = execution.dask_address
+    if address is None and execution.engine in (None, "dask"):
+        address = os.environ.get(DASK_ADDRESS_VARIABLE) or None
+    engine = execution.engine or ("dask" if address else "threads")
+    return replace(execution, engine=engine, dask_address=address if engine == "dask" else None)
 
 
 def local_cluster_kwargs(workers: int) -> dict[str, Any]:
@@ -59,6 +76,7 @@ def local_cluster_kwargs(workers: int) -> dict[str, Any]:
 
 
 def make_task_runner(execution: Execution) -> TaskRunner:
+    execution = effective_execution(execution)
     workers = execution.workers or os.cpu_count() or 1
     if execution.engine == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
@@ -78,6 +96,7 @@ _session: contextvars.ContextVar[tuple[tuple, TaskRunner] | None] = contextvars.
 def engine_session(execution: Execution) -> Iterator[TaskRunner]:
     """A started task runner for the engine; nested sessions of the same engine share it
     (so `wsss run`'s paths use one Dask cluster, not one each)."""
+    execution = effective_execution(execution)
     identity = (execution.engine, execution.workers, execution.dask_address)
     active = _session.get()
     if active is not None and active[0] == identity:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss_core.errors import UsageError, WsssError
+from wsss_core.processes import process_alive, stop_process_tree
 
 class ServerError(WsssError):
     """The shared server did not start; its log says why."""
@@ -169,26 +170,8 @@ def stop_server(directory: Path, timeout_s: float = 30.0) -> int | None:
     record = _read_record(directory)
     if record is None or not process_alive(record["pid"]):
         return None
-    pid = record["pid"]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process_alive(pid):
-        time.sleep(0.1)
-    if process_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    return pid
-
-
-def process_alive(pid: int) -> bool:
-    """The process runs (an exited one that its parent has not reaped yet does not)."""
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: the signal's answer stands
+    stop_process_tree({"pid": record["pid"]}, signal.SIGTERM, timeout_s)
+    return record["pid"]
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from flows.common import Execution, StageSummary, announce, console, engine_session
+from flows.common import Execution, StageSummary, announce, console, effective_execution, engine_session
 from wsss_core.backbones import default_device
 from wsss_core.config import config_hash, config_to_dict, ids_digest
 from wsss_core.errors import UsageError, WorkspaceError
@@ -360,6 +360,7 @@ def runs_on_gpu(device: str | None, execution: Execution) -> bool:
     """
     if device:
         return torch.device(device).type != "cpu"
+    execution = effective_execution(execution)
     if execution.engine == "dask" and execution.dask_address:
         return True
     return default_device().type != "cpu"

@@ -7,6 +7,9 @@ import os
 import flows  # noqa: F401  (sets Prefect's defaults before Prefect loads its settings)
 import pytest
 
+# A shell that ran `eval "$(wsss stack up ...)"` would send every test's batches to that cluster.
+os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_server_dir(tmp_path_factory):

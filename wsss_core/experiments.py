@@ -33,6 +33,7 @@ class Store:
 
     uri: str
     label: str
+    workspace: str | None = None  # only the runs tagged with this workspace (a store several share)
 
 
 @dataclass
@@ -51,11 +52,15 @@ def stores_to_read(workspaces: Sequence[str | Path], tracking_uri: str | None) -
     if not tracking_uri and not workspaces:
         tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     stores = [Store(tracking_uri, tracking_uri)] if tracking_uri else []
+    shared = os.environ.get("MLFLOW_TRACKING_URI")
     for workspace in workspaces:
         path = workspace_path(workspace)  # an object-store URL: refused
-        if not (path / "mlflow.db").is_file():
+        if shared and shared != tracking_uri:  # where its runs went: the shared store, tagged with the workspace
+            stores.append(Store(shared, str(path), workspace=str(path)))
+        if (path / "mlflow.db").is_file():
+            stores.append(Store(workspace_store(path), str(path)))
+        elif not shared:
             raise WorkspaceError(f"{path / 'mlflow.db'}: no MLflow store (run a training or an evaluation with MLflow on first)")
-        stores.append(Store(workspace_store(path), str(path)))
     if not stores:
         raise UsageError("compare: give --workspace WS (repeatable) or --tracking-uri URI")
     return stores
@@ -75,6 +80,9 @@ def search_store(store: Store, experiment: str, metric: str, filter_string: str 
     if found is None:
         return []
     runs, token = [], None
+    if store.workspace is not None:
+        mine = f"tags.workspace = '{store.workspace}'"
+        filter_string = f"{mine} and {filter_string}" if filter_string else mine  # MLflow filters are ANDs only
     while True:
         try:
             page = client.search_runs([found.experiment_id], filter_string, max_results=PAGE, page_token=token)

@@ -259,20 +259,25 @@ def stage_rows(ws: Workspace) -> list[StageRow]:
 
 
 def mlflow_runs(ws: Workspace) -> tuple[list[dict[str, str]], str]:
-    """The newest runs of the workspace's own MLflow store (read-only), and a note when there are none."""
-    db = ws.path / "mlflow.db"
-    if not db.is_file():
+    """The newest runs of the workspace in its MLflow store (read-only): MLFLOW_TRACKING_URI's (a
+    server several workspaces share: the runs tagged with this one), else its own; and a note."""
+    from wsss_core.tracking import experiment_name, tracking_uri, workspace_store
+
+    uri = tracking_uri(ws.path)
+    shared = uri != workspace_store(ws.path)
+    db = uri if shared else ws.path / "mlflow.db"
+    if not shared and not (ws.path / "mlflow.db").is_file():
         return [], "no MLflow store in this workspace (runs were made with --no-mlflow)"
     import mlflow
 
-    from wsss_core.tracking import experiment_name, workspace_store
-
-    client = mlflow.MlflowClient(tracking_uri=workspace_store(ws.path))
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    mine = f"tags.workspace = '{ws.path.resolve()}'" if shared else ""
     try:
         experiment = client.get_experiment_by_name(experiment_name())
         if experiment is None:
             return [], f"no experiment {experiment_name()!r} in {db}"
-        found = client.search_runs([experiment.experiment_id], max_results=MAX_RUNS, order_by=["attributes.start_time DESC"])
+        found = client.search_runs([experiment.experiment_id], mine, max_results=MAX_RUNS,
+                                   order_by=["attributes.start_time DESC"])
     except Exception as error:  # a store this mlflow cannot read: the report still renders
         return [], f"{db}: cannot read the runs ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
     runs = []
@@ -286,7 +291,8 @@ def mlflow_runs(ws: Workspace) -> tuple[list[dict[str, str]], str]:
             "duration": format_seconds(duration),
             "miou": f"{run.data.metrics['miou']:.1f}" if "miou" in run.data.metrics else "",
         })
-    return runs, f"{len(runs)} newest runs of experiment {experiment.name!r} in {db} (open them with `wsss ui`)"
+    where = f"(its UI: {uri})" if uri.startswith("http") else "(open them with `wsss ui`)"
+    return runs, f"{len(runs)} newest runs of experiment {experiment.name!r} in {db} {where}"
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -153,3 +153,28 @@ def test_ui_refuses_a_workspace_without_a_store_and_a_taken_port(tmp_path, no_sh
         taken.listen()
         result = invoke("ui", "--workspace", tmp_path, "--port", taken.getsockname()[1])
     assert result.exit_code == 2 and "already in use" in result.stderr
+
+
+def test_with_a_shared_store_compare_and_report_read_the_workspaces_own_runs_there(synthetic_root, tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI (a server, `wsss stack up`): runs go there, no workspace store is
+    written, and `--workspace` / the report read that workspace's runs from it, not the others'."""
+    from wsss_core.report import mlflow_runs
+
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared)
+    workspaces = []
+    for background_only in (False, True):
+        workspace = tmp_path / f"ws-{background_only}"
+        ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=QUIET)
+        perfect_and_empty_masks(workspace, background_only)
+        evaluate_flow(str(workspace), ["pseudo/nearest-scribbles"])
+        assert not (workspace / "mlflow.db").exists()
+        workspaces.append(workspace)
+    result = invoke("compare", "--workspace", workspaces[1], "--filter", "params.split = 'train'")
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.strip().splitlines()[1:]
+    assert rows and {float(columns(row)[0]) for row in rows} != {100.0}  # only the background-only workspace's
+    assert all("100.00" not in row for row in rows)
+    runs, note = mlflow_runs(Workspace(workspaces[0]))
+    assert runs and shared in note, note
+    assert {run["miou"] for run in runs if run["miou"]} == {"100.0"}

@@ -50,3 +50,29 @@ def test_graphnet_on_other_engines_gives_byte_identical_masks(engine, reference,
 def test_every_flow_pickles_as_prefect_dask_sends_it(flow):
     restored = cloudpickle.loads(cloudpickle.dumps(flow))
     assert restored.name == flow.name
+
+
+@pytest.mark.parametrize(
+    ("engine", "address", "environment", "expected"),
+    [
+        (None, None, None, ("threads", None)),
+        (None, None, "tcp://127.0.0.1:9", ("dask", "tcp://127.0.0.1:9")),  # `wsss stack up`'s environment
+        ("dask", None, "tcp://127.0.0.1:9", ("dask", "tcp://127.0.0.1:9")),
+        ("dask", "tcp://127.0.0.1:7", "tcp://127.0.0.1:9", ("dask", "tcp://127.0.0.1:7")),  # the request wins
+        ("threads", None, "tcp://127.0.0.1:9", ("threads", None)),
+        ("processes", None, "tcp://127.0.0.1:9", ("processes", None)),
+        (None, "tcp://127.0.0.1:7", None, ("dask", "tcp://127.0.0.1:7")),
+        ("dask", None, None, ("dask", None)),  # a LocalCluster of its own
+    ],
+)
+def test_dask_scheduler_address_from_the_environment_fills_only_what_the_request_leaves_open(
+    engine, address, environment, expected, monkeypatch
+):
+    from flows.common import effective_execution
+
+    if environment is None:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", environment)
+    resolved = effective_execution(Execution(engine=engine, dask_address=address, batch_size=3))
+    assert (resolved.engine, resolved.dask_address, resolved.batch_size) == (*expected, 3)

@@ -29,7 +29,7 @@ class Workspace(Stages, Splits, Markers, Records, Packs, Arrays, Locks):
     """A dataset run's workspace directory. Cheap to create and to pickle (holds paths only)."""
 
     def __init__(self, path: str | Path):
-        self.path = workspace_path(path)
+        self.path = workspace_path(path).absolute()  # tasks on a Dask worker start elsewhere
         self.store_path = self.path / STORE_NAME
         self._files = LocalFiles(self.path)
 
