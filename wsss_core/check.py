@@ -25,7 +25,7 @@ from pathlib import Path
 
 from wsss_core.errors import StoredArrayError, WorkspaceError, WsssError
 from wsss_core.runner import UNREADABLE
-from wsss_core.store import INGEST_STAGE, Workspace, stage_arrays
+from wsss_core.store import INGEST_STAGE, Workspace, forget_open_packs, stage_arrays
 from wsss_core.tracking import half_created, open_client, workspace_store
 
 TRACKING_STORE = "mlflow"  # the stage name a Problem of the workspace's MLflow store carries
@@ -131,6 +131,7 @@ def check_workspace(
     on_image(stage, image_id) after each image read; on_problem(problem) after each repair.
     Run it while no stage runs on the workspace: an image being written reads as broken.
     """
+    forget_open_packs()  # read from the disk, not rows this process kept from before
     report = CheckReport(tracking_store=check_tracking_store(ws.require()))
     for stage, image_ids in done_images(ws.require()).items():
         report.checked[stage] = len(image_ids)
