@@ -34,7 +34,7 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
     drawn = manual_ids(ws)
     if drawn:
         shown = ", ".join(drawn[:10]) + (", ..." if len(drawn) > 10 else "")
-        console.print(escape(f"manual masks: {len(drawn)} images ({shown}): a person's masks, used in place of every "
+        console.print(escape(f"manual masks: {len(drawn)} image{'s' if len(drawn) != 1 else ''} ({shown}): a person's masks, used in place of every "
                              "mask set's, left out of the lowest-confidence lists"))
     table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
     for stage in ws.stages():

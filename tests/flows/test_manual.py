@@ -47,6 +47,7 @@ def test_a_drawn_mask_replaces_the_pseudo_mask_downstream_and_the_rerun_equals_a
     invoke(*run_command(workspace, root))
     ws = Workspace(workspace)
     before = {stage: ws.done_stamps(stage) for stage in ("seeds/scribbles", MASKS, TRAINING, ROUND)}
+    first_round = {i: ws.read_array(ROUND, i) for i in ws.image_ids()}
     scores_before = json.loads((workspace / "reports" / "evaluation-run.json").read_text())["results"]
 
     # the least-confident train image gets a full mask drawn in CVAT: its GT, painted class by class
@@ -102,7 +103,13 @@ def test_a_drawn_mask_replaces_the_pseudo_mask_downstream_and_the_rerun_equals_a
     assert NO_MANUAL not in scores_before[MASKS]["splits"]
 
     # status and the report mark it
-    assert f"manual masks: 1 images ({drawn})" in invoke("status", "--workspace", str(workspace))
+    assert f"manual masks: 1 image ({drawn})" in invoke("status", "--workspace", str(workspace))
     invoke("report", "--workspace", str(workspace), "--out", str(tmp_path / "report.html"))
     page = (tmp_path / "report.html").read_text()
     assert f"1: {drawn} (a person" in page and f"mIoU {NO_MANUAL}" in page
+
+    # the manual mask removed: the image is back on its pseudo mask, the round as the first clean run had it
+    (root / "SegmentationClassManual" / f"{drawn}.png").unlink()
+    assert "1 changed, 0 new, 0 removed" in invoke(*run_command(workspace, root))
+    assert not ws.has_array("manual", drawn)
+    assert all(np.array_equal(ws.read_array(ROUND, i), first_round[i]) for i in ws.image_ids())
