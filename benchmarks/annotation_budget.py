@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -102,7 +103,7 @@ def review(root: Path, workspace: Path, mask_set: str, ids: list[str], min_super
         if not count:
             continue
         path = root / "scribbles" / f"{image_id}.png"
-        scribble = np.array(__import__("PIL.Image").Image.open(path)) if path.exists() else np.full(gt.shape, IGNORE, np.uint8)
+        scribble = np.array(Image.open(path)) if path.exists() else np.full(gt.shape, IGNORE, np.uint8)
         scribble = np.where(strokes != IGNORE, strokes, scribble).astype(np.uint8)
         path.parent.mkdir(exist_ok=True)
         save_palette_png(path, scribble)
