@@ -38,6 +38,7 @@ from flows.ingest import ingest_flow  # noqa: E402
 from wsss_core.confidence import MEASURES, read_confidence, worst  # noqa: E402
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
+from wsss_core.requests import AffinityNetRequest, GraphNetRequest  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402
 
 WORST_N = 10
@@ -71,16 +72,17 @@ def run_paths(workspace: str, paths: list[str], quiet: Execution) -> list[str]:
     if "graphnet" in paths:
         for supervision in ("scribbles", "boxes"):
             run = flow_result(
-                graphnet_flow, workspace=workspace, supervision=supervision, preset="offline", crf=True,
-                evaluate=False, log_to_mlflow=False, execution=quiet,
+                graphnet_flow, workspace=workspace, execution=quiet, request=GraphNetRequest(
+                    supervision=supervision, preset="offline", crf=True, evaluate=False, log_to_mlflow=False,
+                ),
             )
             stages += run.mask_stages
     if "affinitynet" in paths:
         from flows.affinitynet import affinitynet_flow
 
         run = flow_result(
-            affinitynet_flow, workspace=workspace, preset="small", crf=True, evaluate=False, log_to_mlflow=False,
-            execution=quiet,
+            affinitynet_flow, workspace=workspace, execution=quiet,
+            request=AffinityNetRequest(preset="small", crf=True, evaluate=False, log_to_mlflow=False),
         )
         stages += run.mask_stages
     return stages

@@ -47,6 +47,7 @@ from wsss_core.graphnet.config import GraphNetConfig  # noqa: E402
 from wsss_core.graphnet.masks import node_mask  # noqa: E402
 from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, pretrain_gcn, propagate_gcn  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
+from wsss_core.requests import GraphNetRequest  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402
 
 ADAPT_EPOCHS = (10, 25, 50, 100)
@@ -96,8 +97,9 @@ def main() -> None:
         flow_result(ingest_flow, root=str(root), workspace=workspace, execution=quiet)
         for supervision in ("scribbles", "boxes"):
             flow_result(
-                graphnet_flow, workspace=workspace, supervision=supervision, preset="offline", until="seeds",
-                evaluate=False, log_to_mlflow=False, execution=quiet,
+                graphnet_flow, workspace=workspace, execution=quiet, request=GraphNetRequest(
+                    supervision=supervision, preset="offline", until="seeds", evaluate=False, log_to_mlflow=False,
+                ),
             )
             results[supervision] = measure(Workspace(workspace), supervision, args.late, args.repeats, args.seed)
     print(f"late images' mIoU (%), {args.variant} variant, median of {args.repeats} draws:")

@@ -51,6 +51,7 @@ from flows.ingest import ingest_flow  # noqa: E402
 from tasks.affinitynet import PSEUDO_CAM, PSEUDO_RW, PSEUDO_RW_CRF, TRAIN_AFFINITYNET, TRAIN_CAM  # noqa: E402
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 from wsss_core.metrics import ConfusionMatrix  # noqa: E402
+from wsss_core.requests import AffinityNetRequest  # noqa: E402
 from wsss_core.store import Workspace  # noqa: E402
 
 STAGES = (PSEUDO_CAM, PSEUDO_RW, PSEUDO_RW_CRF)
@@ -85,8 +86,9 @@ def pooled_miou(matrices: dict[str, ConfusionMatrix], ids: list[str]) -> float:
 
 def run_flow(workspace: str, overrides: dict | None) -> object:
     return flow_result(
-        affinitynet_flow, workspace=workspace, preset="small", evaluate=False, log_to_mlflow=False, device="cpu",
-        overrides=overrides, execution=QUIET,
+        affinitynet_flow, workspace=workspace, execution=QUIET, request=AffinityNetRequest(
+            preset="small", evaluate=False, log_to_mlflow=False, device="cpu", overrides=overrides or {},
+        ),
     )
 
 

@@ -24,10 +24,14 @@ completion marker per image and stage) in batches of --batch images, in each lay
                          image): Zarr's sharding codec as documented; needs one shape for all
                          images; one marker per (stage, batch)
 
+    numpy files          the floor: numpy.save / numpy.load of the same arrays, a .npy file per
+                         (array, image), no markers, no compression
+
 and measures: files per image and bytes on disk per image (every file is one object/PUT on
-an object store); write time per image (whole run / N); read time of one image's `images`
-array at random (a fresh reader per read, as a stage's task opens the workspace; index
-lookups included); the time of one `is_done` lookup of a random image; and concurrent
+an object store); write time per image (whole run / N) and its CPU time; read time of one
+image's `images` array at random (a fresh reader per read, as a stage's task opens the
+workspace; index lookups included); batch read: the images of a batch one by one, as a
+stage's task reads them (a fresh reader per batch), per image; the time of one `is_done` lookup of a random image; and concurrent
 writers: two processes writing alternate batches at once, then every image read back and
 compared (plus, for the stage arrays, two processes writing alternate images of the SAME
 shards, which Zarr does not promise to survive). Medians over --repeats; the machine is
@@ -64,6 +68,7 @@ RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "storage.json"
 H, W = 192, 256
 ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")  # ingest; then "superpixels"
 STAGES = (("ingest", ARRAYS), ("superpixels", ("superpixels",)))  # (stage, the arrays it writes)
+RATIOS = ("write_ms_per_image", "write_cpu_ms_per_image", "read_ms", "batch_read_ms_per_image")  # against numpy files
 
 
 # ------------------------------------------------------------------------ data
@@ -125,6 +130,13 @@ class WorkspaceLayout:
     def read_image(self, index: int) -> np.ndarray:
         return Workspace(self.root).read_array("images", image_id(index))
 
+    def read_batch(self, indices: list[int]) -> None:
+        """A batch's images one by one, as a stage's task reads them (one workspace, a fresh process's packs)."""
+        store.forget_open_packs()
+        ws = Workspace(self.root)
+        for i in indices:
+            ws.read_array("images", image_id(i))
+
     def is_done(self, index: int) -> bool:
         if self.batch_markers:
             return listed_in_batch_markers(self.root / "markers" / "superpixels" / "k", image_id(index))
@@ -176,7 +188,7 @@ class WorkspacePacks(WorkspaceLayout):
                 assert not errors and len(done) == len(batch), errors
 
     def read_image(self, index: int) -> np.ndarray:
-        store._PACK_HANDLES.clear()  # a cold read: as the first read of a pack in a fresh process
+        store.forget_open_packs()  # a cold read: as the first read of a pack in a fresh process
         return super().read_image(index)
 
 
@@ -289,7 +301,49 @@ class StageArrays:
         return listed_in_batch_markers(self.root / "markers" / "superpixels" / "k", image_id(index))
 
 
-LAYOUTS = {cls.name: cls for cls in (PerImage, WorkspacePacks, PerImageBatchMarkers, Packs, PacksBatchMarkers, StageArrays)}
+class NumpyFiles:
+    """The floor the issue compares against: numpy.save / numpy.load of the same arrays on the
+    same disk, a .npy file per (array, image), no markers, no compression, nothing atomic."""
+
+    name = "numpy files"
+    batch_markers = False
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def prepare(self, n: int) -> None:
+        for _, names in STAGES:
+            for name in names:
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def write_batch(self, batch: list[int]) -> None:
+        for _, names in STAGES:
+            for i in batch:
+                data = sample(i)
+                for name in names:
+                    np.save(self.root / name / f"{image_id(i)}.npy", data[name])
+
+    def read_image(self, index: int) -> np.ndarray:
+        return np.load(self.root / "images" / f"{image_id(index)}.npy")
+
+    def read_batch(self, indices: list[int]) -> None:
+        for i in indices:
+            self.read_image(i)
+
+    def is_done(self, index: int) -> bool:
+        return (self.root / "superpixels" / f"{image_id(index)}.npy").exists()
+
+
+LAYOUTS = {cls.name: cls for cls in (PerImage, WorkspacePacks, PerImageBatchMarkers, Packs, PacksBatchMarkers, StageArrays, NumpyFiles)}
+
+
+def read_batch(layout, indices: list[int]) -> None:
+    """A batch's images one by one (the layout's own way when it has one, else one read each)."""
+    if hasattr(layout, "read_batch"):
+        layout.read_batch(indices)
+    else:
+        for i in indices:
+            layout.read_image(i)
 
 
 def make(name: str, root: Path, batch: int):
@@ -355,10 +409,10 @@ def one_run(name: str, scratch: Path, n: int, batch: int, reads: int, seed: int)
     shutil.rmtree(root, ignore_errors=True)
     layout = make(name, root, batch)
     layout.prepare(n)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for indices in batches_of(n, batch):
         layout.write_batch(indices)
-    write_s = time.perf_counter() - started
+    write_s, write_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     files, blocks = disk_usage(root)
     rng = random.Random(seed)
     picks = [rng.randrange(n) for _ in range(reads)]
@@ -371,9 +425,16 @@ def one_run(name: str, scratch: Path, n: int, batch: int, reads: int, seed: int)
         t0 = time.perf_counter()
         assert layout.is_done(i)
         done_ms.append((time.perf_counter() - t0) * 1000)
+    batch_ms = []
+    for indices in rng.sample(batches_of(n, batch), min(10, len(batches_of(n, batch)))):
+        t0 = time.perf_counter()
+        read_batch(layout, indices)
+        batch_ms.append((time.perf_counter() - t0) * 1000 / len(indices))
     shutil.rmtree(root, ignore_errors=True)
     return {
         "write_ms_per_image": write_s * 1000 / n,
+        "write_cpu_ms_per_image": write_cpu_s * 1000 / n,
+        "batch_read_ms_per_image": statistics.median(batch_ms),
         "files_per_image": files / n,
         "disk_kb_per_image": blocks / 1024 / n,
         "read_ms": statistics.median(read_ms),
@@ -413,14 +474,24 @@ def main() -> None:
             medians["runs"] = runs[name]
             results["layouts"][name] = medians
     results["load_after"] = os.getloadavg()[0]
-    header = f"{'layout':<26}{'files/img':>10}{'KB/img':>8}{'write ms/img':>13}{'read ms':>9}{'is_done ms':>11}  concurrent"
+    header = (f"{'layout':<26}{'files/img':>10}{'KB/img':>8}{'write ms/img':>13}{'(cpu)':>7}{'read ms':>9}"
+              f"{'batch read':>11}{'is_done ms':>11}  concurrent")
     print(header)
     for name, r in results["layouts"].items():
         both = f"{r['concurrent_batches']['wrong']} wrong of {r['concurrent_batches']['images']}"
         if "concurrent_same_shard" in r:
             both += f"; same shards: {r['concurrent_same_shard']['wrong']} wrong"
         print(f"{name:<26}{r['files_per_image']:>10.2f}{r['disk_kb_per_image']:>8.1f}{r['write_ms_per_image']:>13.2f}"
-              f"{r['read_ms']:>9.2f}{r['is_done_ms']:>11.2f}  {both}")
+              f"{r['write_cpu_ms_per_image']:>7.2f}{r['read_ms']:>9.2f}{r['batch_read_ms_per_image']:>11.2f}"
+              f"{r['is_done_ms']:>11.2f}  {both}")
+    floor = results["layouts"].get(NumpyFiles.name)
+    if floor:  # each layout against numpy.save / numpy.load, ratios of medians of one run
+        results["against_numpy"] = {
+            name: {measure: round(r[measure] / floor[measure], 2) for measure in RATIOS}
+            for name, r in results["layouts"].items() if name != NumpyFiles.name
+        }
+        for name, ratios in results["against_numpy"].items():
+            print(f"{name:<26} x numpy: " + ", ".join(f"{m} {v:.2f}x" for m, v in ratios.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -8,10 +8,12 @@ shows the tracebacks instead.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
 import time
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -21,6 +23,7 @@ from typer.core import TyperGroup
 
 from wsss_core.errors import WsssError
 from wsss_core.registries import ENGINES
+from wsss_core.requests import RUN_LEVEL, PathRequest
 
 # Errors a user can cause (a wrong request, an unusable dataset, workspace or output folder, a
 # file system that refuses): reported in one line, exit 2. Anything else is a bug: traceback.
@@ -104,12 +107,71 @@ def workspace_dir(value: Path) -> Path:
 WorkspaceOpt = Annotated[
     Path, typer.Option("--workspace", "-w", callback=workspace_dir, help="Workspace directory (holds store.zarr).")
 ]
-SplitOpt = Annotated[
-    Optional[list[str]], typer.Option("--split", help="Only images of this split (repeat for several; default: all).")
-]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu or cuda for the networks (default: cuda if any).")]
-EvaluateOpt = Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the masks against GT.")]
-MlflowOpt = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log trainings and evaluation to MLflow.")]
+
+
+def field_option(kind: type, name: str) -> Any:
+    """The typer option of a request field, from its option(...) metadata (wsss_core.requests)."""
+    meta = next(f for f in dataclasses.fields(kind) if f.name == name).metadata
+    choices = meta["choices"]
+    return typer.Option(
+        *((meta["flag"],) if meta["flag"] else ()), help=meta["help"].format(steps=getattr(kind, "STEPS", "")),
+        callback=checked(choices) if choices else None, min=meta["min"],
+    )
+
+
+def cli_type(hint: Any) -> Any:
+    """The command-line type of a request field's type: X | None -> Optional[X]; a tuple -> a repeatable option."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    inner = Optional[list[str]] if typing.get_origin(options[0]) is tuple else options[0]
+    return Optional[inner] if type(None) in typing.get_args(hint) else inner
+
+
+def request_parameters(kind: type) -> list[inspect.Parameter]:
+    """A keyword-only parameter for every field of the request type that has an option: the
+    path's own first, then those every path shares (splits, until, device, evaluate, mlflow)."""
+    hints = typing.get_type_hints(kind)
+    fields = sorted((f for f in dataclasses.fields(kind) if "help" in f.metadata), key=lambda f: f.name in RUN_LEVEL)
+    return [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty if f.metadata["required"] else f.default,
+            annotation=Annotated[cli_type(hints[f.name]), field_option(kind, f.name)],
+        )
+        for f in fields
+    ]
+
+
+def with_request(kind: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add an option for every field of a request type (wsss_core.requests) to a command; it
+    receives them as one `request` of that type (the options it declares itself, such as
+    --set, it applies to that request)."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        return with_options(command, "request", request_parameters(kind), kind)
+
+    return decorate
+
+
+def with_options(command: Callable[..., None], name: str, extra: list[inspect.Parameter], build: Callable[..., Any]) -> Callable[..., None]:
+    """A command that takes the `extra` options too, and receives them as one argument `name` = build(**their values)."""
+    signature = inspect.signature(command, eval_str=True)
+    parameters = [p for p in signature.parameters.values() if p.name != name] + extra
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        return command(**{name: build(**{p.name: kwargs.pop(p.name) for p in extra})}, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != name},
+        **{p.name: p.annotation for p in extra},
+    }
+    return wrapper
+
+
+SplitOpt = Annotated[Optional[list[str]], field_option(PathRequest, "splits")]
+DeviceOpt = Annotated[Optional[str], field_option(PathRequest, "device")]
+EvaluateOpt = Annotated[bool, field_option(PathRequest, "evaluate")]
+MlflowOpt = Annotated[bool, field_option(PathRequest, "log_to_mlflow")]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Change any config value by name, e.g. --set gcn.epochs=50 (YAML value; repeatable)."),
@@ -129,24 +191,11 @@ EXECUTION_DEFAULTS = {"engine": "threads", "workers": None, "dask_address": None
 def with_execution(command: Callable[..., None]) -> Callable[..., None]:
     """Add the execution options (engine, workers, dask address, batch size, progress) to a
     command; it receives them as one `execution` dict (the flows' Execution)."""
-    signature = inspect.signature(command, eval_str=True)
     extra = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=EXECUTION_DEFAULTS[name], annotation=Annotated[kind, option])
         for name, (kind, option) in EXECUTION_OPTIONS.items()
     ]
-    parameters = [p for p in signature.parameters.values() if p.name != "execution"] + extra
-
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        execution = {name: kwargs.pop(name) for name in EXECUTION_OPTIONS}
-        return command(execution=execution, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {
-        **{k: v for k, v in command.__annotations__.items() if k != "execution"},
-        **{p.name: p.annotation for p in extra},
-    }
-    return wrapper
+    return with_options(command, "execution", extra, dict)
 
 
 def fail(message: str, code: int = 2) -> None:

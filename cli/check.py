@@ -37,6 +37,8 @@ def run_check(workspace: Path, progress: bool = True) -> CheckReport:
         table.add_row(stage, str(checked), str(repaired.get(stage, 0)))
     console.print(table)
     console.print(f"read {report.arrays} arrays of {total} done images")
+    if report.tracking_store is not None:
+        console.print(f"[yellow]{escape(report.tracking_store.path)}: {escape(report.tracking_store.error)}[/yellow]")
     if report.problems:
         console.print(
             f"[yellow]{len(report.problems)} image(s) were marked not done and recorded as failed; "

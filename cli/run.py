@@ -10,16 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cli.app import (
-    DeviceOpt,
-    EvaluateOpt,
-    MlflowOpt,
-    SetOpt,
-    SplitOpt,
-    WorkspaceOpt,
-    call_flow,
-    checked,
-    finish,
-    parse_settings,
+    DeviceOpt, EvaluateOpt, MlflowOpt, SetOpt, SplitOpt, WorkspaceOpt, call_flow, checked, finish, parse_settings,
     with_execution,
 )
 from wsss_core.registries import ENGINES, PATHS
@@ -50,20 +41,12 @@ def run(
 
     Settings come from --config, then --set NAME=VALUE (e.g. --set graphnet.crf=true), then the options here.
     """
-    settings = parse_settings(set_)
-    for name, value in (
-        ("ingest.root", str(root) if root else None), ("ingest.splits", ingest_split), ("paths", path),
-        ("splits", split), ("device", device), ("execution.engine", engine), ("execution.workers", workers),
-        ("execution.dask_address", dask_address),
-    ):
-        if value:
-            settings[name] = value
-    if rounds is not None:
-        settings["segmentation.rounds"] = rounds
-    if not evaluate:
-        settings["evaluate"] = False
-    if not mlflow:
-        settings["mlflow"] = False
+    settings = {**parse_settings(set_), **options_given({
+        "ingest.root": (str(root) if root else None, None), "ingest.splits": (ingest_split, None), "paths": (path, None),
+        "splits": (split, None), "device": (device, None), "execution.engine": (engine, None),
+        "execution.workers": (workers, None), "execution.dask_address": (dask_address, None),
+        "segmentation.rounds": (rounds, None), "evaluate": (evaluate, True), "mlflow": (mlflow, True),
+    })}
     started = time.perf_counter()
     whole = call_run_flow(workspace, config, settings, run_name)
     if whole.report:
@@ -115,19 +98,21 @@ def demo(
     """
     from wsss_core.run_config import DEMO_CONFIG
 
-    settings = parse_settings(set_)
-    settings["ingest.root"] = str(out / "dataset")
-    if images is not None:
-        settings["generate.images"] = images
-    if not progress:
-        settings["execution.progress"] = False
-    if not mlflow:
-        settings["mlflow"] = False
+    settings = {**parse_settings(set_), **options_given({
+        "ingest.root": (str(out / "dataset"), None), "generate.images": (images, None),
+        "execution.progress": (progress, True), "mlflow": (mlflow, True),
+    })}
     workspace = out / "workspace"
     started = time.perf_counter()
     whole = call_run_flow(workspace, config or DEMO_CONFIG, settings, "demo")
     print_demo_summary(whole, workspace, mlflow)
     finish(whole.summaries, started)
+
+
+def options_given(options: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """{setting: (option value, the value when the option is not given)} -> the settings of the
+    options given (an empty repeatable option is not given)."""
+    return {name: value for name, (value, unset) in options.items() if value != unset and value != []}
 
 
 def call_run_flow(workspace: Path, config: Path | None, settings: dict[str, Any], run_name: str | None) -> Any:
@@ -157,11 +142,14 @@ def print_demo_summary(whole: Any, workspace: Path, mlflow: bool) -> None:
     """The results table (stdout), then where everything is and how to look at it."""
     import os
 
+    from wsss_core.last_word import evaluation_mious, worse_last_rounds
     from wsss_core.report import results_text
 
     if whole.evaluation:
         typer.echo("\nmIoU (%) on the built-in synthetic dataset (round 0: the pseudo masks; * best of a column):")
         typer.echo(results_text(whole.evaluation))
+        for worse in worse_last_rounds(evaluation_mious(whole.evaluation)):
+            typer.echo(f"note: {worse.line()}")
     else:
         typer.echo("\nnothing was scored (see the messages above)")
     lines = [f"workspace: {workspace}"]

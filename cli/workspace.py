@@ -36,7 +36,7 @@ def check(
         report = run_check(workspace, progress)
     except WsssError as error:
         fail(str(error))
-    if report.problems:
+    if report.problems or report.tracking_store is not None:
         raise typer.Exit(1)
 
 

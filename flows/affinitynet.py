@@ -11,18 +11,20 @@ late images lost far more than training noise (benchmarks/late_images_psa.py).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
 
 from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
-from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
+from flows.path import PathPlan, run_path
+from flows.pipeline import Pipeline, PipelineRun, Stage
 from tasks import affinitynet as t
-from flows.tracking import flow_run_tracking, remember_mask_settings
 from wsss_core.psa.config import AffinityNetPathConfig, resolve_config, run_settings
 from wsss_core.refit import RefitRule
-from wsss_core.registries import AUTO, mask_method_of_stage
+from wsss_core.registries import mask_method_of_stage
+from wsss_core.requests import AffinityNetRequest
 from wsss_core.store import IMAGES, TAGS, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import offline_said
@@ -102,48 +104,30 @@ def has_gpu(device: str | None) -> bool:
     return torch.cuda.is_available()
 
 
-def run_affinitynet(
-    workspace: str,
-    preset: str,
-    backbone: str | None,
-    weights: str | None,
-    stride: int | None,
-    crf: bool,
-    overrides: dict[str, Any] | None,
-    splits: list[str] | None,
-    until: str | None,
-    evaluate: bool,
-    log_to_mlflow: bool,
-    run_name: str | None,
-    device: str | None,
-    train_threads: int | None,
-    execution: Execution,
-    only_ids: list[str] | None = None,
-) -> PipelineRun:
-    ws = Workspace(workspace).require()
-    image_ids = ws.select_ids(splits)
-    resolved = resolve_config(preset, len(image_ids), has_gpu(device), backbone, weights, stride, overrides)
+def affinitynet_plan(ws: Workspace, request: AffinityNetRequest) -> PathPlan:
+    """The request resolved (preset by data size and GPU, weights load-tested) and announced."""
+    image_ids = ws.select_ids(request.splits)
+    resolved = resolve_config(request.preset, len(image_ids), has_gpu(request.device), request.backbone,
+                              request.weights, request.stride, request.overrides)
     announce(f"affinitynet: preset {resolved.preset} ({resolved.why})")
     for network, record in resolved.weights.items():
         if record.get("fallback"):
             announce(f"{network}: {record['note']}", warning=not offline_said())
-    settings = run_settings(resolved, crf)
-    inherit = {name: settings[name] for name in ("path", "supervision", "preset")}
-    with flow_run_tracking(ws, log_to_mlflow, "affinitynet", settings, resolved.config, inherit) as tracking:
-        pipeline = affinitynet_pipeline(
-            resolved.config, resolved.weights, crf, device, train_threads or default_train_threads(), tracking
-        )
-        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": resolved.weights})
-        if only_ids is None:  # a retry keeps the request it retries
-            ws.remember_request(pipeline.name, "flows.affinitynet:affinitynet_flow", {
-                "preset": resolved.preset, "backbone": backbone, "weights": weights, "stride": stride, "crf": crf,
-                "overrides": overrides, "splits": splits, "until": until, "device": device, "train_threads": train_threads,
-            })
-        run = run_pipeline(ws, pipeline, execution, image_ids, until, run, only=only_ids)
-        remember_mask_settings(ws, {stage: {**settings, "method": method_of(stage)} for stage in run.mask_stages})
-        if evaluate and until is None:
-            run.evaluation = evaluate_path(ws, "tags", run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
-    return run
+    settings = run_settings(resolved, request.crf)
+    threads = request.train_threads or default_train_threads()
+
+    def table(tracking: Tracking | None) -> Pipeline:
+        return affinitynet_pipeline(resolved.config, resolved.weights, request.crf, request.device, threads, tracking)
+
+    def evaluate(run: PipelineRun, name: str) -> dict | None:
+        return evaluate_path(ws, "tags", run.mask_stages, name, request.log_to_mlflow, request.split_list)
+
+    return PathPlan(
+        "affinitynet", "flows.affinitynet:affinitynet_flow", replace(request, preset=resolved.preset), settings,
+        resolved.config, image_ids, table, lambda stage: {**settings, "method": method_of(stage)}, evaluate,
+        inherit=("path", "supervision", "preset"),
+        notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": resolved.weights},
+    )
 
 
 def method_of(stage: str) -> str:
@@ -154,35 +138,19 @@ def method_of(stage: str) -> str:
 @flow(name="affinitynet")
 def affinitynet_flow(
     workspace: str,
-    preset: str = AUTO,
-    backbone: str | None = None,
-    weights: str | None = None,
-    stride: int | None = None,
-    crf: bool = True,
-    overrides: dict[str, Any] | None = None,
-    splits: list[str] | None = None,
-    until: str | None = None,
-    evaluate: bool = True,
-    log_to_mlflow: bool = True,
-    run_name: str | None = None,
-    device: str | None = None,
-    train_threads: int | None = None,
-    only_ids: list[str] | None = None,
+    request: AffinityNetRequest = AffinityNetRequest(),
     execution: Execution = Execution(),
+    only_ids: list[str] | None = None,
 ) -> PipelineRun:
-    """Pseudo masks from image tags for every image of the chosen splits (default: all).
+    """Pseudo masks from image tags for every image of the request's splits
+    (wsss_core.requests.AffinityNetRequest: every choice, with its default).
 
-    preset: paper (PSA's schedule), small, or auto (paper from 1000 images with a GPU,
-    else small). backbone / weights / stride: default the preset's; pretrained weights
-    that cannot be loaded fall back to random init, loudly, recorded in the training
-    runs' params. overrides: any AffinityNetPathConfig value by name, e.g.
-    {"cam_train": {"epochs": 5}}. device: where the networks run (default: CUDA when
-    available). train_threads: torch threads of a CPU training (default: every core).
-    only_ids: re-run just these images (a retry: same settings, their finished stages skipped).
-    Ends Failed (with the count per stage) when images failed; the result is still returned.
+    preset auto: paper (PSA's schedule) from 1000 images with a GPU, else small. Pretrained
+    weights that cannot be loaded fall back to random init, loudly, recorded in the training
+    runs' params. only_ids: re-run just these images (a retry: same request, their finished
+    stages skipped). Ends Failed (with the count per stage) when images failed; the result is
+    still returned.
     """
-    run = run_affinitynet(
-        workspace, preset, backbone, weights, stride, crf, overrides, splits, until, evaluate, log_to_mlflow,
-        run_name, device, train_threads, execution, only_ids,
-    )
+    ws = Workspace(workspace).require()
+    run = run_path(ws, affinitynet_plan(ws, request), request, execution, only_ids)
     return outcome(run, run.summaries, workspace)

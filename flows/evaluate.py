@@ -13,6 +13,7 @@ from flows.common import DEFAULT_BATCH_SIZE, announce
 from flows.tracking import flow_run_tracking, mask_settings
 from tasks.evaluate import Scores, evaluate_batch, log_evaluation_run
 from wsss_core.errors import WorkspaceError
+from wsss_core.last_word import evaluation_mious, worse_last_rounds
 from wsss_core.manual import NO_MANUAL, manual_ids
 from wsss_core.metrics import ConfusionMatrix, format_iou_table
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order
@@ -71,6 +72,8 @@ def score_stages(
                 LOGGED_TO: store if stage in to_log else (reused[stage].get(LOGGED_TO) if stage in reused else None)}
         for stage, matrix in overall.items()
     }
+    for worse in worse_last_rounds(evaluation_mious(results)):
+        announce(worse.line(), warning=True)
     report = ws.path / REPORT_DIR / f"evaluation-{run_name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(report, {"time": time.time(), "splits": splits, "unit": "fraction", "results": results})

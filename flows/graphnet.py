@@ -10,20 +10,21 @@ the nodes and pseudo/cam is the baseline.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from prefect import flow
 
 from flows.affinitynet import cam_rows, default_train_threads, has_gpu
 from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_path
-from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
+from flows.path import PathPlan, run_path
+from flows.pipeline import Pipeline, PipelineRun, Stage
 from tasks import graphnet as t
 from tasks.superpixels import superpixels_batch
-from flows.tracking import flow_run_tracking, remember_mask_settings
 from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve_config, run_settings
 from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
+from wsss_core.requests import CamSettings, GraphNetRequest
 from wsss_core.store import CAM_CHECKPOINT, IMAGES, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
@@ -108,116 +109,66 @@ def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | No
     return choice
 
 
-def resolve_cam_config(
-    supervision: str, n_images: int, device: str | None, overrides: dict[str, Any] | None,
-    preset: str = AUTO, backbone: str | None = None, weights: str | None = None,
-) -> psa.ResolvedConfig | None:
+def resolve_cam_config(supervision: str, n_images: int, device: str | None, cam: CamSettings) -> psa.ResolvedConfig | None:
     """The AffinityNet config of the CAM rows a supervision needs (tags), resolved as
     `wsss affinitynet` resolves it (same preset, backbone, weights and overrides), so both
     share stage keys; None for scribbles and boxes."""
     if not SUPERVISIONS.get(supervision).seeds_from:
         return None
-    resolved = psa.resolve_config(preset, n_images, has_gpu(device), backbone, weights, overrides=overrides)
+    resolved = psa.resolve_config(cam.preset, n_images, has_gpu(device), cam.backbone, cam.weights, overrides=cam.overrides)
     announce(f"graphnet: CAM rows of the affinitynet path, preset {resolved.preset} ({resolved.why})")
     return resolved
 
 
-def run_graphnet(
-    workspace: str,
-    supervision: str,
-    preset: str,
-    propagation: str,
-    crf: bool,
-    backbone: str | None,
-    weights: str | None,
-    overrides: dict[str, Any] | None,
-    splits: list[str] | None,
-    until: str | None,
-    evaluate: bool,
-    log_to_mlflow: bool,
-    run_name: str | None,
-    device: str | None,
-    execution: Execution,
-    only_ids: list[str] | None = None,
-    cam_overrides: dict[str, Any] | None = None,
-    cam_preset: str = AUTO,
-    cam_backbone: str | None = None,
-    cam_weights: str | None = None,
-) -> PipelineRun:
-    ws = Workspace(workspace).require()
+def graphnet_plan(ws: Workspace, request: GraphNetRequest) -> PathPlan:
+    """The request resolved (preset, features' weights, tags' CAM rows) and announced."""
+    supervision, propagation, crf, device = request.supervision, request.propagation, request.crf, request.device
     SUPERVISIONS.check(supervision)
     PROPAGATIONS.check(propagation)
-    cam = resolve_cam_config(supervision, len(ws.select_ids(splits)), device, cam_overrides, cam_preset, cam_backbone, cam_weights)
-    resolved = resolve_config(preset, backbone, weights, overrides)
+    cam = resolve_cam_config(supervision, len(ws.select_ids(request.splits)), device, request.cam)
+    resolved = resolve_config(request.preset, request.backbone, request.weights, request.overrides)
     announce(f"graphnet: preset {resolved.preset} ({resolved.why})",
-             warning=resolved.preset != "paper" and preset == AUTO and not offline_said())
+             warning=resolved.preset != "paper" and request.preset == AUTO and not offline_said())
     features = feature_weights(ws, resolved.config)
     settings = run_settings(resolved, supervision, propagation, crf, features.record() if features else None)
-    inherit = {name: settings[name] for name in ("path", "method", "supervision", "preset")}
-    with flow_run_tracking(ws, log_to_mlflow, "graphnet", settings, resolved.config, inherit) as tracking:
+    baseline = f"pseudo/{SUPERVISIONS.get(supervision).baseline}"
+    baseline_of = {**psa.run_settings(cam, crf=False), "method": "cam"} if cam else baseline_settings(supervision)
+
+    def table(tracking: Tracking | None) -> Pipeline:
         upstream = tuple(cam_rows(cam.config, cam.weights, device, default_train_threads(), tracking)) if cam else ()
-        pipeline = graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device, tracking, upstream)
-        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why})
-        if features is not None:
-            run.notes["weights"] = {"features": features.record()}
-        if only_ids is None:  # a retry keeps the request it retries
-            ws.remember_request(pipeline.name, "flows.graphnet:graphnet_flow", {
-                "supervision": supervision, "preset": resolved.preset, "propagation": propagation, "crf": crf,
-                "backbone": backbone, "weights": weights, "overrides": overrides, "splits": splits, "until": until,
-                "device": device, "cam_overrides": cam_overrides, "cam_preset": cam_preset,
-                "cam_backbone": cam_backbone, "cam_weights": cam_weights,
-            })
-        run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
-        baseline = f"pseudo/{SUPERVISIONS.get(supervision).baseline}"
-        baseline_of = {**psa.run_settings(cam, crf=False), "method": "cam"} if cam else baseline_settings(supervision)
-        remember_mask_settings(ws, {stage: baseline_of if stage == baseline else settings for stage in run.mask_stages})
-        if evaluate and until is None:
-            run.evaluation = evaluate_path(ws, supervision, run.mask_stages, run_name or pipeline.name, log_to_mlflow, splits)
-    return run
+        return graphnet_pipeline(resolved.config, supervision, propagation, crf, features, device, tracking, upstream)
+
+    def evaluate(run: PipelineRun, name: str) -> dict | None:
+        return evaluate_path(ws, supervision, run.mask_stages, name, request.log_to_mlflow, request.split_list)
+
+    notes = {"preset": resolved.preset, "preset_why": resolved.why}
+    if features is not None:
+        notes["weights"] = {"features": features.record()}
+    return PathPlan(
+        "graphnet", "flows.graphnet:graphnet_flow", replace(request, preset=resolved.preset), settings, resolved.config,
+        ws.select_ids(request.splits), table, lambda stage: baseline_of if stage == baseline else settings, evaluate,
+        inherit=("path", "method", "supervision", "preset"), notes=notes,
+    )
 
 
 @flow(name="graphnet")
 def graphnet_flow(
     workspace: str,
-    supervision: str = "scribbles",
-    preset: str = AUTO,
-    propagation: str = "gcn",
-    crf: bool = False,
-    backbone: str | None = None,
-    weights: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    splits: list[str] | None = None,
-    until: str | None = None,
-    evaluate: bool = True,
-    log_to_mlflow: bool = True,
-    run_name: str | None = None,
-    device: str | None = None,
-    only_ids: list[str] | None = None,
+    request: GraphNetRequest = GraphNetRequest(),
     execution: Execution = Execution(),
-    cam_overrides: dict[str, Any] | None = None,
-    cam_preset: str = AUTO,
-    cam_backbone: str | None = None,
-    cam_weights: str | None = None,
+    only_ids: list[str] | None = None,
 ) -> PipelineRun:
-    """Pseudo masks from scribbles, boxes or image tags for every image of the chosen splits (default: all).
+    """Pseudo masks from scribbles, boxes or image tags for every image of the request's splits
+    (wsss_core.requests.GraphNetRequest: every choice, with its default).
 
     tags: the AffinityNet path's CAM rows (train-cam, cams, pseudo/cam, affinity-labels;
-    computed when missing, reused after `wsss affinitynet` with the same settings:
-    cam_preset, cam_backbone, cam_weights and cam_overrides are affinitynet's preset,
-    backbone, weights and overrides) seed the graph.
-
-    preset: paper, offline or auto (paper when the pretrained weights load, else offline).
-    backbone / weights: the CNN of the features stage (default: the preset's; weights: a
-    torchvision weights name, a checkpoint path, or "none"; when pretrained weights cannot
-    be loaded the pipeline's CAM classifier is used, else random init, loudly). overrides:
-    any GraphNetConfig value by name, e.g. {"gcn": {"epochs": 50}}. until: stop after that
-    step. only_ids: re-run just these images (a retry: same settings, their finished stages
-    skipped). execution: the engine (threads, processes, dask), workers, batch size, progress.
-    Ends Failed (with the count per stage) when images failed; the result is still returned.
+    computed when missing, reused after `wsss affinitynet` with the same request.cam) seed the graph.
+    When pretrained weights cannot be loaded the features stage uses the pipeline's CAM
+    classifier, else random init, loudly. only_ids: re-run just these images (a retry: same
+    request, their finished stages skipped). execution: the engine (threads, processes, dask),
+    workers, batch size, progress. Ends Failed (with the count per stage) when images failed;
+    the result is still returned.
     """
-    run = run_graphnet(
-        workspace, supervision, preset, propagation, crf, backbone, weights, overrides, splits, until,
-        evaluate, log_to_mlflow, run_name, device, execution, only_ids, cam_overrides, cam_preset, cam_backbone,
-        cam_weights,
-    )
+    ws = Workspace(workspace).require()
+    run = run_path(ws, graphnet_plan(ws, request), request, execution, only_ids)
     return outcome(run, run.summaries, workspace)

@@ -13,7 +13,8 @@ images (that would drop every other image's result).
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import typing
 from collections.abc import Sequence
 
 from prefect import flow
@@ -80,15 +81,19 @@ def retry_request(
     name: str, request: dict, only_ids: list[str], execution: Execution, workspace: str, log_to_mlflow: bool
 ) -> object:
     """Call the remembered flow again with its parameters, on only_ids (its own evaluation off:
-    the retry evaluates what it re-ran once, at the end; its trainings log under the retry's run)."""
+    the retry evaluates what it re-ran once, at the end; its trainings log under the retry's run).
+    A path's request is read into its flow's request type, also in an older workspace's shape."""
     flow = resolve_target(request["flow"])
     parameters = dict(request["parameters"])
     if is_ingest_request(name):
         parameters["options"] = ReadOptions(**parameters["options"])
-    accepted = inspect.signature(flow.fn).parameters
-    quiet = {"evaluate": False, "run_name": RETRY_RUN_NAME}
-    parameters.update({k: v for k, v in {**quiet, "log_to_mlflow": log_to_mlflow}.items() if k in accepted})
-    return flow_result(flow, workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
+        return flow_result(flow, workspace=workspace, only_ids=only_ids, execution=execution, **parameters)
+    kind = typing.get_type_hints(flow.fn)["request"]
+    remembered = kind.from_dict(parameters)
+    quiet = {"evaluate": False, "run_name": RETRY_RUN_NAME, "log_to_mlflow": log_to_mlflow}
+    fields = {f.name for f in dataclasses.fields(kind)}
+    remembered = dataclasses.replace(remembered, **{k: v for k, v in quiet.items() if k in fields})
+    return flow_result(flow, workspace=workspace, request=remembered, only_ids=only_ids, execution=execution)
 
 
 def retry_failed(

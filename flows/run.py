@@ -11,7 +11,7 @@ deployment passes the same file or settings, so a scheduled run is exactly this.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import flow
@@ -29,7 +29,8 @@ from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import WsssError
 from wsss_core.registries import PATHS
 from wsss_core.report import write_report
-from wsss_core.run_config import RunConfig, applicable_paths, check_overrides, resolve_run_config
+from wsss_core.requests import PathRequest
+from wsss_core.run_config import RUN_DECIDES, RunConfig, applicable_paths, check_overrides, resolve_run_config
 from wsss_core.store import Workspace
 
 
@@ -85,35 +86,33 @@ def generate_dataset(config: RunConfig) -> None:
         announce(f"run: the built-in dataset is in {config.ingest.root} already")
 
 
-def run_path(
-    name: str, workspace: str, config: RunConfig, splits: list[str] | None, execution: Execution
-) -> PipelineRun:
-    """One path as its own flow (a subflow of run), its evaluation left to the joint table."""
+def path_request(name: str, config: RunConfig, **run_level: Any) -> PathRequest:
+    """The request of one path of the run: its run config section (the path's request type),
+    with what its registry entry fixes (the supervision), tags' CAM rows as the affinitynet
+    section makes them (one training, one key) and the run's own settings."""
     spec = PATHS.get(name)
-    path_flow = METHOD_FLOWS[spec.method]
-    section = config_to_dict(getattr(config, spec.settings))
-    section["overrides"] = section.get("overrides") or None
-    if spec.cam_settings:  # the CAM rows as that path makes them: one training, one key
-        cams = getattr(config, spec.cam_settings)
-        section.update(cam_preset=cams.preset, cam_backbone=cams.backbone, cam_weights=cams.weights,
-                       cam_overrides=config_to_dict(cams.overrides) or None)
-    return flow_result(
-        path_flow, workspace=workspace, splits=splits, evaluate=False,
-        log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=name,
-        **spec.parameters, **section,
-    )
+    request = replace(getattr(config, spec.settings), **spec.parameters, **run_level)
+    if spec.cam_settings:
+        request = replace(request, cam=getattr(config, spec.cam_settings).cam_settings())
+    return request
+
+
+def run_level(config: RunConfig, splits: list[str] | None, run_name: str) -> dict[str, Any]:
+    """What the run sets in every path's request: its evaluation is left to the joint table."""
+    return {"splits": splits, "device": config.device, "evaluate": False, "log_to_mlflow": config.mlflow, "run_name": run_name}
+
+
+def run_path(name: str, workspace: str, config: RunConfig, splits: list[str] | None, execution: Execution) -> PipelineRun:
+    """One path as its own flow (a subflow of run)."""
+    request = path_request(name, config, **run_level(config, splits, name))
+    return flow_result(METHOD_FLOWS[PATHS.get(name).method], workspace=workspace, request=request, execution=execution)
 
 
 def run_rounds(name: str, labels: str, workspace: str, config: RunConfig, splits: list[str] | None,
                execution: Execution) -> PipelineRun:
     """A path's segmentation rounds as their own flow (a subflow of run), evaluated in the joint table."""
-    section = config_to_dict(config.segmentation)
-    section["overrides"] = section.get("overrides") or None
-    section.pop("paths", None)  # which paths get rounds: decided above
-    return flow_result(
-        segment_flow, workspace=workspace, labels=labels, splits=splits, evaluate=False,
-        log_to_mlflow=config.mlflow, device=config.device, execution=execution, run_name=f"{name}-rounds", **section,
-    )
+    request = config.segmentation.request(labels=labels, **run_level(config, splits, f"{name}-rounds"))
+    return flow_result(segment_flow, workspace=workspace, request=request, execution=execution)
 
 
 def rounds_blocked(ws: Workspace, config: RunConfig, path: PipelineRun) -> str | None:
@@ -172,10 +171,14 @@ def write_run_report(workspace: str) -> str | None:
 
 
 def run_params(config: RunConfig, chosen: list[str]) -> dict[str, Any]:
-    """The run's readable settings: the run config without how it executes, and the paths it runs."""
+    """The run's readable settings: the run config without how it executes (nor what the run
+    sets in each path's request itself), and the paths it runs."""
     settings = config_to_dict(config)
     for name in ("execution", "mlflow"):
         settings.pop(name, None)
+    for section, names in RUN_DECIDES.items():
+        for name in names:
+            settings[section].pop(name, None)
     return {**settings, "paths": chosen}
 
 

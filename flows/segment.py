@@ -13,6 +13,7 @@ mask (a person's, wsss_core.manual) trains every round on that mask instead.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
@@ -20,13 +21,15 @@ from prefect import flow
 from flows.affinitynet import default_train_threads, has_gpu
 from flows.common import Execution, announce, outcome
 from flows.evaluate import evaluate_flow, has_ground_truth
-from flows.pipeline import Pipeline, PipelineRun, Stage, run_pipeline
-from flows.tracking import flow_run_tracking, mask_settings, remember_mask_settings
+from flows.path import PathPlan, run_path
+from flows.pipeline import Pipeline, PipelineRun, Stage
+from flows.tracking import mask_settings
 from tasks import segmentation as t
 from tasks.affinitynet import TRAIN_CAM
 from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.manual import MANUAL
-from wsss_core.registries import AUTO, mask_method_of_stage
+from wsss_core.registries import mask_method_of_stage
+from wsss_core.requests import SegmentationRequest
 from wsss_core.config import config_to_dict
 from wsss_core.segmentation.config import ResolvedSegmentationConfig, SegmentationConfig, resolve_config
 from wsss_core.tracking import Tracking
@@ -120,74 +123,46 @@ def backbone_source(ws: Workspace) -> tuple[str | None, dict[str, str] | None]:
     return str(ws.path / CAM_CHECKPOINT), {"stage": TRAIN_CAM, "key": key}
 
 
-def round_overrides(backbone: str | None, weights: str | None, output_stride: int | None,
-                    overrides: dict[str, Any] | None) -> dict[str, Any]:
-    named = {"train.backbone": backbone, "train.weights": weights, "train.output_stride": output_stride}
-    return {**{k: v for k, v in named.items() if v is not None}, **(overrides or {})}
+def round_overrides(request: SegmentationRequest) -> dict[str, Any]:
+    named = {"train.backbone": request.backbone, "train.weights": request.weights, "train.output_stride": request.output_stride}
+    return {**{k: v for k, v in named.items() if v is not None}, **request.overrides}
 
 
-def run_segment(
-    workspace: str,
-    labels: str,
-    rounds: int,
-    preset: str,
-    backbone: str | None,
-    weights: str | None,
-    output_stride: int | None,
-    overrides: dict[str, Any] | None,
-    train_split: str,
-    splits: list[str] | None,
-    until: str | None,
-    evaluate: bool,
-    log_to_mlflow: bool,
-    run_name: str | None,
-    device: str | None,
-    train_threads: int | None,
-    execution: Execution,
-    only_ids: list[str] | None = None,
-) -> PipelineRun:
-    ws = Workspace(workspace).require()
+def segment_plan(ws: Workspace, request: SegmentationRequest) -> PathPlan:
+    """The request checked against the workspace (labels, train split), resolved and announced."""
+    rounds, train_split = request.rounds, request.train_split
     if rounds < 1:
         raise UsageError(f"--rounds {rounds}: at least one round")
     check_image_ids(ws)
-    base = labels_stage(ws, labels)
+    base = labels_stage(ws, request.labels)
     trainable = train_images(ws, train_split, base)
     fallback, backbone_from = backbone_source(ws)
-    resolved = resolve_config(
-        preset, len(trainable), has_gpu(device), round_overrides(backbone, weights, output_stride, overrides), fallback
-    )
+    resolved = resolve_config(request.preset, len(trainable), has_gpu(request.device), round_overrides(request), fallback)
     announce(f"segment: preset {resolved.preset} ({resolved.why}), {resolved.config.train.backbone}, "
              f"{rounds} round(s) on {base}, trained on {len(trainable)} images of split {train_split}")
     if resolved.weights.fallback:
         announce(resolved.weights.note, warning=not offline_said())
     from_checkpoint = fallback is not None and resolved.weights.weights == fallback
     settings = round_settings(base, rounds, resolved, train_split)
-    inherit = {name: settings[name] for name in ("labels", "preset")}
-    with flow_run_tracking(ws, log_to_mlflow, "segment", settings, resolved.config, inherit) as tracking:
-        pipeline = segmentation_pipeline(
-            base, rounds, resolved.config, resolved.weights, backbone_from if from_checkpoint else None, train_split,
-            device, train_threads or default_train_threads(), tracking,
-        )
-        run = PipelineRun(pipeline.name, notes={"preset": resolved.preset, "preset_why": resolved.why,
-                                                 "weights": {"segmentation": resolved.weights_record()}})
-        if only_ids is None:  # a retry keeps the request it retries
-            ws.remember_request(pipeline.name, "flows.segment:segment_flow", {
-                "labels": base, "rounds": rounds, "preset": resolved.preset, "backbone": backbone, "weights": weights,
-                "output_stride": output_stride, "overrides": overrides, "train_split": train_split, "splits": splits,
-                "until": until, "device": device, "train_threads": train_threads,
-            })
-        run = run_pipeline(ws, pipeline, execution, ws.select_ids(splits), until, run, only=only_ids)
-        base_settings = mask_settings(ws, base)
-        remember_mask_settings(ws, {stage: {**base_settings, **settings} for stage in run.mask_stages})
-        if evaluate and until is None:
-            if has_ground_truth(ws):
-                run.evaluation = evaluate_flow(
-                    str(ws.path), [base, *run.mask_stages], run_name=run_name or pipeline.name,
-                    log_to_mlflow=log_to_mlflow, splits=splits,
-                )
-            else:
-                announce("evaluate: no ground-truth masks in this workspace; nothing to score")
-    return run
+    threads = request.train_threads or default_train_threads()
+
+    def table(tracking: Tracking | None) -> Pipeline:
+        return segmentation_pipeline(base, rounds, resolved.config, resolved.weights,
+                                     backbone_from if from_checkpoint else None, train_split, request.device, threads, tracking)
+
+    def evaluate(run: PipelineRun, name: str) -> dict | None:
+        if not has_ground_truth(ws):
+            announce("evaluate: no ground-truth masks in this workspace; nothing to score")
+            return None
+        return evaluate_flow(str(ws.path), [base, *run.mask_stages], run_name=name,
+                             log_to_mlflow=request.log_to_mlflow, splits=request.split_list)
+
+    return PathPlan(
+        "segment", "flows.segment:segment_flow", replace(request, labels=base, preset=resolved.preset), settings,
+        resolved.config, ws.select_ids(request.splits), table, lambda stage: {**mask_settings(ws, base), **settings}, evaluate,
+        inherit=("labels", "preset"),
+        notes={"preset": resolved.preset, "preset_why": resolved.why, "weights": {"segmentation": resolved.weights_record()}},
+    )
 
 
 def round_settings(labels: str, rounds: int, resolved: ResolvedSegmentationConfig, train_split: str) -> dict[str, Any]:
@@ -203,38 +178,21 @@ def round_settings(labels: str, rounds: int, resolved: ResolvedSegmentationConfi
 @flow(name="segment")
 def segment_flow(
     workspace: str,
-    labels: str,
-    rounds: int = 1,
-    preset: str = AUTO,
-    backbone: str | None = None,
-    weights: str | None = None,
-    output_stride: int | None = None,
-    overrides: dict[str, Any] | None = None,
-    train_split: str = DEFAULT_TRAIN_SPLIT,
-    splits: list[str] | None = None,
-    until: str | None = None,
-    evaluate: bool = True,
-    log_to_mlflow: bool = True,
-    run_name: str | None = None,
-    device: str | None = None,
-    train_threads: int | None = None,
-    only_ids: list[str] | None = None,
+    request: SegmentationRequest,
     execution: Execution = Execution(),
+    only_ids: list[str] | None = None,
 ) -> PipelineRun:
-    """Segmentation rounds on a pseudo-mask set: DeepLabV3 trained on the train split's labels
-    predicts every image; round k trains on round k-1's predictions.
+    """Segmentation rounds on a pseudo-mask set (wsss_core.requests.SegmentationRequest: every
+    choice, with its default): DeepLabV3 trained on the train split's labels predicts every
+    image; round k trains on round k-1's predictions.
 
-    labels: the round-0 masks, a method of the workspace (gcn-scribbles, rw-crf, ...).
-    preset: paper (DeepLabV3's VOC schedule, ResNet-50), small (CPU-sized, ResNet-18) or
-    auto (paper from 1000 training images with a GPU, else small). backbone / weights /
-    output_stride: default the preset's; offline, the backbone starts from the pipeline's
-    CAM classifier when it has one that fits, else from random init (loudly, recorded).
-    overrides: any SegmentationConfig value by name, e.g. {"train.epochs": 5}. splits: the
-    images predicted (default: every image); the network trains on train_split only.
+    labels: the round-0 masks, a method of the workspace (gcn-scribbles, rw-crf, ...). preset
+    auto: paper (DeepLabV3's VOC schedule, ResNet-50) from 1000 training images with a GPU,
+    else small (CPU-sized, ResNet-18). Offline, the backbone starts from the pipeline's CAM
+    classifier when it has one that fits, else from random init (loudly, recorded). splits:
+    the images predicted (default: every image); the network trains on train_split only.
     Ends Failed (with the count per stage) when images failed; the result is still returned.
     """
-    run = run_segment(
-        workspace, labels, rounds, preset, backbone, weights, output_stride, overrides, train_split, splits, until,
-        evaluate, log_to_mlflow, run_name, device, train_threads, execution, only_ids,
-    )
+    ws = Workspace(workspace).require()
+    run = run_path(ws, segment_plan(ws, request), request, execution, only_ids)
     return outcome(run, run.summaries, workspace)

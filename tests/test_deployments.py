@@ -74,6 +74,11 @@ def test_the_server_refuses_parameters_outside_the_deployments_schema(deployed_p
             client.create_flow_run_from_deployment(
                 deployment.id, parameters={"workspace": "/x", "execution": {"batch_size": "many"}}
             )
+        deployment = client.read_deployment_by_name("graphnet/graphnet")  # a misspelt name in a path's request
+        with pytest.raises(PrefectHTTPStatusError, match="Validation failed for field 'request"):
+            client.create_flow_run_from_deployment(
+                deployment.id, parameters={"workspace": "/x", "request": {"supervison": "boxes"}}
+            )
 
 
 def test_a_misspelt_setting_fails_the_run_instead_of_being_ignored(deployed_project, tmp_path, dataset):

@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import typing
 from pathlib import Path
 
 import yaml
@@ -19,7 +20,11 @@ def test_every_deployment_points_at_a_flow_with_those_parameters():
         flow = getattr(module, name)
         assert isinstance(flow, Flow), deployment["name"]
         accepted = set(inspect.signature(flow.fn).parameters)
-        assert set(deployment.get("parameters", {})) <= accepted, deployment["name"]
+        parameters = deployment.get("parameters", {})
+        assert set(parameters) <= accepted, deployment["name"]
+        if "request" in parameters:  # a path's request: every name a field of the flow's request type
+            kind = typing.get_type_hints(flow.fn)["request"]
+            assert kind.from_dict(parameters["request"]).to_dict().items() >= parameters["request"].items()
         assert deployment["work_pool"]["name"] == "wsss-local"
 
 
@@ -39,7 +44,8 @@ def test_the_graphnet_deployment_and_the_cli_make_byte_identical_masks(synthetic
     for workspace in (deployed, by_cli):
         ingest_flow(root=str(synthetic_root), workspace=workspace, execution=Execution(progress=False))
     flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
-    run = flow(**{**deployment["parameters"], "workspace": deployed, "log_to_mlflow": False})
+    parameters = deployment["parameters"]
+    run = flow(**{**parameters, "workspace": deployed, "request": {**parameters["request"], "log_to_mlflow": False}})
     assert run.ok
     result = CliRunner().invoke(app, ["graphnet", "--workspace", by_cli, "--no-progress", "--no-mlflow"])
     assert result.exit_code == 0, result.output

@@ -7,6 +7,10 @@ or a done image with no arrays at all, is repaired as the runner repairs what a 
 trips on (Workspace.invalidate): a failure record of kind "unreadable" in the owning
 stage and its marker removed, so the stage's next run recomputes the image.
 
+The workspace's own MLflow store (mlflow.db) is checked too: one that a full disk left
+half-created (wsss_core.tracking.half_created) is created again when it holds no run, as the
+next tracked run would; one holding runs is reported and left alone.
+
 Not detectable by reading: a missing chunk file reads as the array's fill value, and
 zarr does not store chunks that hold only the fill value, so its absence is normal.
 """
@@ -19,9 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss_core.errors import StoredArrayError, WorkspaceError
+from wsss_core.errors import StoredArrayError, WorkspaceError, WsssError
 from wsss_core.runner import UNREADABLE
 from wsss_core.store import INGEST_STAGE, Workspace, stage_arrays
+from wsss_core.tracking import half_created, open_client, workspace_store
+
+TRACKING_STORE = "mlflow"  # the stage name a Problem of the workspace's MLflow store carries
 
 # Ingested arrays every image has; gt and scribbles exist only where the dataset has them.
 REQUIRED_INGEST_ARRAYS = ("images", "boxes", "tags")
@@ -42,6 +49,7 @@ class CheckReport:
     checked: dict[str, int] = field(default_factory=dict)  # stage -> done images read back
     arrays: int = 0
     problems: list[Problem] = field(default_factory=list)
+    tracking_store: Problem | None = None  # the workspace's MLflow store, when it was half-created
 
     @property
     def repaired(self) -> dict[str, int]:
@@ -123,7 +131,7 @@ def check_workspace(
     on_image(stage, image_id) after each image read; on_problem(problem) after each repair.
     Run it while no stage runs on the workspace: an image being written reads as broken.
     """
-    report = CheckReport()
+    report = CheckReport(tracking_store=check_tracking_store(ws.require()))
     for stage, image_ids in done_images(ws.require()).items():
         report.checked[stage] = len(image_ids)
         for image_id in image_ids:
@@ -137,3 +145,17 @@ def check_workspace(
             if on_image:
                 on_image(stage, image_id)
     return report
+
+
+def check_tracking_store(ws: Workspace) -> Problem | None:
+    """The workspace's own MLflow store when a full disk left it half-created: created again
+    when it holds no run (Problem.error says so), else left alone (Problem.error says what to do)."""
+    uri = workspace_store(ws.path)
+    if not half_created(uri):
+        return None
+    path = str(ws.path / "mlflow.db")
+    try:
+        open_client(uri)  # creates it again (wsss_core.tracking.recreate_half_created_store)
+    except WsssError as error:
+        return Problem(TRACKING_STORE, "", path, str(error).removeprefix(f"{path}: "))
+    return Problem(TRACKING_STORE, "", path, "MLflow store left half-created (no run in it): created again")

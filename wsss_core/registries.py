@@ -297,11 +297,11 @@ class PathSpec:
     """A path of the whole pipeline (`wsss run`).
 
     method: the method it runs, "graphnet" or "affinitynet" (flows/run.py runs that method's
-    flow); needs: the weak label it needs; settings: the section of the run config whose
-    values are the flow's parameters; config: the typed config its overrides apply to;
-    parameters: fixed ones. cam_settings: the section whose preset, backbone, weights and
-    overrides make the CAM rows this path shares with another path (passed as the flow's
-    cam_* parameters, so both paths compute them once, under one key).
+    flow); needs: the weak label it needs; settings: the section of the run config that is
+    the flow's request (wsss_core.requests); config: the typed config its overrides apply to;
+    parameters: request fields it fixes. cam_settings: the section whose preset, backbone,
+    weights and overrides make the CAM rows this path shares with another path (its request's
+    `cam`, so both paths compute them once, under one key).
     """
 
     method: str

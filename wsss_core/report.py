@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsss_core.errors import WorkspaceError
+from wsss_core.last_word import worse_last_rounds
 from wsss_core.manual import MANUAL, NO_MANUAL, manual_ids
 from wsss_core.metrics import ConfusionMatrix, align_columns
 from wsss_core.plots import colorize, draw_boxes, draw_scribbles, overlay_mask
@@ -419,6 +420,8 @@ def render_results(report: Report) -> str:
         "<h3>mIoU (%) per mask set and round, per split</h3>",
         table(["method", "round", "mask set", *[f"mIoU {s}" for s in splits], "images"], rows, "results"),
         "<p class='muted'>Bold: the best of each column.</p>",
+        *(f"<p class='bad'>{esc(worse.line())}</p>" for worse in worse_last_rounds(
+            {stage: {split: scores.get("miou") for split, scores in cols.items()} for stage, cols in report.results.items()})),
         "<h3>IoU (%) per class (all images scored)</h3>",
     ]
     class_values = [[(overall(report.results[st]) or {}).get("iou", [None] * len(report.classes))[c]

@@ -14,7 +14,8 @@ from typing import Any
 
 from wsss_core.config import apply_overrides
 from wsss_core.errors import UsageError
-from wsss_core.registries import AUTO, PATHS
+from wsss_core.registries import PATHS
+from wsss_core.requests import RUN_LEVEL, AffinityNetRequest, GraphNetRequest, RoundsSettings
 
 SEGMENTATION_CONFIG = "wsss_core.segmentation.config:SegmentationConfig"
 # The demo's run config (`wsss demo`): sizes and schedules chosen to fit the 2-core CPU.
@@ -49,60 +50,27 @@ class GenerateSettings:
             raise UsageError(f"generate.images: {self.images} is not a number of images")
 
 
-@dataclass(frozen=True)
-class GraphNetSettings:
-    preset: str = AUTO
-    propagation: str = "gcn"
-    crf: bool = False
-    backbone: str | None = None
-    weights: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # any GraphNetConfig value by name
-
-
-@dataclass(frozen=True)
-class AffinityNetSettings:
-    preset: str = AUTO
-    crf: bool = True
-    backbone: str | None = None
-    weights: str | None = None
-    stride: int | None = None
-    train_threads: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # any AffinityNetPathConfig value by name
-
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """Rounds on each path's final pseudo masks (0: none); the network trains on train_split.
-    paths: only on these paths' masks (None: every path that ran)."""
-
-    rounds: int = 1
-    paths: tuple[str, ...] | None = None
-    preset: str = AUTO
-    backbone: str | None = None
-    weights: str | None = None
-    output_stride: int | None = None
-    train_split: str = "train"
-    train_threads: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # any SegmentationConfig value by name
-
-    def __post_init__(self) -> None:
-        if self.rounds < 0:
-            raise UsageError(f"segmentation.rounds: {self.rounds} is not a number of rounds")
-        for name in self.paths or ():
-            PATHS.check(name)
+# What `wsss run` decides for each path itself (its splits, device, mlflow; the path's supervision,
+# labels and CAM rows): a section that sets one is refused rather than silently overridden.
+RUN_DECIDES = {
+    "graphnet": (*RUN_LEVEL, "supervision", "cam"),
+    "affinitynet": RUN_LEVEL,
+    "segmentation": (*RUN_LEVEL, "labels"),
+}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image."""
+    """paths: None = every path the dataset's weak labels allow. splits: None = every ingested image.
+    graphnet, affinitynet, segmentation: the paths' own request types (wsss_core.requests)."""
 
     ingest: IngestSettings = IngestSettings()
     generate: GenerateSettings = GenerateSettings()
     paths: tuple[str, ...] | None = None
     splits: tuple[str, ...] | None = None
-    graphnet: GraphNetSettings = GraphNetSettings()
-    affinitynet: AffinityNetSettings = AffinityNetSettings()
-    segmentation: SegmentationSettings = SegmentationSettings()
+    graphnet: GraphNetRequest = GraphNetRequest()
+    affinitynet: AffinityNetRequest = AffinityNetRequest()
+    segmentation: RoundsSettings = RoundsSettings()
     evaluate: bool = True
     mlflow: bool = True
     device: str | None = None
@@ -113,6 +81,11 @@ class RunConfig:
             PATHS.check(name)
         if self.generate.images and not self.ingest.root:
             raise UsageError("generate: set ingest.root, the folder to write the built-in dataset to")
+        for section, names in RUN_DECIDES.items():
+            values, defaults = getattr(self, section), type(getattr(self, section))()
+            for name in names:
+                if getattr(values, name) != getattr(defaults, name):
+                    raise UsageError(f"run: {section}.{name}: the run sets it for every path (a top-level setting, or none)")
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:

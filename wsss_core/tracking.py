@@ -336,6 +336,22 @@ def open_client(uri: str) -> Any:
         return mlflow.MlflowClient(tracking_uri=uri)
 
 
+def half_created(uri: str) -> bool:
+    """Whether a SQLite store's creation (MLflow's migrations, which are not transactional on
+    SQLite) stopped half-way: the file is there but some of MLflow's tables are not."""
+    path = sqlite_file(uri)
+    if path is None or not path.is_file():
+        return False
+    from mlflow.store.db.utils import _all_tables_exist
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        return not _all_tables_exist(engine)
+    finally:
+        engine.dispose()
+
+
 def recreate_half_created_store(uri: str, path: Path, error: BaseException) -> None:
     """Empty a SQLite store MLflow cannot open because its creation stopped half-way, so that MLflow
     creates it again; one that holds runs is left alone: a TrackingStoreError says what to do.

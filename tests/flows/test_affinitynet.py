@@ -32,6 +32,7 @@ from wsss_core.config import config_to_dict
 from wsss_core.confidence import read_confidence
 from wsss_core.psa.config import AffinityNetPathConfig, CamInferenceConfig, resolve_weights
 from wsss_core.psa.masks import RwMaskConfig
+from wsss_core.requests import AffinityNetRequest, SegmentationRequest
 from wsss_core.store import AFFINITYNET_CHECKPOINT, CAM_CHECKPOINT
 from wsss_core.psa.random_walk import RandomWalkConfig
 from wsss_core.store import Workspace
@@ -75,10 +76,7 @@ def one_torch_thread():
 
 def run_flow(workspace, config, **kwargs):
     """The flow with the tiny config given as overrides by name, as a deployment would pass them."""
-    return flow_result(
-        affinitynet_flow, workspace=str(workspace), preset="small", overrides=config_to_dict(config), device="cpu", train_threads=1,
-        execution=Execution(batch_size=4, progress=False), **kwargs,
-    )
+    return flow_result(affinitynet_flow, workspace=str(workspace), request=AffinityNetRequest(preset="small", overrides=config_to_dict(config), device="cpu", train_threads=1, **kwargs), execution=Execution(batch_size=4, progress=False))
 
 
 def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_walk(workspace, tmp_path):
@@ -165,11 +163,7 @@ def test_tiny_training_run_end_to_end_skips_when_done_and_recomputes_only_the_wa
 
     # offline, a segmentation round's backbone starts from the CAM classifier just trained (it fits
     # the small preset's ResNet-18), and trains again when that classifier changes
-    rounds = flow_result(
-        segment_flow, workspace=str(workspace), labels="rw", rounds=1, preset="small", device="cpu", train_threads=1,
-        overrides={"train.epochs": 1, "train.crop_size": 48, "train.batch_size": 4}, evaluate=False,
-        log_to_mlflow=False, execution=Execution(batch_size=4, progress=False),
-    )
+    rounds = flow_result(segment_flow, workspace=str(workspace), request=SegmentationRequest(labels="rw", rounds=1, preset="small", device="cpu", train_threads=1, overrides={"train.epochs": 1, "train.crop_size": 48, "train.batch_size": 4}, evaluate=False, log_to_mlflow=False), execution=Execution(batch_size=4, progress=False))
     used = rounds.notes["weights"]["segmentation"]
     assert used["fallback"] and used["used"] == str(workspace / CAM_CHECKPOINT) and used["backbone"] == "resnet18"
     assert rounds.trainings["train-segmentation/rw/round-1"].trained

@@ -15,6 +15,7 @@ import prefect.settings
 from flows.common import Execution
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ from pathlib import Path
 import tasks.graphnet as t
 from flows.common import Execution
 from flows.graphnet import graphnet_flow
+from wsss_core.requests import GraphNetRequest
 
 workspace, signals, role = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 real_fit = t.fit_and_save
@@ -43,8 +45,9 @@ def fit_and_save(*args, **kwargs):
     return real_fit(*args, **kwargs)
 
 t.fit_and_save = fit_and_save
-run = graphnet_flow(workspace=workspace, preset="offline", overrides={"gcn": {"pretrain_epochs": 40}},
-                    execution=Execution(progress=False), until="propagation", evaluate=False, log_to_mlflow=False)
+request = GraphNetRequest(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}}, until="propagation",
+                          evaluate=False, log_to_mlflow=False)
+run = graphnet_flow(workspace=workspace, request=request, execution=Execution(progress=False))
 print(json.dumps({s.stage: [s.done, s.skipped] for s in run.summaries}))
 """
 
@@ -61,7 +64,7 @@ def wait_for(condition, what: str, processes, timeout: float = 120) -> None:
 def test_two_runs_at_once_fit_the_shared_gcn_once_the_second_waits_and_reuses_it(synthetic_root, tmp_path):
     workspace = str(tmp_path / "ws")
     ingest_flow(root=str(synthetic_root), workspace=workspace, execution=QUIET)
-    graphnet_flow(workspace=workspace, **SMALL, execution=QUIET, until="seeds", evaluate=False, log_to_mlflow=False)
+    graphnet_flow(workspace=workspace, request=GraphNetRequest(**SMALL, until="seeds", evaluate=False, log_to_mlflow=False), execution=QUIET)
     signals = tmp_path / "signals"
     signals.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -7,6 +7,7 @@ from flows.common import Execution
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.confidence import read_confidence
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 QUIET = Execution(progress=False)
@@ -15,10 +16,7 @@ QUIET = Execution(progress=False)
 def test_graphnet_masks_carry_confidence_and_status_lists_the_lowest(synthetic_root, tmp_path):
     workspace = str(tmp_path / "ws")
     ingest_flow(root=str(synthetic_root), workspace=workspace, execution=QUIET)
-    run = graphnet_flow(
-        workspace=workspace, preset="offline", overrides={"gcn": {"pretrain_epochs": 40}},
-        evaluate=False, log_to_mlflow=False, execution=QUIET,
-    )
+    run = graphnet_flow(workspace=workspace, request=GraphNetRequest(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}}, evaluate=False, log_to_mlflow=False), execution=QUIET)
     assert run.ok
     ws = Workspace(workspace)
     scores = read_confidence(ws, "pseudo/gcn-scribbles")

@@ -11,6 +11,7 @@ import psutil
 from flows.common import Execution, engine_session, local_cluster_kwargs, make_task_runner
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 BATCH_SIZE = 4
@@ -20,10 +21,7 @@ OUTPUTS = ("superpixels", "graphs", "nodes/gcn-scribbles", "pseudo/gcn-scribbles
 def _run_graphnet(execution: Execution, synthetic_root, workspace: str):
     """Ingest and the whole GraphNet path on the engine, as a deployment would run them."""
     ingest_flow(root=str(synthetic_root), workspace=workspace, execution=execution)
-    state = graphnet_flow(
-        workspace=workspace, preset="offline", overrides={"gcn": {"pretrain_epochs": 20}}, evaluate=False,
-        execution=execution, return_state=True,
-    )
+    state = graphnet_flow(workspace=workspace, request=GraphNetRequest(preset="offline", overrides={"gcn": {"pretrain_epochs": 20}}, evaluate=False), execution=execution, return_state=True)
     return state.result(), state.state_details.flow_run_id
 
 

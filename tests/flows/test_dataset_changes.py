@@ -25,6 +25,7 @@ from benchmarks.dataset_changes import (
 )
 from wsss_core.errors import WorkspaceError
 from wsss_core.garbage import collect_garbage
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import INGEST_STAGE, Workspace
 
 QUIET = Execution(progress=False, batch_size=4)
@@ -42,7 +43,7 @@ def ingest(root, workspace, **options):
 
 
 def graphnet(workspace, **options):
-    return flow_result(graphnet_flow, workspace=str(workspace), execution=QUIET, **{**SMALL, **options})
+    return flow_result(graphnet_flow, workspace=str(workspace), request=GraphNetRequest(**{**SMALL, **options}), execution=QUIET)
 
 
 def prepared(root, tmp_path, **options) -> tuple[Workspace, list[str]]:

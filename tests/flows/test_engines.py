@@ -15,13 +15,14 @@ from flows.ingest import ingest_flow
 from flows.run import run_flow
 from flows.segment import segment_flow
 from flows.superpixels import superpixels_flow
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 GRAPHNET = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 20}}, evaluate=False)
 
 
 def graphnet_masks(workspace: str, execution: Execution) -> dict[str, np.ndarray]:
-    run = graphnet_flow(workspace=workspace, **GRAPHNET, execution=execution)
+    run = graphnet_flow(workspace=workspace, request=GraphNetRequest(**GRAPHNET), execution=execution)
     assert run.ok, [s.line() for s in run.summaries]
     ws = Workspace(workspace)
     return {i: ws.read_array("pseudo/gcn-scribbles", i) for i in ws.image_ids()}

@@ -10,6 +10,7 @@ from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from tests.flows.test_affinitynet import tiny_config
 from wsss_core.config import config_to_dict
+from wsss_core.requests import AffinityNetRequest, CamSettings, GraphNetRequest
 from wsss_core.store import Workspace
 
 QUIET = Execution(batch_size=4, progress=False)
@@ -38,8 +39,7 @@ def stage_lines(run):
 
 def test_gcn_tags_runs_the_cam_rows_beats_its_cam_and_reuses_them_after_affinitynet(workspace):
     cams = config_to_dict(tiny_config(cam_epochs=3))
-    run = flow_result(graphnet_flow, workspace=workspace, supervision="tags", **GCN, cam_overrides=cams,
-                      device="cpu", execution=QUIET, log_to_mlflow=False)
+    run = flow_result(graphnet_flow, workspace=workspace, request=GraphNetRequest(supervision="tags", **GCN, device="cpu", log_to_mlflow=False, cam=CamSettings(overrides=cams)), execution=QUIET)
     assert run.ok
     lines = stage_lines(run)
     assert list(lines)[:4] == CAM_ROWS and all(lines[s].done > 0 for s in CAM_ROWS)
@@ -60,10 +60,8 @@ def test_gcn_tags_runs_the_cam_rows_beats_its_cam_and_reuses_them_after_affinity
 
     # the AffinityNet path with the same CAM settings reuses the CAM rows the graph path made,
     # and graphnet again after it recomputes nothing
-    psa = flow_result(affinitynet_flow, workspace=workspace, preset="small", overrides=cams, crf=False,
-                      device="cpu", train_threads=1, execution=QUIET, log_to_mlflow=False)
+    psa = flow_result(affinitynet_flow, workspace=workspace, request=AffinityNetRequest(preset="small", overrides=cams, crf=False, device="cpu", train_threads=1, log_to_mlflow=False), execution=QUIET)
     assert psa.ok and not any(stage_lines(psa)[s].done for s in CAM_ROWS)
-    again = flow_result(graphnet_flow, workspace=workspace, supervision="tags", **GCN, cam_overrides=cams,
-                        device="cpu", execution=QUIET, log_to_mlflow=False)
+    again = flow_result(graphnet_flow, workspace=workspace, request=GraphNetRequest(supervision="tags", **GCN, device="cpu", log_to_mlflow=False, cam=CamSettings(overrides=cams)), execution=QUIET)
     assert not any(line.done for line in again.summaries)
     assert {"pseudo/cam", "pseudo/rw", "pseudo/gcn-tags"} <= set(again.evaluation)  # one table for tags

@@ -5,6 +5,7 @@ from flows.common import Execution, flow_result
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.data.sample import IGNORE_INDEX
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 QUIET = Execution(progress=False)
@@ -25,7 +26,7 @@ def stage_lines(run):
 def test_scribbles_end_to_end_masks_evaluation_and_skip_on_repeat(workspace):
     ws = Workspace(workspace)
     ids = ws.image_ids()
-    run = graphnet_flow(workspace=workspace, **SMALL, crf=True, execution=QUIET, log_to_mlflow=False)
+    run = graphnet_flow(workspace=workspace, request=GraphNetRequest(**SMALL, crf=True, log_to_mlflow=False), execution=QUIET)
     assert run.ok
     assert run.mask_stages == ["pseudo/gcn-scribbles", "pseudo/gcn-scribbles-crf", "pseudo/nearest-scribbles"]
     for stage in run.mask_stages:
@@ -40,14 +41,14 @@ def test_scribbles_end_to_end_masks_evaluation_and_skip_on_repeat(workspace):
     assert scores["pseudo/gcn-scribbles"] > 0.6
     assert (ws.path / "models" / "gcn").is_dir()
 
-    again = graphnet_flow(workspace=workspace, **SMALL, crf=True, execution=QUIET, evaluate=False)
+    again = graphnet_flow(workspace=workspace, request=GraphNetRequest(**SMALL, crf=True, evaluate=False), execution=QUIET)
     assert all(summary.done == 0 for summary in again.summaries)
 
 
 def test_changing_the_gcn_recomputes_gcn_and_masks_only(workspace):
-    graphnet_flow(workspace=workspace, **SMALL, execution=QUIET, evaluate=False)
+    graphnet_flow(workspace=workspace, request=GraphNetRequest(**SMALL, evaluate=False), execution=QUIET)
     changed = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40, "hidden": 16}})
-    run = stage_lines(graphnet_flow(workspace=workspace, **changed, execution=QUIET, evaluate=False))
+    run = stage_lines(graphnet_flow(workspace=workspace, request=GraphNetRequest(**changed, evaluate=False), execution=QUIET))
     assert run["graphs"].done == 0 and run["seeds/scribbles"].done == 0
     assert run["nodes/gcn-scribbles"].done == run["nodes/gcn-scribbles"].total > 0
     assert run["pseudo/gcn-scribbles"].done == run["pseudo/gcn-scribbles"].total
@@ -56,7 +57,7 @@ def test_changing_the_gcn_recomputes_gcn_and_masks_only(workspace):
 
 def test_boxes_give_only_box_classes_and_label_propagation_runs_on_the_same_graph(workspace):
     ws = Workspace(workspace)
-    boxes = graphnet_flow(workspace=workspace, supervision="boxes", **SMALL, execution=QUIET, log_to_mlflow=False)
+    boxes = graphnet_flow(workspace=workspace, request=GraphNetRequest(supervision="boxes", **SMALL, log_to_mlflow=False), execution=QUIET)
     assert boxes.ok
     assert set(boxes.evaluation) == {"pseudo/box-rectangles", "pseudo/gcn-boxes"}
     assert boxes.evaluation["pseudo/gcn-boxes"]["miou"] > 0.5
@@ -65,9 +66,7 @@ def test_boxes_give_only_box_classes_and_label_propagation_runs_on_the_same_grap
         allowed = {0, *ws.read_array("boxes", image_id)[:, 0].astype(int).tolist()}  # rows: class, x0, y0, x1, y1
         assert set(np.unique(mask).tolist()) <= allowed, image_id
 
-    lp = graphnet_flow(
-        workspace=workspace, propagation="label-propagation", **SMALL, execution=QUIET, log_to_mlflow=False
-    )
+    lp = graphnet_flow(workspace=workspace, request=GraphNetRequest(propagation="label-propagation", **SMALL, log_to_mlflow=False), execution=QUIET)
     assert lp.ok and "pseudo/labelprop-scribbles" in lp.evaluation
     assert "pseudo/gcn-boxes" not in lp.evaluation  # only this supervision's masks are scored
 
@@ -76,7 +75,7 @@ def test_an_image_without_scribbles_fails_alone(workspace):
     ws = Workspace(workspace)
     broken = ws.image_ids()[0]
     ws.write_array("scribbles", broken, np.full(ws.array_shape("images", broken)[:2], IGNORE_INDEX, np.uint8))
-    run = stage_lines(flow_result(graphnet_flow, workspace=workspace, **SMALL, execution=QUIET, evaluate=False))
+    run = stage_lines(flow_result(graphnet_flow, workspace=workspace, request=GraphNetRequest(**SMALL, evaluate=False), execution=QUIET))
     assert broken in run["seeds/scribbles"].failed
     assert "no node is seeded" in run["seeds/scribbles"].failed[broken]
     assert run["pseudo/gcn-scribbles"].done == len(ws.image_ids()) - 1
@@ -84,10 +83,7 @@ def test_an_image_without_scribbles_fails_alone(workspace):
 
 
 def test_paper_preset_runs_the_cnn_feature_stage_offline(workspace):
-    run = graphnet_flow(
-        workspace=workspace, preset="paper", backbone="resnet18", weights="DEFAULT", overrides={"gcn.epochs": 20},
-        execution=QUIET, until="propagation",
-    )
+    run = graphnet_flow(workspace=workspace, request=GraphNetRequest(preset="paper", backbone="resnet18", weights="DEFAULT", overrides={"gcn.epochs": 20}, until="propagation"), execution=QUIET)
     assert run.ok
     ws = Workspace(workspace)
     image_id = ws.image_ids()[0]

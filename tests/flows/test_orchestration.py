@@ -23,6 +23,7 @@ from flows.common import Execution
 from flows.pipeline import GPU_TAG, batch_task
 from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
+from wsss_core.requests import SuperpixelsRequest
 from wsss_core.store import Workspace
 
 TRAININGS = {"train-cam", "train-affinitynet", "gcn-fit"}
@@ -73,7 +74,7 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
     workspace = str(tmp_path / "ws")
     execution = Execution(batch_size=4, progress=False)
     ingest_flow(root=str(synthetic_root), workspace=workspace, execution=execution)
-    state = superpixels_flow(workspace=workspace, preset="offline", execution=execution, return_state=True)
+    state = superpixels_flow(workspace=workspace, request=SuperpixelsRequest(preset="offline"), execution=execution, return_state=True)
     tags = asyncio.run(_task_run_tags(state.state_details.flow_run_id))
     assert len(tags) >= 2 and all(t == [] for t in tags), tags
 

@@ -23,6 +23,7 @@ from flows.common import Execution, flow_result
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from wsss_core.report import write_report
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import Workspace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -79,8 +80,7 @@ def test_the_report_of_a_real_run_renders_in_chromium(chromium, synthetic_root, 
     workspace = tmp_path / "ws"
     execution = Execution(batch_size=4, progress=False)
     ingest_flow(root=str(synthetic_root), workspace=str(workspace), split=["train", "val"], execution=execution)
-    flow_result(graphnet_flow, workspace=str(workspace), propagation="label-propagation", evaluate=True,
-                log_to_mlflow=True, execution=execution)
+    flow_result(graphnet_flow, workspace=str(workspace), request=GraphNetRequest(propagation="label-propagation", evaluate=True, log_to_mlflow=True), execution=execution)
     page = write_report(workspace)
     ws = Workspace(workspace)
     timed = [s for s in ws.stages() if (ws.stage_meta(s) or {}).get("wall_s", -1) >= 0]

@@ -18,10 +18,12 @@ from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.errors import WorkspaceError
 from wsss_core.metrics import ConfusionMatrix
+from wsss_core.requests import GraphNetRequest
 from wsss_core.store import INGEST_STAGE, Workspace
 
 QUIET = Execution(progress=False)
-SMALL = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}}, log_to_mlflow=False, evaluate=False)
+SMALL_REPORT = dict(log_to_mlflow=False, evaluate=False)
+SMALL = dict(preset="offline", overrides={"gcn": {"pretrain_epochs": 40}}, **SMALL_REPORT)
 MASKS = "pseudo/gcn-scribbles"
 
 
@@ -42,6 +44,18 @@ def miou(ws: Workspace, ids: list[str]) -> float:
     return matrix.miou()
 
 
+def with_blank_scribbles(root, tmp_path) -> tuple[str, Workspace, str, np.ndarray]:
+    """A workspace of the dataset whose first image's scribbles are blank (it fails at seeds):
+    (its path, the workspace, that image, its real scribbles)."""
+    path = str(tmp_path / "ws")
+    ws = Workspace(path)
+    flow_result(ingest_flow, root=str(root), workspace=path, execution=QUIET)
+    image_id = ws.image_ids()[0]
+    scribbles = ws.read_array("scribbles", image_id)
+    ws.write_array("scribbles", image_id, np.full(scribbles.shape, IGNORE_INDEX, np.uint8))
+    return path, ws, image_id, scribbles
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """30 images: 24 in train, so 2 late images are under 10% of the GCN's fit set."""
@@ -51,7 +65,7 @@ def dataset(tmp_path_factory):
 def test_retry_failed_redoes_exactly_the_failed_images_and_they_match_a_clean_run(dataset, tmp_path):
     clean = str(tmp_path / "clean")
     flow_result(ingest_flow, root=str(dataset), workspace=clean, execution=QUIET)
-    flow_result(graphnet_flow, workspace=clean, **SMALL, execution=QUIET)
+    flow_result(graphnet_flow, workspace=clean, request=GraphNetRequest(**SMALL), execution=QUIET)
 
     root = tmp_path / "data"
     shutil.copytree(dataset, root)
@@ -66,7 +80,7 @@ def test_retry_failed_redoes_exactly_the_failed_images_and_they_match_a_clean_ru
     scribbles = ws.read_array("scribbles", at_seeds)
     ws.write_array("scribbles", at_seeds, np.full(scribbles.shape, IGNORE_INDEX, np.uint8))  # fails at seeds
 
-    state = graphnet_flow(workspace=path, **SMALL, execution=QUIET, return_state=True)
+    state = graphnet_flow(workspace=path, request=GraphNetRequest(**SMALL), execution=QUIET, return_state=True)
     assert state.is_failed()
     assert state.message.startswith("1 image(s) failed (seeds/scribbles 1, pseudo/nearest-scribbles 1)")
     before = markers(ws)
@@ -101,13 +115,8 @@ def test_retry_failed_redoes_exactly_the_failed_images_and_they_match_a_clean_ru
 
 
 def test_more_late_images_than_the_rule_allows_refit_and_recompute_every_image(synthetic_root, tmp_path):
-    path = str(tmp_path / "ws")
-    ws = Workspace(path)
-    flow_result(ingest_flow, root=str(synthetic_root), workspace=path, execution=QUIET)
-    late = ws.image_ids()[0]
-    scribbles = ws.read_array("scribbles", late)
-    ws.write_array("scribbles", late, np.full(scribbles.shape, IGNORE_INDEX, np.uint8))
-    first = flow_result(graphnet_flow, workspace=path, **SMALL, execution=QUIET)
+    path, ws, late, scribbles = with_blank_scribbles(synthetic_root, tmp_path)
+    first = flow_result(graphnet_flow, workspace=path, request=GraphNetRequest(**SMALL), execution=QUIET)
     fitted_on = len(ws.image_ids()) - 1
     assert {s.stage: s for s in first.summaries}["gcn-weights/gcn-scribbles"].done == fitted_on
     ws.write_array("scribbles", late, scribbles)
@@ -175,3 +184,25 @@ def test_a_damaged_stored_image_is_read_again_by_retry_failed(synthetic_root, tm
     assert [s.done for s in retried.ingest] == [1]
     assert damaged in ws.image_ids() and damaged in ws.done_ids("superpixels")
     assert not ws.failures(INGEST_STAGE) and not ws.failures("superpixels")
+
+
+def test_a_request_remembered_in_the_old_flat_shape_is_retried_with_its_settings(synthetic_root, tmp_path):
+    """A workspace written before requests were objects: its remembered graphnet request (flat
+    cam_* parameters, dotted overrides) is read into a GraphNetRequest and retried under the very
+    stage keys it ran with (a misread setting would change a key, and the retry would refuse it)."""
+    path, ws, bad, scribbles = with_blank_scribbles(synthetic_root, tmp_path)
+    request = GraphNetRequest(preset="offline", overrides={"superpixels": {"compactness": 20}}, until="seeds", **SMALL_REPORT)
+    flow_result(graphnet_flow, workspace=path, request=request, execution=QUIET)
+    assert ws.failures("seeds/scribbles")
+    keys = {stage: ws.stage_key(stage) for stage in ws.stages()}
+    ws.remember_request("graphnet-scribbles", "flows.graphnet:graphnet_flow", {
+        "supervision": "scribbles", "preset": "offline", "propagation": "gcn", "crf": False, "backbone": None,
+        "weights": None, "overrides": {"superpixels.compactness": 20}, "splits": None, "until": "seeds", "device": None,
+        "cam_overrides": None, "cam_preset": "auto", "cam_backbone": None, "cam_weights": None,
+    })
+    ws.write_array("scribbles", bad, scribbles)
+    retried = flow_result(retry_failed_flow, workspace=path, execution=QUIET, log_to_mlflow=False)
+    assert not retried.skipped, retried.skipped
+    assert {s.stage: s.done for s in retried.paths["graphnet-scribbles"].summaries}["seeds/scribbles"] == 1
+    assert ws.done_ids("seeds/scribbles") == set(ws.image_ids()) and not ws.failures("seeds/scribbles")
+    assert {stage: ws.stage_key(stage) for stage in ws.stages()} == keys

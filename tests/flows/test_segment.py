@@ -21,6 +21,7 @@ from flows.segment import segment_flow
 from tasks.segmentation import segmentation_checkpoint
 from wsss_core.confidence import read_confidence
 from wsss_core.export import export_masks
+from wsss_core.requests import GraphNetRequest, SegmentationRequest
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 from wsss_core.checkpoints import read_checkpoint
@@ -45,17 +46,12 @@ def workspace(synthetic_root, tmp_path, monkeypatch):
     path = tmp_path / "ws"
     execution = Execution(batch_size=4, progress=False)
     ingest_flow(root=str(synthetic_root), workspace=str(path), split=["train", "val"], execution=execution)
-    flow_result(graphnet_flow, workspace=str(path), propagation="label-propagation", evaluate=False,
-                log_to_mlflow=False, execution=execution)
+    flow_result(graphnet_flow, workspace=str(path), request=GraphNetRequest(propagation="label-propagation", evaluate=False, log_to_mlflow=False), execution=execution)
     return path
 
 
 def run_rounds(workspace, rounds=2, overrides=None, **kwargs):
-    return flow_result(
-        segment_flow, workspace=str(workspace), labels="labelprop-scribbles", rounds=rounds, preset="small",
-        overrides={**TINY, **(overrides or {})}, device="cpu", train_threads=1,
-        execution=Execution(batch_size=4, progress=False), **kwargs,
-    )
+    return flow_result(segment_flow, workspace=str(workspace), request=SegmentationRequest(labels="labelprop-scribbles", rounds=rounds, preset="small", overrides={**TINY, **(overrides or {})}, device="cpu", train_threads=1, **kwargs), execution=Execution(batch_size=4, progress=False))
 
 
 def test_rounds_train_on_the_train_split_predict_every_image_and_are_exportable(workspace, tmp_path):

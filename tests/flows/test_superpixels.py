@@ -4,6 +4,7 @@ from flows.common import Execution
 from flows.ingest import ingest_flow
 from flows.superpixels import superpixels_flow
 from wsss_core.graphnet.config import resolve_config
+from wsss_core.requests import SuperpixelsRequest
 from wsss_core.store import Workspace
 from wsss_core.graphnet.superpixels import compute_superpixels
 
@@ -24,9 +25,7 @@ def test_superpixels_for_every_image_skip_when_done_recompute_on_new_config(synt
     second = superpixels_flow(workspace=workspace, execution=Execution(batch_size=3, progress=False)).summaries[0]
     assert second.done == 0 and second.skipped == first.done
 
-    third = superpixels_flow(
-        workspace=workspace, overrides={"segments_per_100k_pixels": 100}, execution=QUIET
-    ).summaries[0]
+    third = superpixels_flow(workspace=workspace, request=SuperpixelsRequest(overrides={"segments_per_100k_pixels": 100}), execution=QUIET).summaries[0]
     assert third.done == first.done  # another config: every image recomputed, none mixed
     assert ws.read_array("superpixels", image_id).max() < expected.max()
     assert ws.stage_meta("superpixels")["config"]["config"]["segments_per_100k_pixels"] == 100

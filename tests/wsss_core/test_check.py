@@ -66,3 +66,48 @@ def test_broken_arrays_and_missing_ones_are_repaired_in_their_own_stage(tmp_path
         assert found[stage, image_id].path in record.message
     again = check_workspace(ws)
     assert again.problems == [] and again.checked == {"graphs": 2, "ingest": 2, "superpixels": 2}
+
+
+HALF_CREATE = """
+import sqlite3, sys
+import mlflow, sqlalchemy
+from sqlalchemy import event
+
+@event.listens_for(sqlalchemy.engine.Engine, "connect")
+def full_disk(connection, record):
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA max_page_count = 30")
+
+mlflow.MlflowClient(tracking_uri=sys.argv[1]).search_experiments()
+"""
+
+
+def half_create_store(uri: str) -> None:
+    """Create a SQLite MLflow store under SQLite's page limit, in a process of its own (MLflow keeps
+    its engines): the migrations stop half-way with "database or disk is full", as on a full disk
+    (tests/flows/test_cli_errors.py)."""
+    import subprocess
+    import sys
+
+    made = subprocess.run([sys.executable, "-c", HALF_CREATE, uri], capture_output=True, text=True, timeout=120)
+    assert made.returncode != 0 and "database or disk is full" in made.stderr, made.stderr[-2000:]
+
+
+def test_a_half_created_mlflow_store_is_reported_and_created_again(tmp_path):
+    import mlflow
+    from typer.testing import CliRunner
+
+    from cli import app
+    from wsss_core.tracking import half_created, workspace_store
+
+    ws = small_workspace(tmp_path)
+    uri = workspace_store(ws.path)
+    assert check_workspace(ws).tracking_store is None  # no store: nothing to say
+    half_create_store(uri)
+    assert half_created(uri)
+    checked = CliRunner().invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"])
+    assert checked.exit_code == 1, checked.output
+    assert f"{ws.path / 'mlflow.db'}: MLflow store left half-created (no run in it): created again" in " ".join(checked.output.split())
+    assert not half_created(uri)
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment("after-the-check")  # the store works again
+    assert check_workspace(ws).tracking_store is None

@@ -88,6 +88,8 @@ def test_every_section_with_the_best_marked_and_the_failures(tmp_path):
     # the confusion matrix; 3 sample and 3 worst rows of 6 panels, less b in BAD (failed) in each
     assert page.count("<img ") == 1 + 2 * (3 * 6 - 1) and page.count("not computed") == 2
     assert "tags: cat" in page
+    # round 1 of GOOD (shifted) scored below GOOD itself: the page says which masks to take
+    assert f"<p class='bad'>{GOOD}/round-1 scored " in page and f"the better masks of this method are {GOOD}</p>" in page
 
 
 def test_the_worst_images_come_first(tmp_path):

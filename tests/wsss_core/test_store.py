@@ -484,6 +484,25 @@ def test_a_damaged_pack_is_named_and_only_its_damaged_rows_are_unreadable(tmp_pa
             ws.read_array("superpixels", image_id)
 
 
+def test_a_batch_read_image_by_image_reads_its_pack_once_and_hands_out_copies(tmp_path):
+    from wsss_core.store import forget_open_packs
+
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    write_batch(ws, "superpixels", "k1", ["a", "b", "c", "d"])
+    forget_open_packs()
+    first = ws.read_array("superpixels", "a")  # one row
+    second = ws.read_array("superpixels", "b")  # read from again: the whole pack, kept
+    first[...] = -1
+    second[...] = -1  # the caller's copy: what is kept stays as read
+    [pack] = [p for p in pack_files(ws, "superpixels") if not p.name.endswith(".extra")]
+    (pack / "c" / "0" / "0").unlink()  # from here on only the kept rows can serve the pack
+    for n, image_id in enumerate(["a", "b", "c", "d"]):
+        assert np.array_equal(ws.read_array("superpixels", image_id), np.full((3 + n, 4), n, np.int32))
+    forget_open_packs()
+    assert (ws.read_array("superpixels", "c") == 0).all()  # read from disk again: the shard is gone (fill value)
+
+
 def _write_batches(path, worker: int, batches: int) -> None:
     ws = Workspace(path)
     for b in range(batches):

@@ -67,8 +67,7 @@ from wsss_core.store.names import (
     owning_stage,
     stage_arrays,
 )
-# _PACK_HANDLES is not public: benchmarks/storage.py clears it for a cold read.
-from wsss_core.store.packs import _PACK_HANDLES, PACK_BYTES, PACK_HANDLES, PackBatch  # noqa: F401
+from wsss_core.store.packs import PACK_BYTES, PACK_HANDLES, PackBatch, forget_open_packs
 from wsss_core.store.records import StageRecord, StageStatus, prune_failures, split_counts
 from wsss_core.store.workspace import Workspace
 
@@ -82,6 +81,7 @@ __all__ = [
     "PACKS",
     "PACK_BYTES",
     "PACK_HANDLES",
+    "forget_open_packs",
     "PREVIOUS",
     "SPLITS_DIR",
     "STORE_NAME",

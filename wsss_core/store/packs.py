@@ -32,6 +32,13 @@ PACK_BYTES = 256 * 2**20
 PACK_HANDLES = 512
 _PACK_HANDLES: OrderedDict[tuple[str, str], zarr.Array] = OrderedDict()
 _PACK_LOCK = threading.Lock()
+# A pack read from a second time is read whole and its rows kept, up to this many bytes in all:
+# a batch task reads its images one by one and they sit in the same packs (one per batch), so
+# its reads cost about one read of the pack (a read of one row costs nearly as much as the
+# whole pack: Zarr's fixed cost per call); a random read of one image still reads one row.
+PACK_ROWS_BYTES = 64 * 2**20
+_PACK_ROWS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_PACKS_READ_ONCE: OrderedDict[tuple[str, str], None] = OrderedDict()
 _PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
 
 
@@ -231,6 +238,9 @@ class Packs:
         handle = self._open_pack(group, image_id, name, entry["pack"])
         shape = tuple(entry["shape"])
         try:
+            rows = _pack_rows((self._location(), entry["pack"]), handle)
+            if rows is not None:
+                return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()  # the kept rows stay as read
             values = handle[entry["row"], : math.prod(shape)]
             return values.reshape(shape)
         except OSError:
@@ -253,3 +263,37 @@ class Packs:
         )
         array[...] = rows
         return path
+
+
+def _pack_rows(key: tuple[str, str], handle: zarr.Array) -> np.ndarray | None:
+    """The pack's rows when it is read from a second time (PACK_ROWS_BYTES), else None: read one row.
+    A pack that cannot be read whole (a damaged row) is read row by row, so that each image's
+    read names its own trouble."""
+    with _PACK_LOCK:
+        rows = _PACK_ROWS.get(key)
+        if rows is not None:
+            _PACK_ROWS.move_to_end(key)
+            return rows
+        read_before = key in _PACKS_READ_ONCE
+        _PACKS_READ_ONCE[key] = None
+        while len(_PACKS_READ_ONCE) > PACK_HANDLES:
+            _PACKS_READ_ONCE.popitem(last=False)
+    if not read_before or handle.nbytes > PACK_ROWS_BYTES // 4:
+        return None
+    try:
+        rows = handle[...]
+    except Exception:  # noqa: BLE001 - read row by row instead
+        return None
+    with _PACK_LOCK:
+        _PACK_ROWS[key] = rows
+        while sum(kept.nbytes for kept in _PACK_ROWS.values()) > PACK_ROWS_BYTES:
+            _PACK_ROWS.popitem(last=False)
+    return rows
+
+
+def forget_open_packs() -> None:
+    """Close the packs this process keeps open and drop the rows it keeps (a cold read follows)."""
+    with _PACK_LOCK:
+        _PACK_HANDLES.clear()
+        _PACK_ROWS.clear()
+        _PACKS_READ_ONCE.clear()
