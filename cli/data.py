@@ -66,14 +66,16 @@ def ingest(
 
 def export(
     workspace: WorkspaceOpt,
-    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, pseudo/<method> or pseudo/<method>/round-<k> (others hold no class masks).")],
+    stage: Annotated[str, typer.Option(help="Mask stage to export: gt, scribbles, manual, pseudo/<method> or pseudo/<method>/round-<k> (others hold no class masks).")],
     out: Annotated[Path, typer.Option(help="Folder for <image id>.png files (made if missing; not a file).")],
+    manual: Annotated[bool, typer.Option("--manual/--no-manual", help="An image with a manual mask (a person's) is written with it, as every later stage uses it; --no-manual: the method's own masks.")] = True,
 ) -> None:
     """Write a stage's masks as palette PNGs (pixel value = class index, 255 = void), one per image."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from wsss_core.export import check_out_dir, export_masks, exportable_ids
+    from wsss_core.export import INGESTED_MASKS, check_out_dir, export_masks, exportable_ids
+    from wsss_core.manual import manual_ids
     from wsss_core.store import Workspace
 
     ws = Workspace(workspace)
@@ -81,5 +83,6 @@ def export(
     total = len(exportable_ids(ws.require(), stage))
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task(f"export {stage}", total=total)
-        written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task))
-    typer.echo(f"wrote {len(written)} masks of {stage} to {out}", err=True)
+        written = export_masks(ws, stage, out, on_image=lambda _: bar.advance(task), manual=manual)
+    people = len(manual_ids(ws, [p.stem for p in written])) if manual and stage not in INGESTED_MASKS else 0
+    typer.echo(f"wrote {len(written)} masks of {stage} to {out}" + (f" ({people} of them manual masks)" if people else ""), err=True)

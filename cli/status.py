@@ -12,6 +12,7 @@ from rich.table import Table
 
 from wsss_core.confidence import DEFAULT_MEASURE, has_scores, read_confidence, worst
 from wsss_core.errors import WorkspaceError
+from wsss_core.manual import manual_ids
 from wsss_core.store import INGEST_STAGE, Workspace, split_counts
 
 
@@ -30,6 +31,11 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
     )
     for line in change_lines(ws):
         console.print(line)
+    drawn = manual_ids(ws)
+    if drawn:
+        shown = ", ".join(drawn[:10]) + (", ..." if len(drawn) > 10 else "")
+        console.print(escape(f"manual masks: {len(drawn)} image{'s' if len(drawn) != 1 else ''} ({shown}): a person's masks, used in place of every "
+                             "mask set's, left out of the lowest-confidence lists"))
     table = Table("stage", "config", "done", "failed", "pending", "warnings", "note")
     for stage in ws.stages():
         st = ws.status(stage)
@@ -68,7 +74,9 @@ def change_lines(ws: Workspace) -> list[str]:
 
 
 def print_confidence(console: Console, ws: Workspace, worst_n: int) -> None:
-    """Per mask stage: the median confidence of its done images and the lowest ones (check those by hand)."""
+    """Per mask stage: the median confidence of its done images and the lowest ones (check those by
+    hand; an image with a manual mask is not listed: a person drew it already)."""
+    drawn = set(manual_ids(ws))
     for stage in ws.stages():
         if not stage.startswith(MASK_PREFIX):
             continue
@@ -79,7 +87,8 @@ def print_confidence(console: Console, ws: Workspace, worst_n: int) -> None:
             console.print(f"{stage}: no confidence (a baseline without class probabilities, or masks written before scores were)")
             continue
         values = [v for v in scores.values() if v is not None]
-        lowest = ", ".join(f"{image_id} {value:.2f}" for image_id, value in worst(scores, worst_n))
+        undrawn = {image_id: value for image_id, value in scores.items() if image_id not in drawn}
+        lowest = ", ".join(f"{image_id} {value:.2f}" for image_id, value in worst(undrawn, worst_n))
         console.print(
             escape(f"{stage}: confidence ({DEFAULT_MEASURE}) median {float(np.median(values)):.2f} "
                    f"over {len(values)} images" + (f"; lowest: {lowest}" if lowest else ""))

@@ -14,6 +14,7 @@ from flows.tracking import flow_run_tracking, mask_settings
 from tasks.evaluate import Scores, evaluate_batch, log_evaluation_run
 from wsss_core.errors import WorkspaceError
 from wsss_core.last_word import evaluation_mious, worse_last_rounds
+from wsss_core.manual import NO_MANUAL, manual_ids
 from wsss_core.metrics import ConfusionMatrix, format_iou_table
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order
 from wsss_core.runner import split_batches
@@ -33,6 +34,10 @@ def score_stages(
         raise WorkspaceError(f"{ws.path}: cannot evaluate {', '.join(missing)}: not computed yet")
     ids = ws.select_ids(splits)
     members = split_members(ws, splits)
+    manual = set(manual_ids(ws, ids))
+    if manual:  # every mask set again without the images a person drew (wsss_core.manual)
+        members[NO_MANUAL] = set(ids) - manual
+        announce(f"evaluate: {len(manual)} images have a manual mask; column {NO_MANUAL} scores every mask set without them")
     memberships = {i: [s for s, found in members.items() if i in found] for i in ids}
     fingerprints = scores_fingerprints(ws, stages, ids, members)
     known = scored_before(ws)

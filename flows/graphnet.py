@@ -72,6 +72,8 @@ def graphnet_pipeline(
     # Reads name the ingested arrays a row uses ("images", the supervision's "scribbles"...): a
     # changed array reaches just the rows that read it (wsss_core.lineage); keys chain ingest's key.
     seed_reads = (entry.array, SUPERPIXELS) + ((entry.seeds_from,) if entry.seeds_from else ())
+    if getattr(config.seeds_config(supervision), "scribbles", False):  # tags corrected by scribbles
+        seed_reads += ("scribbles",)
     rows = [*upstream, Stage(SUPERPIXELS, superpixels_batch, (IMAGES,), {"config": config.superpixels})]
     graph_reads: tuple[str, ...] = (IMAGES, SUPERPIXELS)
     if features is not None:

@@ -6,7 +6,8 @@
 
 Round k trains DeepLabV3 on round k-1's labels of the train split, then predicts every
 image: those predictions are round k's labels (exportable like any pseudo masks), and
-on the other splits (val) they are what the round is evaluated on.
+on the other splits (val) they are what the round is evaluated on. An image with a manual
+mask (a person's, wsss_core.manual) trains every round on that mask instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flows.tracking import mask_settings
 from tasks import segmentation as t
 from tasks.affinitynet import TRAIN_CAM
 from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.manual import MANUAL
 from wsss_core.registries import mask_method_of_stage
 from wsss_core.requests import SegmentationRequest
 from wsss_core.config import config_to_dict
@@ -83,9 +85,9 @@ def segmentation_pipeline(
         if backbone_from:
             params["backbone_from"] = backbone_from
         rows += [
-            Stage(train_stage, t.train_segmentation_task, (IMAGES, previous), params, training,
+            Stage(train_stage, t.train_segmentation_task, (IMAGES, previous, MANUAL), params, training,
                   step=f"round-{k}", dataset_level=True, splits=(train_split,)),
-            Stage(masks_stage, t.predict_round_batch, (IMAGES, train_stage, previous),
+            Stage(masks_stage, t.predict_round_batch, (IMAGES, train_stage, previous, MANUAL),
                   {"config": config.inference, "model": train_stage, "labels": previous}, {"device": device},
                   step=f"round-{k}", masks=True, optional_reads=(previous,)),
         ]

@@ -149,7 +149,10 @@ def seeds_batch(
             raise BadInputError(image_id, f"no {entry.array} for this image")
         labels = workspace.read_array(superpixels, image_id)
         extra = (workspace.read_array(entry.seeds_from, image_id),) if entry.seeds_from else ()
-        seeds = make_seeds(labels, workspace.read_array(entry.array, image_id), classes, config, *extra)
+        corrections = {}
+        if getattr(config, "scribbles", False) and workspace.has_array("scribbles", image_id):  # TagSeedConfig.scribbles
+            corrections["scribble"] = workspace.read_array("scribbles", image_id)
+        seeds = make_seeds(labels, workspace.read_array(entry.array, image_id), classes, config, *extra, **corrections)
         if not seeds.labelled.any():
             raise BadInputError(image_id, f"no node is seeded by its {supervision}")
         for name, array in seeds_to_arrays(seeds).items():

@@ -14,12 +14,14 @@ from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace, check_image_
 
 
 def sample_arrays(sample: Sample) -> dict[str, np.ndarray]:
-    """Every array of one image by group (gt and scribbles only where it has them)."""
+    """Every array of one image by group (gt, scribbles and manual only where it has them)."""
     arrays = {"images": sample.image}
     if sample.gt is not None:
         arrays["gt"] = sample.gt
     if sample.scribble is not None:
         arrays["scribbles"] = sample.scribble
+    if sample.manual is not None:
+        arrays["manual"] = sample.manual
     arrays["boxes"] = sample.boxes_array()
     arrays["tags"] = np.asarray(sample.tags, dtype=np.int32)
     return arrays

@@ -26,6 +26,7 @@ from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, 
 from wsss_core.confidence import confidence_scores, mask_attributes
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
+from wsss_core.manual import MANUAL, UsedMaskColumn, used_mask
 from wsss_core.runner import BatchReport, DatasetReport
 from wsss_core.segmentation.config import SegmentationInferenceConfig, SegmentationTrainConfig
 from wsss_core.segmentation.model import SegmentationNet, build_segmentation_model, load_segmentation_model
@@ -56,7 +57,8 @@ def train_segmentation_task(
     threads: int | None = None,
     tracking: Tracking | None = None,
 ) -> DatasetReport:
-    """Train DeepLabV3 on the images' ``labels`` masks (255 ignored) -> models/segmentation/.../model.pt.
+    """Train DeepLabV3 on the images' ``labels`` masks (255 ignored; an image's manual mask in
+    place of its ``labels`` mask, wsss_core.manual) -> models/segmentation/.../model.pt.
 
     weights: the backbone weights it starts from (resolved and load-tested by the flow);
     backbone_from: the training stage and key of the pipeline checkpoint those weights are
@@ -69,12 +71,13 @@ def train_segmentation_task(
 
     def check(image_id: str) -> None:
         shape = check_image_shape(workspace, image_id)
-        if workspace.array_shape(labels, image_id) != shape[:2]:
-            raise BadInputError(f"{labels}/{image_id}", f"label is {workspace.array_shape(labels, image_id)}, the image {shape[:2]}")
+        source = MANUAL if workspace.has_array(MANUAL, image_id) else labels
+        if workspace.array_shape(source, image_id) != shape[:2]:
+            raise BadInputError(f"{source}/{image_id}", f"label is {workspace.array_shape(source, image_id)}, the image {shape[:2]}")
 
     report.images, report.failed = usable_images(workspace, stage, key, image_ids, check)
     # Read on demand, picklable: loader workers (config.num_workers > 0) are spawned and get a copy.
-    images, masks = ArrayColumn(workspace, "images", report.images), ArrayColumn(workspace, labels, report.images)
+    images, masks = ArrayColumn(workspace, "images", report.images), UsedMaskColumn(workspace, labels, report.images)
     params = training_params("segmentation", weights.record(), len(report.images), config, labels=labels, round=round,
                              backbone_from=(backbone_from or {}).get("stage"))
 
@@ -116,7 +119,8 @@ def predict_round_batch(
 
     model: the training stage whose network predicts (cached per process by its key).
     labels: the label set it trained on; an image it trained on keeps to the classes of
-    its labels there (config.label_classes_only), any other image gets the plain prediction.
+    its labels there (config.label_classes_only; its manual mask's, where it has one), any
+    other image gets the plain prediction.
     """
     target = resolve_device(device)
     checkpoint = workspace.path / segmentation_checkpoint(model)
@@ -124,7 +128,7 @@ def predict_round_batch(
     trained_on = workspace.done_ids(model) if config.label_classes_only else set()
 
     def step(image_id: str) -> None:
-        classes = label_classes(workspace.read_array(labels, image_id)) if image_id in trained_on else None
+        classes = label_classes(used_mask(workspace, labels, image_id)) if image_id in trained_on else None
         mask, probabilities = predict_round(network, read_image(workspace, image_id), config, target, classes)
         workspace.write_array(stage, image_id, mask, attributes=mask_attributes(confidence_scores(probabilities)))
 

@@ -9,15 +9,16 @@ import numpy as np
 
 from wsss_core.data.image_io import save_palette_png
 from wsss_core.errors import UsageError, WorkspaceError
+from wsss_core.manual import MANUAL
 from wsss_core.registries import mask_method_of_stage
 from wsss_core.store import Workspace
 
 # Arrays written by ingest rather than by a stage of their own.
-INGESTED_MASKS = ("gt", "scribbles")
+INGESTED_MASKS = ("gt", "scribbles", MANUAL)
 
 
 def is_mask_stage(stage: str) -> bool:
-    """gt, scribbles and pseudo/<method>[-crf] hold class masks; superpixels, graphs, cams, seeds
+    """gt, scribbles, manual and pseudo/<method>[-crf] hold class masks; superpixels, graphs, cams, seeds
     and the rest hold other arrays (label maps, scores) that must not be written as class PNGs."""
     return stage in INGESTED_MASKS or mask_method_of_stage(stage) is not None
 
@@ -61,8 +62,12 @@ def export_masks(
     stage: str,
     out_dir: str | Path,
     on_image: Callable[[str], None] | None = None,
+    manual: bool = True,
 ) -> list[Path]:
-    """Write one PNG per complete image of the stage; returns the files written."""
+    """Write one PNG per complete image of the stage; returns the files written.
+
+    manual: a pseudo-mask set's image that has a manual mask (a person's) is written with that
+    mask (what every later stage uses for it); False: the method's own masks only."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     image_ids = exportable_ids(workspace.require(), stage)
@@ -70,7 +75,8 @@ def export_masks(
     written = []
     for image_id in image_ids:
         image_shape = workspace.array_shape("images", image_id)
-        mask = check_class_mask(stage, image_id, workspace.read_array(stage, image_id), image_shape)
+        source = MANUAL if manual and stage not in INGESTED_MASKS and workspace.has_array(MANUAL, image_id) else stage
+        mask = check_class_mask(source, image_id, workspace.read_array(source, image_id), image_shape)
         path = out_dir / f"{image_id}.png"
         save_palette_png(path, mask)
         written.append(path)

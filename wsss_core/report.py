@@ -27,6 +27,7 @@ import numpy as np
 
 from wsss_core.errors import WorkspaceError
 from wsss_core.last_word import worse_last_rounds
+from wsss_core.manual import MANUAL, NO_MANUAL, manual_ids
 from wsss_core.metrics import ConfusionMatrix, align_columns
 from wsss_core.plots import colorize, draw_boxes, draw_scribbles, overlay_mask
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order, round_zero_stage
@@ -96,6 +97,7 @@ class Report:
     weights: dict[str, dict] = field(default_factory=dict)  # training stage -> weights record
     runs: list[dict[str, str]] = field(default_factory=list)
     runs_note: str = ""
+    manual: list[str] = field(default_factory=list)  # images with a person's full mask (wsss_core.manual)
 
 
 # ----------------------------------------------------------------------------- gathering
@@ -116,6 +118,7 @@ def gather(ws: Workspace, config: ReportConfig = ReportConfig()) -> Report:
         workspace=str(ws.path), created=time.time(), dataset=dict(ws.dataset), split_counts=split_counts,
         n_images=len(ids), weak_labels=sorted(ws.weak_labels()), has_gt=has_gt, classes=list(ws.classes),
     )
+    report.manual = manual_ids(ws, ids)
     report.results = evaluation_results(ws)
     report.best_stage = best_stage(report.results)
     if report.best_stage:
@@ -219,6 +222,9 @@ def image_row(ws: Workspace, image_id: str, masks: dict[str, set[str]], config: 
     panels = [Panel("image", thumbnail_png(image, config.thumb_side), tags)]
     if ws.has_array("gt", image_id):
         panels.append(Panel("ground truth", thumbnail_png(overlay_mask(image, ws.read_array("gt", image_id)), config.thumb_side)))
+    if ws.has_array(MANUAL, image_id):
+        panels.append(Panel("manual mask", thumbnail_png(overlay_mask(image, ws.read_array(MANUAL, image_id)), config.thumb_side),
+                            "a person's: used in place of the pseudo masks"))
     for kind in ("scribbles", "boxes"):
         picture, _ = weak_label_panel(ws, image_id, image, kind)
         if picture is not None:
@@ -395,6 +401,9 @@ def render_dataset(report: Report) -> str:
         ("classes", esc(f"{len(report.classes)}: " + ", ".join(report.classes))),
         ("weak labels", esc(", ".join(report.weak_labels) or "none")),
         ("ground truth", "yes" if report.has_gt else "no"),
+        ("manual masks", esc(f"{len(report.manual)}: " + ", ".join(report.manual[:20]) + (", ..." if len(report.manual) > 20 else ""))
+         + f" (a person's full masks, used in place of the pseudo masks; the {NO_MANUAL} column scores without them)"
+         if report.manual else "none"),
     ]
     return table(None, rows, "dataset")
 

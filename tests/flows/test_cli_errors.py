@@ -148,7 +148,7 @@ def staged_workspace(tmp_path) -> Path:
 def test_export_refuses_stages_without_class_masks(staged_workspace, tmp_path, stage):
     result = invoke("export", "--workspace", staged_workspace, "--stage", stage, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output.strip() == f"error: {staged_workspace}: no mask stage {stage!r} (exportable: gt, scribbles)"
+    assert result.output.strip() == f"error: {staged_workspace}: no mask stage {stage!r} (exportable: gt, scribbles, manual)"
     assert not (tmp_path / "out").exists()
 
 

@@ -54,3 +54,27 @@ def test_a_changed_scribble_or_box_reaches_its_own_path_from_the_seeds_on(reads)
 def test_a_changed_image_reaches_every_row_and_a_gt_mask_none(reads):
     assert set(affected_stages(reads, {"images"})) == set(reads)
     assert affected_stages(reads, {"gt"}) == []
+
+
+def test_a_scribble_reaches_the_tags_seeds_only_when_they_take_scribbles():
+    from dataclasses import replace
+
+    from wsss_core.graphnet.seeds import TagSeedConfig
+
+    psa = AffinityNetPathConfig()
+    corrected = replace(GraphNetConfig.offline(), tag_seeds=TagSeedConfig(scribbles=True))
+    tables = {flag: graphnet_pipeline(config, "tags", "gcn", crf=False, features=None, upstream=tuple(cam_rows(psa, WEIGHTS)))
+              for flag, config in ((False, GraphNetConfig.offline()), (True, corrected))}
+    reads = {flag: {row.name: row.reads for row in table.stages} for flag, table in tables.items()}
+    assert affected_stages(reads[False], {"scribbles"}) == []
+    assert set(affected_stages(reads[True], {"scribbles"})) == {"seeds/tags", "gcn-weights/gcn-tags", "nodes/gcn-tags", "pseudo/gcn-tags"}
+
+
+def test_a_manual_mask_reaches_the_segmentation_rounds_only(reads):
+    from flows.segment import segmentation_pipeline
+    from wsss_core.segmentation.config import SegmentationConfig
+    from wsss_core.weights import WeightsChoice
+
+    rounds = segmentation_pipeline("pseudo/gcn-scribbles", 2, SegmentationConfig(), WeightsChoice("segmentation", "resnet18", "none", "resnet18", None, "random init requested"))
+    every = {**reads, **{row.name: row.reads for row in rounds.stages}}
+    assert set(affected_stages(every, {"manual"})) == {row.name for row in rounds.stages}

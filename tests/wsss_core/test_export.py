@@ -38,7 +38,7 @@ def workspace(tmp_path) -> Workspace:
 @pytest.mark.parametrize("stage", ["superpixels", "graphs", "cams", "seeds/scribbles", INGEST_STAGE, "images"])
 def test_stages_that_hold_no_class_masks_are_refused_with_the_exportable_ones(workspace, tmp_path, stage):
     assert not is_mask_stage(stage)
-    with pytest.raises(WorkspaceError, match=rf"no mask stage '{stage}' \(exportable: gt, scribbles, pseudo/gcn-scribbles\)"):
+    with pytest.raises(WorkspaceError, match=rf"no mask stage '{stage}' \(exportable: gt, scribbles, manual, pseudo/gcn-scribbles\)"):
         export_masks(workspace, stage, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -28,8 +28,9 @@ class Box:
 class Sample:
     """One image and whatever labels the dataset has for it.
 
-    image: HxWx3 uint8 RGB. gt / scribble: HxW uint8, value = class index,
-    255 = void / unlabelled. tags: sorted foreground class indices present.
+    image: HxWx3 uint8 RGB. gt / scribble / manual: HxW uint8, value = class index,
+    255 = void / unlabelled; manual: a full mask a person drew, the image's best label
+    (used in place of its pseudo masks, never as GT). tags: sorted foreground class indices present.
     warnings: human-readable notes on conversions made while reading.
     """
 
@@ -40,6 +41,7 @@ class Sample:
     boxes: list[Box] = field(default_factory=list)
     tags: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    manual: np.ndarray | None = None
 
     def boxes_array(self) -> np.ndarray:
         """Boxes as an (n, 5) int32 array of class, x0, y0, x1, y1."""

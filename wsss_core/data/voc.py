@@ -6,6 +6,9 @@
     ROOT/Annotations/<id>.xml                VOC XML: boxes and class names (optional)
     ROOT/SegmentationClass/<id>.png          GT class indices, 255 = void (optional;
                                              SegmentationClassAug/ is read when absent)
+    ROOT/SegmentationClassManual/<id>.png    a full mask a person drew (`wsss review import`;
+                                             optional): used in place of the image's pseudo
+                                             masks, never scored as GT (wsss_core.manual)
     ROOT/scribbles/<id>.png | <id>.xml       scribbles: index PNG or ScribbleSup XML (optional)
     ROOT/ImageSets/Segmentation/<split>.txt  the image ids of a split, one a line
     ROOT/classes.txt                         class names, background first (optional; else VOC's)
@@ -36,6 +39,7 @@ from wsss_core.errors import BadInputError, DatasetError
 IMAGE_DIR = "JPEGImages"
 ANNOTATION_DIR = "Annotations"
 GT_DIRS = ("SegmentationClass", "SegmentationClassAug")
+MANUAL_DIR = "SegmentationClassManual"
 SCRIBBLE_DIR = "scribbles"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png")
@@ -203,6 +207,15 @@ class VocReader:
                 return load_label_map(path, expected_shape=shape, num_classes=len(self.classes), kind="mask")
         return None
 
+    def manual_path(self, image_id: str) -> Path:
+        return checked_file_in(self.root / MANUAL_DIR, image_id, ".png", self.root)
+
+    def _manual(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
+        path = self.manual_path(image_id)
+        if file_present(path, "a manual mask file"):
+            return load_label_map(path, expected_shape=shape, num_classes=len(self.classes), kind="manual mask")
+        return None
+
     def _scribble(self, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
         png = checked_file_in(self.scribbles_dir, image_id, ".png", self.root)
         if file_present(png, "a scribble file"):
@@ -223,6 +236,7 @@ class VocReader:
             "gt": first(*(checked_file_in(self.root / d, image_id, ".png", self.root) for d in GT_DIRS)),
             "scribble": first(*(checked_file_in(self.scribbles_dir, image_id, s, self.root) for s in (".png", ".xml"))),
             "annotation": first(checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml", self.root)),
+            "manual": first(self.manual_path(image_id)),
         }
 
     def load(self, image_id: str) -> Sample:
@@ -230,6 +244,7 @@ class VocReader:
         image, warnings = load_rgb(self.image_path(image_id), self.options)
         shape = image.shape[:2]
         gt = self._gt(image_id, shape)
+        manual = self._manual(image_id, shape)
         scribble = self._scribble(image_id, shape)
         annotation = checked_file_in(self.root / ANNOTATION_DIR, image_id, ".xml", self.root)
         boxes: list[Box] = []
@@ -238,11 +253,13 @@ class VocReader:
             warnings += notes
         elif gt is not None:
             tags = labels_in(gt)
+        elif manual is not None:
+            tags = labels_in(manual)
         elif scribble is not None:
             tags = labels_in(scribble)
         else:
             tags = []
-        return Sample(image_id, image, gt=gt, scribble=scribble, boxes=boxes, tags=tags, warnings=warnings)
+        return Sample(image_id, image, gt=gt, scribble=scribble, boxes=boxes, tags=tags, warnings=warnings, manual=manual)
 
     def describe(self) -> dict:
         """What the workspace records about the dataset."""

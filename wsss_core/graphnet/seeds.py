@@ -77,9 +77,16 @@ class TagSeedConfig:
     seed is a node whose pixels are mostly confident: a superpixel straddling an object's
     uncertain rim (neutral there) stays open for the GCN to decide, while nodes well inside
     an object or the background seed it. An image where no node reaches it is seeded by its
-    nodes of the highest share (so a weak CAM still gives seeds, never none)."""
+    nodes of the highest share (so a weak CAM still gives seeds, never none).
+
+    scribbles: where an image of a tags dataset has a scribble (a reviewer's correction,
+    `wsss review import`), the nodes it touches take its class over the CAM's, and its classes
+    join the image's candidates. Off by default: on a dataset that has scribbles for every
+    image, the tags path would otherwise stop being a tags path.
+    """
 
     min_confident_share: float = 0.5
+    scribbles: bool = False
 
 
 def seeds_from_scribbles(
@@ -103,6 +110,7 @@ def seeds_from_affinity_labels(
     num_classes: int,
     config: TagSeedConfig = TagSeedConfig(),
     affinity_labels: np.ndarray | None = None,
+    scribble: np.ndarray | None = None,
 ) -> NodeSeeds:
     """The seeds stage for image tags (SUPERVISIONS["tags"]).
 
@@ -111,6 +119,7 @@ def seeds_from_affinity_labels(
     least config.min_confident_share confident, else it is unlabelled. Candidates are
     background plus the image's tags, so no node can take a class the image lacks (a
     confident label outside the tags, which CAMs of tagged classes never give, is ignored).
+    scribble: HxW (255 undrawn) corrections that override the CAM's seeds (TagSeedConfig.scribbles).
     """
     labels_map = _check_superpixels(superpixels)
     if affinity_labels is None:
@@ -135,6 +144,10 @@ def seeds_from_affinity_labels(
     # an image whose labels are mostly neutral (a weak CAM) still seeds its most confident
     # nodes rather than none: the threshold drops to the best share the image has
     labels[share < min(config.min_confident_share, share.max(initial=0.0))] = UNLABELLED
+    if scribble is not None:
+        drawn = scribble_seeds(labels_map, scribble, num_classes, n_nodes).labels
+        labels = np.where(drawn >= 0, drawn, labels)  # a person's stroke outranks the CAM
+        allowed[np.unique(drawn[drawn >= 0])] = True
     return NodeSeeds(labels=labels, candidates=np.broadcast_to(allowed, (n_nodes, num_classes)).copy())
 
 

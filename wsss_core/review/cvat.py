@@ -151,6 +151,8 @@ def write_cvat(items: list[ReviewItem], classes: list[str], mask_set: str, out_d
         })
         for class_index, layer in class_layers(item.pseudo):
             _mask_element(image, classes[class_index], layer, PSEUDO, 0, item.confidence)
+        for class_index, layer in class_layers(labels.mask):  # a person's mask, in place of the pseudo mask
+            _mask_element(image, classes[class_index], layer, MANUAL, 0, None)
         for class_index, layer in class_layers(labels.scribble):
             _mask_element(image, classes[class_index], layer, SCRIBBLE, 1, None)
         for box in labels.boxes:

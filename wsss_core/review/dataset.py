@@ -7,9 +7,9 @@ For each image of the tool's file, what differs from the dataset as it is now is
 - the boxes or the tags -> ``Annotations/<id>.xml`` (VOC): objects whose box is kept stay as they
   were, the others go, new boxes are added, and a tag without a box is an object without a
   ``<bndbox>`` (the reader takes it as a tag);
-- a full mask a person drew -> ``SegmentationClass/<id>.png`` (the layout's full mask: ingest
-  takes it as the image's GT, and its tags when it has no annotation file), only for an image
-  without a GT mask: one drawn over a GT mask is refused, since GT is what results are scored on.
+- a full mask a person drew -> ``SegmentationClassManual/<id>.png``, the image's manual mask
+  (wsss_core.manual): every later stage, export and round uses it in place of the image's
+  pseudo masks; it is never taken as GT, so no result is scored against a person's own mask.
 
 Everything is read and checked first (labels, sizes, images in the dataset); one problem
 anywhere and nothing is written (ReviewFileError, a line per problem). Each file is written
@@ -32,7 +32,7 @@ from PIL import Image
 
 from wsss_core.data.image_io import ReadOptions, file_present, read_xml, voc_palette
 from wsss_core.data.sample import IGNORE_INDEX, Box, Sample
-from wsss_core.data.voc import ANNOTATION_DIR, GT_DIRS, VocReader, checked_file_in, voc_box
+from wsss_core.data.voc import ANNOTATION_DIR, VocReader, checked_file_in, voc_box
 from wsss_core.errors import UsageError, WorkspaceError, WsssError
 from wsss_core.review import FORMATS
 from wsss_core.review.labels import ImageLabels, ReviewFileError, box_key, same_scribble
@@ -165,11 +165,9 @@ def image_changes(reader: VocReader, labels: ImageLabels, sample: Sample, classe
         path = checked_file_in(reader.root / ANNOTATION_DIR, image_id, ".xml", reader.root)
         existing = path if file_present(path, "an annotation file") else None
         change.files[path] = annotation_xml(existing, image_id, shape, labels.boxes, tags, classes)
-    if labels.mask is not None and (sample.gt is None or not np.array_equal(labels.mask, sample.gt)):
+    if labels.mask is not None and (sample.manual is None or not np.array_equal(labels.mask, sample.manual)):
         change.parts.append("mask")
-        paths = [checked_file_in(reader.root / folder, image_id, ".png", reader.root) for folder in GT_DIRS]
-        path = next((p for p in paths if file_present(p, "a mask file")), paths[0])
-        change.files[path] = png_bytes(labels.mask)
+        change.files[reader.manual_path(image_id)] = png_bytes(labels.mask)
     return change
 
 
@@ -236,12 +234,6 @@ def import_review(
         height, width = sample.image.shape[:2]
         if labels.height and (labels.height, labels.width) != (height, width):
             problems.append(f"{where}: annotated as {labels.width}x{labels.height}, the image is {width}x{height}")
-            continue
-        if labels.mask is not None and sample.gt is not None and not np.array_equal(labels.mask, sample.gt):
-            # the GT mask is what every result is scored against: a drawn mask must not replace it
-            # unnoticed (a person's full mask as a label of its own is not built yet: docs/review.md)
-            problems.append(f"{where}: a full mask drawn over the image's GT mask; wsss does not replace "
-                            "GT masks (import full masks for images without one)")
             continue
         try:
             change = image_changes(reader, labels, sample, classes)

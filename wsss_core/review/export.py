@@ -12,6 +12,7 @@ from PIL import Image
 from wsss_core.confidence import DEFAULT_MEASURE, has_scores, read_confidence, worst
 from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.export import check_class_mask, exportable_stages
+from wsss_core.manual import MANUAL, manual_ids
 from wsss_core.registries import mask_method_of_stage
 from wsss_core.review import FORMATS
 from wsss_core.review.labels import ImageLabels, ReviewItem, boxes_from_array
@@ -49,7 +50,8 @@ def select_images(
     """The images to review, in order, and the confidence of each (None: no score).
 
     worst_n: the n least-confident images of the mask set (wsss_core.confidence.worst, the
-    order `wsss status --worst` lists), among the images the dataset lists now.
+    order `wsss status --worst` lists), among the images the dataset lists now that have no
+    manual mask (a person drew those: nothing is left to review).
     ids: these images, in the order given. One of the two.
     """
     if (worst_n is None) == (ids is None):
@@ -71,6 +73,8 @@ def select_images(
     if not done:
         raise WorkspaceError(f"{mask_set}: no image has a mask yet (run its path first)")
     scores = read_confidence(workspace, mask_set)  # what `wsss status` reads: the done images of the dataset
+    for image_id in manual_ids(workspace, list(scores)):
+        del scores[image_id]
     if not has_scores(scores):
         raise WorkspaceError(
             f"{mask_set}: no confidence stored (a baseline without class probabilities, or masks written "
@@ -81,14 +85,18 @@ def select_images(
 
 
 def review_item(workspace: Workspace, mask_set: str, image_id: str, confidence: float | None) -> ReviewItem:
-    """One image as the workspace holds it: image, weak labels, current pseudo mask."""
+    """One image as the workspace holds it: image, weak labels, current pseudo mask; where a person
+    drew the image's full mask (wsss_core.manual), that mask in place of the pseudo mask."""
     image = workspace.read_array("images", image_id)
     height, width = image.shape[:2]
-    pseudo = check_class_mask(mask_set, image_id, workspace.read_array(mask_set, image_id), image.shape)
+    manual = check_class_mask(MANUAL, image_id, workspace.read_array(MANUAL, image_id), image.shape) \
+        if workspace.has_array(MANUAL, image_id) else None
+    pseudo = check_class_mask(mask_set, image_id, workspace.read_array(mask_set, image_id), image.shape) \
+        if manual is None else None
     scribble = workspace.read_array("scribbles", image_id) if workspace.has_array("scribbles", image_id) else None
     boxes = boxes_from_array(workspace.read_array("boxes", image_id)) if workspace.has_array("boxes", image_id) else []
     tags = [int(t) for t in workspace.read_array("tags", image_id)] if workspace.has_array("tags", image_id) else []
-    labels = ImageLabels(image_id, height, width, scribble=scribble, boxes=boxes, tags=sorted(tags))
+    labels = ImageLabels(image_id, height, width, scribble=scribble, boxes=boxes, tags=sorted(tags), mask=manual)
     return ReviewItem(labels, image, pseudo, confidence, f"{IMAGE_DIR}/{image_id}.png")
 
 

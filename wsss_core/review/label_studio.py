@@ -102,6 +102,7 @@ def task_results(item: ReviewItem, classes: list[str]) -> list[dict]:
     """The prediction results of one image: pseudo mask and scribble per class, boxes, tags."""
     labels = item.labels
     results = _brush_results(item, classes, class_layers(item.pseudo), PSEUDO)
+    results += _brush_results(item, classes, class_layers(labels.mask), MANUAL)  # a person's, in place of the pseudo mask
     results += _brush_results(item, classes, class_layers(labels.scribble), SCRIBBLE)
     for n, box in enumerate(labels.boxes):
         results.append({

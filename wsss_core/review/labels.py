@@ -39,11 +39,12 @@ class ImageLabels:
 
 @dataclass
 class ReviewItem:
-    """One exported image: its labels, the image itself, its current pseudo mask and its confidence."""
+    """One exported image: its labels, the image itself, its current pseudo mask and its confidence.
+    An image with a manual mask (labels.mask, a person's) goes without its pseudo mask (None)."""
 
     labels: ImageLabels
     image: np.ndarray  # HxWx3 uint8, as ingested
-    pseudo: np.ndarray  # HxW uint8
+    pseudo: np.ndarray | None  # HxW uint8
     confidence: float | None
     file_name: str  # the image's file, relative to the export folder (images/<id>.png)
 

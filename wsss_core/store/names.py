@@ -14,7 +14,7 @@ SPLITS_DIR = "splits"
 INGEST_STAGE = "ingest"
 # The array groups the ingest stage writes (tasks/ingest.py write_sample); every other
 # group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
-INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags")
+INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags", "manual")
 IMAGES, TAGS = "images", "tags"  # the ingested arrays the pipeline tables name most
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"

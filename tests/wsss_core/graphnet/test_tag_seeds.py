@@ -38,3 +38,19 @@ def test_bad_input_names_the_problem():
         seeds_from_affinity_labels(superpixels, np.array([1]), 3, TagSeedConfig(), np.zeros((3, 2), np.uint8))
     with pytest.raises(BadInputError, match="tags"):
         seeds_from_affinity_labels(superpixels, np.array([7]), 3, TagSeedConfig(), np.zeros((2, 2), np.uint8))
+
+
+def test_a_corrective_scribble_outranks_the_cam_and_adds_its_class_to_the_candidates():
+    superpixels = np.repeat(np.arange(4), 4)[None, :].repeat(2, axis=0)
+    labels = np.array([
+        [0, 0, 0, 0,  3, 3, 3, 3,  N, N, N, N,  0, 0, 0, 0],
+        [0, 0, 0, 0,  3, 3, 3, 3,  N, N, N, N,  0, 0, 0, 0],
+    ], dtype=np.uint8)
+    scribble = np.full((2, 16), N, np.uint8)
+    scribble[0, 4:7] = 0   # the CAM's class 3 there is background
+    scribble[1, 9:11] = 2  # an object the CAM missed, of a class the tags lack
+    seeds = seeds_from_affinity_labels(superpixels, np.array([3]), 4, TagSeedConfig(scribbles=True), labels, scribble=scribble)
+    assert seeds.labels.tolist() == [0, 0, 2, 0]
+    assert seeds.candidates[0].tolist() == [True, False, True, True]
+    untouched = seeds_from_affinity_labels(superpixels, np.array([3]), 4, TagSeedConfig(), labels)
+    assert untouched.labels.tolist() == [0, 3, UNLABELLED, 0]

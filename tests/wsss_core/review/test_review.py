@@ -227,9 +227,6 @@ def test_cvat_corrections_become_dataset_files_and_nothing_else_changes(ws, root
     ET.SubElement(images[f"images/{third}.png"], "mask", {
         "label": classes[2], "rle": rle, "left": str(left), "top": str(top), "width": str(width), "height": str(height)})
     tree.write(tmp_path / "corrected.xml")
-    with pytest.raises(ReviewFileError, match=f"image '{third}': a full mask drawn over the image's GT mask"):
-        import_review(ws, root, tmp_path / "corrected.xml", "cvat")  # GT is never replaced
-    (root / "SegmentationClass" / f"{third}.png").unlink()  # an image that has no full mask yet
 
     before = tree_digest(root)
     report = import_review(ws, root, tmp_path / "corrected.xml", "cvat")
@@ -237,7 +234,7 @@ def test_cvat_corrections_become_dataset_files_and_nothing_else_changes(ws, root
     assert f"{first}: scribble" in report.line() and "3 changed" in report.line()
     after = tree_digest(root)
     assert {name for name in after if after[name] != before.get(name)} == {
-        f"scribbles/{first}.png", f"Annotations/{second}.xml", f"SegmentationClass/{third}.png"}
+        f"scribbles/{first}.png", f"Annotations/{second}.xml", f"SegmentationClassManual/{third}.png"}  # GT never changes
 
     reader = VocReader(root)
     new = reader.load(first).scribble
@@ -246,8 +243,11 @@ def test_cvat_corrections_become_dataset_files_and_nothing_else_changes(ws, root
     boxes = reader.load(second).boxes
     assert Box(1, 2, 3, 20, 16) in boxes and len(boxes) == len(ws.read_array("boxes", second)) + 1
     assert 1 in reader.load(second).tags
-    gt_now = reader.load(third).gt
-    assert (gt_now[manual] == 2).all() and (gt_now[~manual] == 0).all()
+    drawn = reader.load(third)
+    assert (drawn.manual[manual] == 2).all() and (drawn.manual[~manual] == 0).all()
+    assert np.array_equal(drawn.gt, ws.read_array("gt", third))
+    again = import_review(ws, root, tmp_path / "corrected.xml", "cvat")  # the dataset holds the corrections now
+    assert not again.changes
     assert not list(root.rglob(".*.tmp"))  # written atomically: no temporary file left
 
 
