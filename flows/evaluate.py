@@ -32,7 +32,7 @@ def score_stages(
     if missing:
         raise WorkspaceError(f"{ws.path}: cannot evaluate {', '.join(missing)}: not computed yet")
     ids = ws.select_ids(splits)
-    members = split_members(ws, splits)
+    members = {**split_members(ws, splits), **label_group_members(ws, ids)}
     memberships = {i: [s for s, found in members.items() if i in found] for i in ids}
     fingerprints = scores_fingerprints(ws, stages, ids, members)
     known = scored_before(ws)
@@ -137,6 +137,18 @@ def split_members(ws: Workspace, splits: list[str] | None) -> dict[str, set[str]
         except WorkspaceError as error:  # a split ingested before per-image splits: its images are unknown
             announce(f"evaluate: split {split} not scored on its own ({error})", warning=True)
     return members
+
+
+LABEL_GROUP = "labels:"  # the prefix of a label group's rows beside the splits' ("labels:tags")
+
+
+def label_group_members(ws: Workspace, ids: list[str]) -> dict[str, set[str]]:
+    """A mixed dataset's images by the weak labels each carries ({"labels:tags": ..., "labels:scribbles":
+    ...}), scored like splits; {} when every image carries the same ones."""
+    groups: dict[str, set[str]] = {}
+    for image_id in ids:
+        groups.setdefault(LABEL_GROUP + ws.label_group(image_id), set()).add(image_id)
+    return dict(sorted(groups.items())) if len(groups) > 1 else {}
 
 
 def table_rows(

@@ -25,11 +25,12 @@ from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve
 from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.requests import CamSettings, GraphNetRequest
-from wsss_core.store import CAM_CHECKPOINT, IMAGES, Workspace
+from wsss_core.store import CAM_CHECKPOINT, IMAGES, INGEST_ARRAYS, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
 
 SUPERPIXELS = "superpixels"
+MIXED = "mixed"  # the supervision of a mixed dataset (wsss_core.graphnet.mixed)
 
 
 def propagation_rows(
@@ -79,7 +80,7 @@ def graphnet_pipeline(
         graph_reads += ("features",)
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
-        Stage(seeds, t.seeds_batch, seed_reads, {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
+        seeds_row(config, supervision, seeds, seed_reads),
         *propagation_rows(config, propagation, method, seeds, device, tracking),
         Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
     ]
@@ -88,12 +89,28 @@ def graphnet_pipeline(
             Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, IMAGES),
                   {"nodes": nodes, "crf": config.crf}, step="masks", masks=True)
         )
+    final = f"pseudo/{method}" + ("-crf" if crf else "")
+    if supervision == MIXED:  # each image's mask from its strongest labels; a full mask where one was drawn
+        manual = ("manual",) if "manual" in INGEST_ARRAYS else ()  # the ingested person-drawn masks, once ingest has them
+        rows.append(Stage(f"pseudo/{MIXED}", t.strongest_masks_batch, (final, *manual), {"masks": final},
+                          step="masks", masks=True, optional_reads=manual))
+        final = f"pseudo/{MIXED}"
     if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)
         rows.append(
             Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (entry.array, IMAGES), {"supervision": supervision},
                   step="baselines", masks=True)
         )
-    return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=f"pseudo/{method}" + ("-crf" if crf else ""))
+    return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=final)
+
+
+def seeds_row(config: GraphNetConfig, supervision: str, seeds: str, reads: tuple[str, ...]) -> Stage:
+    """The seeds row: from the supervision's array, or (mixed) from whatever labels each image
+    carries, every image of the run (the labels it lacks are optional reads)."""
+    if supervision != MIXED:
+        return Stage(seeds, t.seeds_batch, reads, {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds")
+    optional = ("scribbles", "boxes", "affinity-labels")  # a scribbled image needs no CAM
+    return Stage(seeds, t.mixed_seeds_batch, (*reads, "scribbles", "boxes"), {"config": config.mixed_seeds},
+                 step="seeds", optional_reads=optional)
 
 
 def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | None:

@@ -47,6 +47,7 @@ from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_g
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.graphnet.masks import crf_node_mask, node_mask
+from wsss_core.graphnet.mixed import MixedSeedConfig, mixed_seeds, seed_source, strongest_mask
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registries import resolve_target
@@ -152,6 +153,36 @@ def seeds_batch(
         seeds = make_seeds(labels, workspace.read_array(entry.array, image_id), classes, config, *extra)
         if not seeds.labelled.any():
             raise BadInputError(image_id, f"no node is seeded by its {supervision}")
+        for name, array in seeds_to_arrays(seeds).items():
+            workspace.write_array(stage, image_id, array, name=name)
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
+@task(name="mixed-seeds-batch", **STAGE_TASK_OPTIONS)
+def mixed_seeds_batch(
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    config: MixedSeedConfig,
+    superpixels: str = "superpixels",
+    affinity_labels: str = "affinity-labels",
+) -> BatchReport:
+    """seeds/mixed: each image's seeds from the weak labels it carries (wsss_core.graphnet.mixed)."""
+    classes = len(workspace.classes)
+
+    def step(image_id: str) -> None:
+        labels = workspace.read_array(superpixels, image_id)
+        scribble = workspace.read_array("scribbles", image_id) if workspace.carries("scribbles", image_id) else None
+        boxes = workspace.read_array("boxes", image_id) if workspace.carries("boxes", image_id) else None
+        confident = None
+        if scribble is None and boxes is None:
+            confident = workspace.read_array(affinity_labels, image_id)
+        tags = workspace.read_array("tags", image_id)
+        seeds = mixed_seeds(labels, classes, tags, config, scribble, boxes, confident)
+        if not seeds.labelled.any():
+            raise BadInputError(image_id, f"no node is seeded by its {seed_source(scribble is not None, boxes is not None)}")
         for name, array in seeds_to_arrays(seeds).items():
             workspace.write_array(stage, image_id, array, name=name)
 
@@ -349,6 +380,20 @@ def masks_batch(
         else:
             mask = crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf)
         workspace.write_array(stage, image_id, mask, attributes=mask_attributes(node_confidence(labels, probabilities)))
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
+@task(name="strongest-masks-batch", **STAGE_TASK_OPTIONS)
+def strongest_masks_batch(workspace: Workspace, stage: str, key: str, image_ids: list[str], masks: str) -> BatchReport:
+    """pseudo/mixed: each image's mask from its strongest labels, a person-drawn full mask (the
+    ingested "manual" array) where it has one, else `masks` (the mixed GCN's)."""
+
+    def step(image_id: str) -> None:
+        manual = workspace.read_array("manual", image_id) if workspace.carries("manual", image_id) else None
+        mask, source = strongest_mask(manual, workspace.read_array(masks, image_id))
+        attributes = workspace.array_attributes(masks, image_id) if source == "gcn" else {}
+        workspace.write_array(stage, image_id, mask, attributes={**attributes, "source": source})
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 

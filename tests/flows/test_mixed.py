@@ -1,0 +1,73 @@
+"""A mixed dataset (images with scribbles, boxes, both, or tags only) through `wsss run`: each path
+over the images that carry its label, and pseudo/mixed for every image."""
+
+import pytest
+import torch
+
+from flows.common import Execution, flow_result
+from flows.run import run_flow
+from tests.flows.test_affinitynet import tiny_config
+from wsss_core.config import config_to_dict
+from wsss_core.data.label_mix import parse_label_mix
+from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
+from wsss_core.store import Workspace
+
+MIX = "scribbles=0.25,boxes=0.25,boxes+scribbles=0.25,tags=0.25"
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    return generate_dataset(root, SyntheticConfig(n_images=8, width=96, height=72, seed=3), parse_label_mix(MIX))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_mixed_dataset_runs_every_path_on_its_images_and_masks_every_image(mixed_root, tmp_path):
+    workspace = str(tmp_path / "ws")
+    settings = {
+        "ingest": {"root": str(mixed_root), "splits": ["train", "val"]},
+        "paths": ["graphnet-scribbles", "graphnet-boxes", "graphnet-mixed"], "mlflow": False, "device": "cpu",
+        "affinitynet": {"preset": "small", "overrides": config_to_dict(tiny_config(cam_epochs=1))},
+        "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 10}}},
+        "segmentation": {"rounds": 0},
+        "execution": {"progress": False, "batch_size": 4},
+    }
+    whole = flow_result(run_flow, workspace=workspace, settings=settings)
+    assert whole.ok and not whole.skipped  # no image fails for the labels it lacks
+
+    ws = Workspace(workspace)
+    ids = ws.image_ids()
+    groups = {i: ws.label_group(i) for i in ids}
+    assert sorted(groups.values()) == sorted(["scribbles", "boxes", "boxes+scribbles", "tags"] * 2)
+    scribbled = {i for i, g in groups.items() if "scribbles" in g}
+    boxed = {i for i, g in groups.items() if "boxes" in g}
+    assert ws.done_ids("pseudo/gcn-scribbles") == scribbled and ws.done_ids("pseudo/nearest-scribbles") == scribbled
+    assert ws.done_ids("pseudo/gcn-boxes") == boxed
+    assert ws.done_ids("pseudo/mixed") == set(ids) and whole.paths["graphnet-mixed"].final_masks == "pseudo/mixed"
+    for stage in ("seeds/scribbles", "pseudo/gcn-scribbles", "gcn-weights/gcn-boxes", "pseudo/mixed"):
+        status = ws.status(stage)  # an image without the label is neither pending nor failed there
+        assert status.pending == 0 and status.failed == 0, stage
+    assert ws.status("pseudo/gcn-boxes").done == len(boxed)
+
+    # the shared GCN learned from every image's seeds: scribble and box nodes together where both are drawn
+    for image_id, group in groups.items():
+        seeds = ws.read_array("seeds/mixed", image_id, "labels")
+        if group == "boxes+scribbles":
+            scribble_seeds = ws.read_array("seeds/scribbles", image_id, "labels")
+            box_seeds = ws.read_array("seeds/boxes", image_id, "labels")
+            assert (seeds[scribble_seeds >= 0] == scribble_seeds[scribble_seeds >= 0]).all()
+            assert ((seeds >= 0) & (scribble_seeds < 0) & (box_seeds >= 0)).any()
+    fitted = ws.status("gcn-weights/gcn-mixed")
+    assert fitted.done == len(ids)
+
+    # the evaluation breaks each mask set down by the labels its images had
+    rows = whole.evaluation["pseudo/mixed"]["splits"]
+    assert {"labels:scribbles", "labels:boxes", "labels:boxes+scribbles", "labels:tags"} <= set(rows)
+    assert rows["labels:tags"]["images"] == 2 and whole.evaluation["pseudo/mixed"]["images"] == len(ids)
+    assert whole.evaluation["pseudo/gcn-scribbles"]["splits"]["labels:tags"]["images"] == 0
