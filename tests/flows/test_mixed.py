@@ -4,6 +4,9 @@ over the images that carry its label, and pseudo/mixed for every image."""
 import pytest
 import torch
 
+from typer.testing import CliRunner
+
+from cli import app
 from flows.common import Execution, flow_result
 from flows.run import run_flow
 from tests.flows.test_affinitynet import tiny_config
@@ -65,6 +68,8 @@ def test_a_mixed_dataset_runs_every_path_on_its_images_and_masks_every_image(mix
             assert ((seeds >= 0) & (scribble_seeds < 0) & (box_seeds >= 0)).any()
     fitted = ws.status("gcn-weights/gcn-mixed")
     assert fitted.done == len(ids)
+    status = CliRunner().invoke(app, ["status", "--workspace", workspace], catch_exceptions=False)
+    assert status.exit_code == 0 and "label groups: 2 boxes, 2 boxes+scribbles, 2 scribbles, 2 tags" in status.output
 
     # the evaluation breaks each mask set down by the labels its images had
     rows = whole.evaluation["pseudo/mixed"]["splits"]
