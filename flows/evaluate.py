@@ -57,7 +57,9 @@ def score_stages(
     overall = {stage: totals.get((stage, None), ConfusionMatrix(len(ws.classes))) for stage in stages}
     if len({matrix.images for matrix in overall.values()}) > 1:
         counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in overall.items())
-        announce(f"the methods were scored on different images ({counts}): the others failed or are pending, see `wsss status`", warning=True)
+        why = "each path scores the images that carry its labels" if any(m.startswith(LABEL_GROUP) for m in members) else ""
+        announce(f"the methods were scored on different images ({counts}): {why + '; ' if why else ''}"
+                 "the others failed or are pending, see `wsss status`", warning=not why)
     store = tracking_store(ws) if log_to_mlflow else None
     # a stage read back was logged to MLflow when it was scored; log it only where it is not yet
     to_log = [stage for stage in stages if stage not in reused or reused[stage].get(LOGGED_TO) != store]

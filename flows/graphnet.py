@@ -81,7 +81,9 @@ def graphnet_pipeline(
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
         seeds_row(config, supervision, seeds, seed_reads),
-        *propagation_rows(config, propagation, method, seeds, device, tracking),
+        *(agreement_rows(config, seeds, device, tracking) if teaches_from_drawn(config, supervision, propagation) else []),
+        *propagation_rows(config, propagation, method, AGREED if teaches_from_drawn(config, supervision, propagation) else seeds,
+                          device, tracking),
         Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
     ]
     if crf:
@@ -101,6 +103,28 @@ def graphnet_pipeline(
                   step="baselines", masks=True)
         )
     return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=final)
+
+
+AGREED, DRAWN = "seeds/mixed-agreed", "mixed-drawn"
+
+
+def teaches_from_drawn(config: GraphNetConfig, supervision: str, propagation: str) -> bool:
+    """A mixed dataset under a shared GCN (the offline preset): its tag-only images are seeded where
+    the CAM and a GCN fitted on the drawn images agree (wsss_core.graphnet.mixed)."""
+    return supervision == MIXED and PROPAGATIONS.check(propagation) == "gcn" and config.gcn.pretrain_epochs > 0
+
+
+def agreement_rows(config: GraphNetConfig, seeds: str, device: str | None, tracking: Tracking | None) -> list[Stage]:
+    """The GCN fitted on the drawn images' seeds, its labels of every image, and the seeds it agrees with."""
+    fit, nodes = f"gcn-weights/{DRAWN}", f"nodes/{DRAWN}"
+    inputs = {"graphs": "graphs", "seeds": seeds}
+    return [
+        Stage(fit, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn, "drawn_only": True},
+              {"device": device, "tracking": tracking}, step="propagation", dataset_level=True),
+        Stage(nodes, t.gcn_batch, ("graphs", seeds, fit), {**inputs, "config": config.gcn, "init": fit},
+              {"device": device}, step="propagation"),
+        Stage(AGREED, t.agreed_seeds_batch, (seeds, nodes), {"seeds": seeds, "nodes": nodes}, step="propagation"),
+    ]
 
 
 def seeds_row(config: GraphNetConfig, supervision: str, seeds: str, reads: tuple[str, ...]) -> Stage:

@@ -47,7 +47,7 @@ from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_g
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.graphnet.masks import crf_node_mask, node_mask
-from wsss_core.graphnet.mixed import MixedSeedConfig, mixed_seeds, seed_source, strongest_mask
+from wsss_core.graphnet.mixed import MixedSeedConfig, agreed_seeds, mixed_seeds, seed_source, strongest_mask
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registries import resolve_target
@@ -189,6 +189,21 @@ def mixed_seeds_batch(
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
+@task(name="agreed-seeds-batch", **STAGE_TASK_OPTIONS)
+def agreed_seeds_batch(workspace: Workspace, stage: str, key: str, image_ids: list[str], seeds: str, nodes: str) -> BatchReport:
+    """A mixed dataset's seeds for the shared GCN: a drawn image's own, a tag-only image's CAM seeds
+    where the GCN fitted on the drawn images (nodes) agrees (wsss_core.graphnet.mixed.agreed_seeds)."""
+
+    def step(image_id: str) -> None:
+        own = seeds_from_arrays(read_named(workspace, seeds, image_id, SEED_ARRAYS))
+        if not (workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)):
+            own = agreed_seeds(own, workspace.read_array(nodes, image_id))
+        for name, array in seeds_to_arrays(own).items():
+            workspace.write_array(stage, image_id, array, name=name)
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
 # ----------------------------------------------------------------------------- propagation
 
 
@@ -271,8 +286,12 @@ def gcn_fit(
     seeds: str,
     device: str | None = None,
     tracking: Tracking | None = None,
+    drawn_only: bool = False,
 ) -> DatasetReport:
     """One shared GCN fitted on the seeds of all the given images (dataset-level).
+
+    drawn_only: fitted on the images that carry scribbles or boxes only (every image when none
+    does), and serving every given image (a mixed dataset's first step, see wsss_core.graphnet.mixed).
 
     Reuses the file when one of the same key exists; written atomically, so a crash
     leaves either no file or a whole one. Images that joined after that fit (not in the
@@ -291,6 +310,10 @@ def gcn_fit(
             report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
     if not items:
         raise BadInputError(workspace.path, "no image with a graph and seeds to fit the GCN on")
+    if drawn_only:
+        drawn = [item for image_id, item in zip(report.images, items, strict=True)
+                 if workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)]
+        items = drawn or items
     if path.is_file():
         fitted = fitted_images(path)
         # late: not fitted on, or fitted on but its input changed since (ingest made it not done

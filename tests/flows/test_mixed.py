@@ -1,6 +1,7 @@
 """A mixed dataset (images with scribbles, boxes, both, or tags only) through `wsss run`: each path
 over the images that carry its label, and pseudo/mixed for every image."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,8 +67,13 @@ def test_a_mixed_dataset_runs_every_path_on_its_images_and_masks_every_image(mix
             box_seeds = ws.read_array("seeds/boxes", image_id, "labels")
             assert (seeds[scribble_seeds >= 0] == scribble_seeds[scribble_seeds >= 0]).all()
             assert ((seeds >= 0) & (scribble_seeds < 0) & (box_seeds >= 0)).any()
-    fitted = ws.status("gcn-weights/gcn-mixed")
-    assert fitted.done == len(ids)
+        if group == "tags":  # the CAM seeds the GCN fitted on the drawn images agrees with, no others
+            agreed = ws.read_array("seeds/mixed-agreed", image_id, "labels")
+            assert (agreed >= 0).any() and (agreed[agreed >= 0] == seeds[agreed >= 0]).all()
+        else:
+            assert np.array_equal(ws.read_array("seeds/mixed-agreed", image_id, "labels"), seeds)
+    for stage in ("gcn-weights/mixed-drawn", "gcn-weights/gcn-mixed"):  # both serve every image
+        assert ws.status(stage).done == len(ids)
     status = CliRunner().invoke(app, ["status", "--workspace", workspace], catch_exceptions=False)
     assert status.exit_code == 0 and "label groups: 2 boxes, 2 boxes+scribbles, 2 scribbles, 2 tags" in status.output
 

@@ -3,9 +3,12 @@
 A real dataset labels a few images with scribbles or boxes and most only with tags. Each
 image's graph is seeded by what it carries: its scribble (the strongest), its boxes, both at
 once (the scribble's nodes keep their class, the boxes seed the rest and bound the classes
-of every other node), or, with neither, the confident labels of its CAM (the tags path's seeds). The
-offline preset fits one GCN on every image's seeds and labels every node with it, so the
-scribbled and boxed images teach the tag-only ones what the classes look like.
+of every other node), or, with neither, the confident labels of its CAM (the tags path's seeds).
+With the offline preset (one GCN fitted on every image's seeds labels every node) the drawn
+labels teach the tag-only images in two steps: a GCN fitted on the drawn images' seeds only
+labels every image, a tag-only image keeps the CAM seeds that GCN agrees with (agreed_seeds:
+CAM seeds are guesses, and a wrong guess taught to the shared GCN spreads to every image), and
+the shared GCN is fitted on all those seeds.
 
 pseudo/mixed is then each image's mask from its strongest labels: a person-drawn full mask
 (the ingested "manual" array) where there is one, else the GCN's.
@@ -75,6 +78,20 @@ def mixed_seeds(
         return seeds_from_affinity_labels(superpixels, tags, num_classes, config.tags, affinity_labels)
     seeds = found[0] if len(found) == 1 else combine_seeds(found[0], found[1])
     return seeds
+
+
+def agreed_seeds(cam_seeds: NodeSeeds, drawn_probabilities: np.ndarray) -> NodeSeeds:
+    """A tag-only image's seeds in a mixed dataset: the nodes where its CAM's confident label and
+    the GCN fitted on the drawn images' seeds (scribbles, boxes) give the same class. Two
+    sources that learned from different labels rarely agree by mistake; a node where they
+    disagree is left open. Where they agree nowhere, the CAM's seeds stay."""
+    if drawn_probabilities.shape != cam_seeds.candidates.shape:
+        raise BadInputError("nodes", f"probabilities of shape {drawn_probabilities.shape} for seeds of {cam_seeds.candidates.shape}")
+    predicted = np.where(cam_seeds.candidates, drawn_probabilities, -np.inf).argmax(axis=1)
+    labels = np.where(cam_seeds.labelled & (predicted == cam_seeds.labels), cam_seeds.labels, -1)
+    if not (labels >= 0).any():
+        return cam_seeds
+    return NodeSeeds(labels=labels, candidates=cam_seeds.candidates)
 
 
 def seed_source(has_scribble: bool, has_boxes: bool) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError
-from wsss_core.graphnet.mixed import combine_seeds, mixed_seeds, seed_source, strongest_mask
+from wsss_core.graphnet.mixed import agreed_seeds, combine_seeds, mixed_seeds, seed_source, strongest_mask
 from wsss_core.graphnet.seeds import NodeSeeds, seeds_from_affinity_labels, seeds_from_boxes, seeds_from_scribbles
 
 CLASSES = 3
@@ -64,3 +64,13 @@ def test_a_full_mask_wins_over_every_weak_label():
     assert source == "manual" and np.array_equal(mask, manual)
     with pytest.raises(BadInputError, match="shape"):
         strongest_mask(manual[:2], gcn)
+
+
+def test_a_tag_only_image_keeps_the_cam_seeds_the_drawn_images_gcn_agrees_with():
+    cam = NodeSeeds(np.array([1, 0, 2, -1]), np.ones((4, 3), dtype=bool))
+    drawn = np.array([[0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.9, 0.05, 0.05]])
+    agreed = agreed_seeds(cam, drawn)
+    assert agreed.labels.tolist() == [1, -1, 2, -1]  # node 1: the CAM says background, the GCN class 1
+    assert np.array_equal(agreed.candidates, cam.candidates)
+    nowhere = agreed_seeds(cam, np.eye(3)[[0, 1, 1, 2]])
+    assert np.array_equal(nowhere.labels, cam.labels)  # no agreement at all: the CAM's seeds stay
