@@ -94,7 +94,10 @@ def graphnet_pipeline(
     final = f"pseudo/{method}" + ("-crf" if crf else "")
     if supervision == MIXED:  # each image's mask from its strongest labels; a full mask where one was drawn
         manual = ("manual",) if "manual" in INGEST_ARRAYS else ()  # the ingested person-drawn masks, once ingest has them
-        rows.append(Stage(f"pseudo/{MIXED}", t.strongest_masks_batch, (final, *manual), {"masks": final},
+        drawn = f"nodes/{DRAWN}" if teaches_from_drawn(config, supervision, propagation) else None
+        reads = (final, *((drawn, SUPERPIXELS) if drawn else ()), *((IMAGES,) if drawn and crf else ()), *manual)
+        rows.append(Stage(f"pseudo/{MIXED}", t.strongest_masks_batch, reads,
+                          {"masks": final, "drawn_nodes": drawn, "crf": config.crf if crf else None},
                           step="masks", masks=True, optional_reads=manual))
         final = f"pseudo/{MIXED}"
     if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)

@@ -408,14 +408,35 @@ def masks_batch(
 
 
 @task(name="strongest-masks-batch", **STAGE_TASK_OPTIONS)
-def strongest_masks_batch(workspace: Workspace, stage: str, key: str, image_ids: list[str], masks: str) -> BatchReport:
-    """pseudo/mixed: each image's mask from its strongest labels, a person-drawn full mask (the
-    ingested "manual" array) where it has one, else `masks` (the mixed GCN's)."""
+def strongest_masks_batch(
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    masks: str,
+    drawn_nodes: str | None = None,
+    crf: CRFConfig | None = None,
+    superpixels: str = "superpixels",
+) -> BatchReport:
+    """pseudo/mixed: each image's mask from its strongest labels (wsss_core.graphnet.mixed.strongest_mask):
+    a person-drawn full mask (the ingested "manual" array), else for a scribbled or boxed image
+    drawn_nodes painted (the GCN fitted on drawn labels only; with crf, as masks_batch does),
+    else `masks` (the shared GCN's)."""
 
     def step(image_id: str) -> None:
         manual = workspace.read_array("manual", image_id) if workspace.carries("manual", image_id) else None
-        mask, source = strongest_mask(manual, workspace.read_array(masks, image_id))
-        attributes = workspace.array_attributes(masks, image_id) if source == "gcn" else {}
+        drawn = None
+        drawn_image = workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)
+        if manual is None and drawn_nodes is not None and drawn_image:
+            labels, probabilities = workspace.read_array(superpixels, image_id), workspace.read_array(drawn_nodes, image_id)
+            drawn = (node_mask(labels, probabilities) if crf is None
+                     else crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf))
+            attributes = mask_attributes(node_confidence(labels, probabilities))
+        mask, source = strongest_mask(manual, drawn, workspace.read_array(masks, image_id))
+        if source == "shared":
+            attributes = workspace.array_attributes(masks, image_id)
+        elif source == "manual":
+            attributes = {}
         workspace.write_array(stage, image_id, mask, attributes={**attributes, "source": source})
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)

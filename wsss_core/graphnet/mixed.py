@@ -11,7 +11,8 @@ CAM seeds are guesses, and a wrong guess taught to the shared GCN spreads to eve
 the shared GCN is fitted on all those seeds.
 
 pseudo/mixed is then each image's mask from its strongest labels: a person-drawn full mask
-(the ingested "manual" array) where there is one, else the GCN's.
+(the ingested "manual" array) where there is one; for a scribbled or boxed image, the GCN
+fitted on the drawn labels only; for a tag-only image, the shared GCN's.
 """
 
 from __future__ import annotations
@@ -99,11 +100,17 @@ def seed_source(has_scribble: bool, has_boxes: bool) -> str:
     return "+".join(kind for kind, present in (("boxes", has_boxes), ("scribbles", has_scribble)) if present) or "tags"
 
 
-def strongest_mask(manual: np.ndarray | None, gcn_mask: np.ndarray) -> tuple[np.ndarray, str]:
+def strongest_mask(
+    manual: np.ndarray | None, drawn_mask: np.ndarray | None, shared_mask: np.ndarray
+) -> tuple[np.ndarray, str]:
     """pseudo/mixed of one image and where it came from: the person-drawn full mask when there is
-    one (it outranks every weak label), else the mixed GCN's mask."""
+    one (it outranks every weak label); else, for an image with scribbles or boxes, the mask of
+    the GCN fitted on drawn labels only (no CAM guess, agreed or not, outvotes a person's
+    strokes); else the shared GCN's."""
     if manual is not None:
-        if manual.shape != gcn_mask.shape:
-            raise BadInputError("manual", f"mask of shape {manual.shape} for an image of {gcn_mask.shape}")
+        if manual.shape != shared_mask.shape:
+            raise BadInputError("manual", f"mask of shape {manual.shape} for an image of {shared_mask.shape}")
         return manual.astype(np.uint8, copy=False), "manual"
-    return gcn_mask, "gcn"
+    if drawn_mask is not None:
+        return drawn_mask, "drawn"
+    return shared_mask, "shared"

@@ -56,14 +56,16 @@ def test_combined_seeds_keep_each_seed_among_its_candidates():
     assert combined.candidates.tolist() == [[True, True, True], [True, False, True]]
 
 
-def test_a_full_mask_wins_over_every_weak_label():
-    gcn = np.zeros((4, 4), dtype=np.uint8)
+def test_a_full_mask_wins_over_every_weak_label_and_drawn_labels_over_the_shared_gcn():
+    shared = np.zeros((4, 4), dtype=np.uint8)
+    drawn = np.ones((4, 4), dtype=np.uint8)
     manual = np.full((4, 4), 2, dtype=np.uint8)
-    assert strongest_mask(None, gcn)[1] == "gcn"
-    mask, source = strongest_mask(manual, gcn)
+    assert strongest_mask(None, None, shared)[1] == "shared"  # a tag-only image
+    assert strongest_mask(None, drawn, shared)[1] == "drawn"  # a scribbled or boxed one
+    mask, source = strongest_mask(manual, drawn, shared)
     assert source == "manual" and np.array_equal(mask, manual)
     with pytest.raises(BadInputError, match="shape"):
-        strongest_mask(manual[:2], gcn)
+        strongest_mask(manual[:2], None, shared)
 
 
 def test_a_tag_only_image_keeps_the_cam_seeds_the_drawn_images_gcn_agrees_with():
