@@ -94,11 +94,12 @@ def graphnet_pipeline(
     final = f"pseudo/{method}" + ("-crf" if crf else "")
     if supervision == MIXED:  # each image's mask from its strongest labels; a full mask where one was drawn
         manual = ("manual",) if "manual" in INGEST_ARRAYS else ()  # the ingested person-drawn masks, once ingest has them
-        drawn = f"nodes/{DRAWN}" if teaches_from_drawn(config, supervision, propagation) else None
-        reads = (final, *((drawn, SUPERPIXELS) if drawn else ()), *((IMAGES,) if drawn and crf else ()), *manual)
+        tiers = TIERS if teaches_from_drawn(config, supervision, propagation) else ()
+        tier_nodes = tuple(nodes for _, nodes in tiers)
+        reads = (final, *tier_nodes, *((SUPERPIXELS,) if tiers else ()), *((IMAGES,) if tiers and crf else ()), *manual)
         rows.append(Stage(f"pseudo/{MIXED}", t.strongest_masks_batch, reads,
-                          {"masks": final, "drawn_nodes": drawn, "crf": config.crf if crf else None},
-                          step="masks", masks=True, optional_reads=manual))
+                          {"masks": final, "tiers": tiers, "crf": config.crf if crf else None},
+                          step="masks", masks=True, optional_reads=manual + tier_nodes[:1]))
         final = f"pseudo/{MIXED}"
     if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)
         rows.append(
@@ -108,7 +109,9 @@ def graphnet_pipeline(
     return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=final)
 
 
-AGREED, DRAWN = "seeds/mixed-agreed", "mixed-drawn"
+AGREED, DRAWN, SCRIBBLED = "seeds/mixed-agreed", "mixed-drawn", "mixed-scribbled"
+# pseudo/mixed of an image that carries the label: the GCN fitted on labels at least that strong
+TIERS = (("scribbles", f"nodes/{SCRIBBLED}"), ("boxes", f"nodes/{DRAWN}"))
 
 
 def teaches_from_drawn(config: GraphNetConfig, supervision: str, propagation: str) -> bool:
@@ -118,10 +121,17 @@ def teaches_from_drawn(config: GraphNetConfig, supervision: str, propagation: st
 
 
 def agreement_rows(config: GraphNetConfig, seeds: str, device: str | None, tracking: Tracking | None) -> list[Stage]:
-    """The GCN fitted on the drawn images' seeds, its labels of every image, and the seeds it agrees with."""
+    """The GCN fitted on the scribbled images' seeds (reading "scribbles", these rows run over the
+    scribbled images only) and its labels of them; the GCN fitted on the drawn images' seeds, its
+    labels of every image, and the CAM seeds it agrees with."""
     fit, nodes = f"gcn-weights/{DRAWN}", f"nodes/{DRAWN}"
+    scribbled_fit, scribbled_nodes = f"gcn-weights/{SCRIBBLED}", f"nodes/{SCRIBBLED}"
     inputs = {"graphs": "graphs", "seeds": seeds}
     return [
+        Stage(scribbled_fit, t.gcn_fit, ("graphs", seeds, "scribbles"), {**inputs, "config": config.gcn},
+              {"device": device, "tracking": tracking}, step="propagation", dataset_level=True),
+        Stage(scribbled_nodes, t.gcn_batch, ("graphs", seeds, scribbled_fit, "scribbles"),
+              {**inputs, "config": config.gcn, "init": scribbled_fit}, {"device": device}, step="propagation"),
         Stage(fit, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn, "drawn_only": True},
               {"device": device, "tracking": tracking}, step="propagation", dataset_level=True),
         Stage(nodes, t.gcn_batch, ("graphs", seeds, fit), {**inputs, "config": config.gcn, "init": fit},

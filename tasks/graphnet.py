@@ -414,30 +414,29 @@ def strongest_masks_batch(
     key: str,
     image_ids: list[str],
     masks: str,
-    drawn_nodes: str | None = None,
+    tiers: tuple[tuple[str, str], ...] = (),
     crf: CRFConfig | None = None,
     superpixels: str = "superpixels",
 ) -> BatchReport:
     """pseudo/mixed: each image's mask from its strongest labels (wsss_core.graphnet.mixed.strongest_mask):
-    a person-drawn full mask (the ingested "manual" array), else for a scribbled or boxed image
-    drawn_nodes painted (the GCN fitted on drawn labels only; with crf, as masks_batch does),
-    else `masks` (the shared GCN's)."""
+    a person-drawn full mask (the ingested "manual" array); else the node probabilities of the
+    first tier (label kind, nodes stage) whose label the image carries, painted (with crf, as
+    masks_batch does); else `masks` (the shared GCN's)."""
+
+    def paint(nodes: str, image_id: str) -> tuple[np.ndarray, dict]:
+        labels, probabilities = workspace.read_array(superpixels, image_id), workspace.read_array(nodes, image_id)
+        mask = (node_mask(labels, probabilities) if crf is None
+                else crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf))
+        return mask, mask_attributes(node_confidence(labels, probabilities))
 
     def step(image_id: str) -> None:
         manual = workspace.read_array("manual", image_id) if workspace.carries("manual", image_id) else None
-        drawn = None
-        drawn_image = workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)
-        if manual is None and drawn_nodes is not None and drawn_image:
-            labels, probabilities = workspace.read_array(superpixels, image_id), workspace.read_array(drawn_nodes, image_id)
-            drawn = (node_mask(labels, probabilities) if crf is None
-                     else crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf))
-            attributes = mask_attributes(node_confidence(labels, probabilities))
-        mask, source = strongest_mask(manual, drawn, workspace.read_array(masks, image_id))
+        tier = next((nodes for kind, nodes in tiers if workspace.carries(kind, image_id)), None) if manual is None else None
+        painted, attributes = paint(tier, image_id) if tier else (None, {})
+        mask, source = strongest_mask(manual, [painted], workspace.read_array(masks, image_id))
         if source == "shared":
             attributes = workspace.array_attributes(masks, image_id)
-        elif source == "manual":
-            attributes = {}
-        workspace.write_array(stage, image_id, mask, attributes={**attributes, "source": source})
+        workspace.write_array(stage, image_id, mask, attributes={**attributes, "source": tier or source})
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 

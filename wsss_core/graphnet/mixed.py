@@ -10,13 +10,16 @@ labels every image, a tag-only image keeps the CAM seeds that GCN agrees with (a
 CAM seeds are guesses, and a wrong guess taught to the shared GCN spreads to every image), and
 the shared GCN is fitted on all those seeds.
 
-pseudo/mixed is then each image's mask from its strongest labels: a person-drawn full mask
-(the ingested "manual" array) where there is one; for a scribbled or boxed image, the GCN
-fitted on the drawn labels only; for a tag-only image, the shared GCN's.
+pseudo/mixed is then each image's mask from its strongest labels, by a GCN that learned from
+labels at least as strong as the image's own: a person-drawn full mask (the ingested "manual"
+array) where there is one; for a scribbled image, the GCN fitted on the scribbled images (with
+their boxes, where they have some); for a boxed one, the GCN fitted on the scribbled and boxed
+images; for a tag-only image, the shared GCN's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,16 +104,17 @@ def seed_source(has_scribble: bool, has_boxes: bool) -> str:
 
 
 def strongest_mask(
-    manual: np.ndarray | None, drawn_mask: np.ndarray | None, shared_mask: np.ndarray
+    manual: np.ndarray | None, tiers: Sequence[np.ndarray | None], shared_mask: np.ndarray
 ) -> tuple[np.ndarray, str]:
     """pseudo/mixed of one image and where it came from: the person-drawn full mask when there is
-    one (it outranks every weak label); else, for an image with scribbles or boxes, the mask of
-    the GCN fitted on drawn labels only (no CAM guess, agreed or not, outvotes a person's
-    strokes); else the shared GCN's."""
+    one (it outranks every weak label); else the first mask of tiers (the GCN fitted on the
+    scribbled images, for a scribbled image; the one fitted on the scribbled and boxed images,
+    for a boxed one: weaker labels never outvote an image's own); else the shared GCN's."""
     if manual is not None:
         if manual.shape != shared_mask.shape:
             raise BadInputError("manual", f"mask of shape {manual.shape} for an image of {shared_mask.shape}")
         return manual.astype(np.uint8, copy=False), "manual"
-    if drawn_mask is not None:
-        return drawn_mask, "drawn"
+    for index, mask in enumerate(tiers):
+        if mask is not None:
+            return mask, f"tier-{index}"
     return shared_mask, "shared"

@@ -56,16 +56,16 @@ def test_combined_seeds_keep_each_seed_among_its_candidates():
     assert combined.candidates.tolist() == [[True, True, True], [True, False, True]]
 
 
-def test_a_full_mask_wins_over_every_weak_label_and_drawn_labels_over_the_shared_gcn():
+def test_a_full_mask_wins_over_every_weak_label_and_an_images_own_tier_over_the_shared_gcn():
     shared = np.zeros((4, 4), dtype=np.uint8)
     drawn = np.ones((4, 4), dtype=np.uint8)
     manual = np.full((4, 4), 2, dtype=np.uint8)
-    assert strongest_mask(None, None, shared)[1] == "shared"  # a tag-only image
-    assert strongest_mask(None, drawn, shared)[1] == "drawn"  # a scribbled or boxed one
-    mask, source = strongest_mask(manual, drawn, shared)
+    assert strongest_mask(None, [None, None], shared)[1] == "shared"  # a tag-only image
+    assert strongest_mask(None, [None, drawn], shared)[1] == "tier-1"  # a boxed one
+    mask, source = strongest_mask(manual, [drawn], shared)
     assert source == "manual" and np.array_equal(mask, manual)
     with pytest.raises(BadInputError, match="shape"):
-        strongest_mask(manual[:2], None, shared)
+        strongest_mask(manual[:2], [], shared)
 
 
 def test_a_tag_only_image_keeps_the_cam_seeds_the_drawn_images_gcn_agrees_with():
