@@ -90,3 +90,34 @@ def test_a_mixed_dataset_runs_every_path_on_its_images_and_masks_every_image(mix
     assert {"labels:scribbles", "labels:boxes", "labels:boxes+scribbles", "labels:tags"} <= set(rows)
     assert rows["labels:tags"]["images"] == 2 and whole.evaluation["pseudo/mixed"]["images"] == len(ids)
     assert whole.evaluation["pseudo/gcn-scribbles"]["splits"]["labels:tags"]["images"] == 0
+
+
+def test_an_image_that_gains_a_scribble_ends_as_a_clean_run_of_the_changed_dataset_would(mixed_root, tmp_path):
+    import json
+    import shutil
+
+    from wsss_core.data.image_io import save_palette_png
+    from wsss_core.data.synthetic import generate_sample
+
+    root = shutil.copytree(mixed_root, tmp_path / "data")
+    settings = {
+        "ingest": {"root": str(root), "splits": ["train", "val"]}, "paths": ["graphnet-mixed"], "mlflow": False,
+        "device": "cpu", "evaluate": False,
+        "affinitynet": {"preset": "small", "overrides": config_to_dict(tiny_config(cam_epochs=1))},
+        "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 10}}},
+        "segmentation": {"rounds": 0}, "execution": {"progress": False, "batch_size": 4},
+    }
+    assert flow_result(run_flow, workspace=str(tmp_path / "ws"), settings=settings).ok
+    groups = json.loads((root / "synthetic.json").read_text())["label_groups"]
+    tagged = sorted(i for i, g in groups.items() if g == "tags")[0]
+    config = SyntheticConfig(n_images=8, width=96, height=72, seed=3)
+    save_palette_png(root / "scribbles" / f"{tagged}.png", generate_sample(int(tagged.split("_")[1]), config).scribble)
+
+    again = flow_result(run_flow, workspace=str(tmp_path / "ws"), settings=settings)
+    clean = flow_result(run_flow, workspace=str(tmp_path / "clean"), settings=settings)
+    assert again.ok and clean.ok
+    ws, fresh = Workspace(tmp_path / "ws"), Workspace(tmp_path / "clean")
+    assert ws.label_group(tagged) == "scribbles"
+    assert ws.array_attributes("pseudo/mixed", tagged)["source"] == "nodes/mixed-scribbled"
+    for image_id in fresh.image_ids():
+        assert np.array_equal(ws.read_array("pseudo/mixed", image_id), fresh.read_array("pseudo/mixed", image_id)), image_id
