@@ -25,12 +25,22 @@ def generate(
             "(3-7, photo / grey / procedural textures), backgrounds and clutter (min 64x64).",
         ),
     ] = "standard",
+    label_mix: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Which weak labels each image keeps, e.g. scribbles=0.2,boxes=0.2,tags=0.6 (shares of the "
+            "images, drawn from the seed; join kinds with +: scribbles+boxes=0.1). Every image keeps its tags. "
+            "Default: every label on every image.",
+        ),
+    ] = None,
 ) -> None:
     """Write the built-in synthetic dataset (VOC layout with classes.txt, masks, boxes, scribbles)."""
+    from wsss_core.data.label_mix import parse_label_mix
     from wsss_core.data.wild import generate_variant
 
     started = time.perf_counter()
-    root = generate_variant(out, variant, images, width, height, seed)
+    mix = parse_label_mix(label_mix) if label_mix else None
+    root = generate_variant(out, variant, images, width, height, seed, mix)
     typer.echo(f"wrote {images} images to {root} in {time.perf_counter() - started:.1f} s", err=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
         f"workspace {workspace}: dataset {dataset.get('name')} ({len(dataset.get('classes', []))} classes, "
         f"splits {', '.join(ws.splits()) or '-'}), {len(ws.image_ids())} images"
     )
-    for line in change_lines(ws):
+    for line in change_lines(ws) + label_group_lines(ws):
         console.print(line)
     drawn = manual_ids(ws)
     if drawn:
@@ -58,6 +59,14 @@ def print_status(workspace: Path, all_failures: bool = False, worst_n: int = 3) 
                 console.print(escape(f"  {record.image_id} [{record.kind}] {record.message}"))  # not markup
             if limit is not None and len(failures) > limit:
                 console.print(f"  ... {len(failures) - limit} more (--all lists them)")
+
+
+def label_group_lines(ws: Workspace) -> list[str]:
+    """A mixed dataset's images by the weak labels they carry (a path counts only its own images)."""
+    groups = Counter(ws.label_group(image_id) for image_id in ws.image_ids())
+    if len(groups) < 2:
+        return []
+    return ["label groups: " + ", ".join(f"{n} {group}" for group, n in sorted(groups.items()))]
 
 
 def change_lines(ws: Workspace) -> list[str]:

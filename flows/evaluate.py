@@ -13,7 +13,7 @@ from flows.common import DEFAULT_BATCH_SIZE, announce
 from flows.tracking import flow_run_tracking, mask_settings
 from tasks.evaluate import Scores, evaluate_batch, log_evaluation_run
 from wsss_core.errors import WorkspaceError
-from wsss_core.last_word import evaluation_mious, worse_last_rounds
+from wsss_core.last_word import LABEL_GROUP, evaluation_mious, worse_last_rounds
 from wsss_core.manual import NO_MANUAL, manual_ids
 from wsss_core.metrics import ConfusionMatrix, format_iou_table
 from wsss_core.registries import mask_method_of_stage, mask_round_of_stage, mask_stage_order
@@ -33,7 +33,7 @@ def score_stages(
     if missing:
         raise WorkspaceError(f"{ws.path}: cannot evaluate {', '.join(missing)}: not computed yet")
     ids = ws.select_ids(splits)
-    members = split_members(ws, splits)
+    members = {**split_members(ws, splits), **label_group_members(ws, ids)}
     manual = set(manual_ids(ws, ids))
     if manual:  # every mask set again without the images a person drew (wsss_core.manual)
         members[NO_MANUAL] = set(ids) - manual
@@ -62,7 +62,9 @@ def score_stages(
     overall = {stage: totals.get((stage, None), ConfusionMatrix(len(ws.classes))) for stage in stages}
     if len({matrix.images for matrix in overall.values()}) > 1:
         counts = ", ".join(f"{stage} {matrix.images}" for stage, matrix in overall.items())
-        announce(f"the methods were scored on different images ({counts}): the others failed or are pending, see `wsss status`", warning=True)
+        why = "each path scores the images that carry its labels" if any(m.startswith(LABEL_GROUP) for m in members) else ""
+        announce(f"the methods were scored on different images ({counts}): {why + '; ' if why else ''}"
+                 "the others failed or are pending, see `wsss status`", warning=not why)
     store = tracking_store(ws) if log_to_mlflow else None
     # a stage read back was logged to MLflow when it was scored; log it only where it is not yet
     to_log = [stage for stage in stages if stage not in reused or reused[stage].get(LOGGED_TO) != store]
@@ -142,6 +144,17 @@ def split_members(ws: Workspace, splits: list[str] | None) -> dict[str, set[str]
         except WorkspaceError as error:  # a split ingested before per-image splits: its images are unknown
             announce(f"evaluate: split {split} not scored on its own ({error})", warning=True)
     return members
+
+
+
+
+def label_group_members(ws: Workspace, ids: list[str]) -> dict[str, set[str]]:
+    """A mixed dataset's images by the weak labels each carries ({"labels:tags": ..., "labels:scribbles":
+    ...}), scored like splits; {} when every image carries the same ones."""
+    groups: dict[str, set[str]] = {}
+    for image_id in ids:
+        groups.setdefault(LABEL_GROUP + ws.label_group(image_id), set()).add(image_id)
+    return dict(sorted(groups.items())) if len(groups) > 1 else {}
 
 
 def table_rows(

@@ -25,11 +25,12 @@ from wsss_core.graphnet.config import GraphNetConfig, baseline_settings, resolve
 from wsss_core.psa import config as psa
 from wsss_core.registries import AUTO, PROPAGATIONS, SUPERVISIONS, mask_method_name
 from wsss_core.requests import CamSettings, GraphNetRequest
-from wsss_core.store import CAM_CHECKPOINT, IMAGES, Workspace
+from wsss_core.store import CAM_CHECKPOINT, IMAGES, INGEST_ARRAYS, Workspace
 from wsss_core.tracking import Tracking
 from wsss_core.weights import WeightsChoice, offline_said, resolve_pretrained
 
 SUPERPIXELS = "superpixels"
+MIXED = "mixed"  # the supervision of a mixed dataset (wsss_core.graphnet.mixed)
 
 
 def propagation_rows(
@@ -81,8 +82,10 @@ def graphnet_pipeline(
         graph_reads += ("features",)
     rows += [
         Stage("graphs", t.graphs_batch, graph_reads, {"config": config.graphs}),
-        Stage(seeds, t.seeds_batch, seed_reads, {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds"),
-        *propagation_rows(config, propagation, method, seeds, device, tracking),
+        seeds_row(config, supervision, seeds, seed_reads),
+        *(agreement_rows(config, seeds, device, tracking) if teaches_from_drawn(config, supervision, propagation) else []),
+        *propagation_rows(config, propagation, method, AGREED if teaches_from_drawn(config, supervision, propagation) else seeds,
+                          device, tracking),
         Stage(f"pseudo/{method}", t.masks_batch, (nodes, SUPERPIXELS), {"nodes": nodes}, step="masks", masks=True),
     ]
     if crf:
@@ -90,12 +93,63 @@ def graphnet_pipeline(
             Stage(f"pseudo/{method}-crf", t.masks_batch, (nodes, SUPERPIXELS, IMAGES),
                   {"nodes": nodes, "crf": config.crf}, step="masks", masks=True)
         )
+    final = f"pseudo/{method}" + ("-crf" if crf else "")
+    if supervision == MIXED:  # each image's mask from its strongest labels; a full mask where one was drawn
+        manual = ("manual",) if "manual" in INGEST_ARRAYS else ()  # the ingested person-drawn masks, once ingest has them
+        tiers = TIERS if teaches_from_drawn(config, supervision, propagation) else ()
+        tier_nodes = tuple(nodes for _, nodes in tiers)
+        reads = (final, *tier_nodes, *((SUPERPIXELS,) if tiers else ()), *((IMAGES,) if tiers and crf else ()), *manual)
+        rows.append(Stage(f"pseudo/{MIXED}", t.strongest_masks_batch, reads,
+                          {"masks": final, "tiers": tiers, "crf": config.crf if crf else None},
+                          step="masks", masks=True, optional_reads=manual + tier_nodes[:1]))
+        final = f"pseudo/{MIXED}"
     if entry.baseline_mask is not None:  # else the upstream rows make it (tags: pseudo/cam)
         rows.append(
             Stage(f"pseudo/{entry.baseline}", t.baseline_batch, (entry.array, IMAGES), {"supervision": supervision},
                   step="baselines", masks=True)
         )
-    return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=f"pseudo/{method}" + ("-crf" if crf else ""))
+    return Pipeline(f"graphnet-{supervision}", tuple(rows), final_masks=final)
+
+
+AGREED, DRAWN, SCRIBBLED = "seeds/mixed-agreed", "mixed-drawn", "mixed-scribbled"
+# pseudo/mixed of an image that carries the label: the GCN fitted on labels at least that strong
+TIERS = (("scribbles", f"nodes/{SCRIBBLED}"), ("boxes", f"nodes/{DRAWN}"))
+
+
+def teaches_from_drawn(config: GraphNetConfig, supervision: str, propagation: str) -> bool:
+    """A mixed dataset under a shared GCN (the offline preset): its tag-only images are seeded where
+    the CAM and a GCN fitted on the drawn images agree (wsss_core.graphnet.mixed)."""
+    return supervision == MIXED and PROPAGATIONS.check(propagation) == "gcn" and config.gcn.pretrain_epochs > 0
+
+
+def agreement_rows(config: GraphNetConfig, seeds: str, device: str | None, tracking: Tracking | None) -> list[Stage]:
+    """The GCN fitted on the scribbled images' seeds (reading "scribbles", these rows run over the
+    scribbled images only) and its labels of them; the GCN fitted on the drawn images' seeds, its
+    labels of every image, and the CAM seeds it agrees with."""
+    fit, nodes = f"gcn-weights/{DRAWN}", f"nodes/{DRAWN}"
+    scribbled_fit, scribbled_nodes = f"gcn-weights/{SCRIBBLED}", f"nodes/{SCRIBBLED}"
+    inputs = {"graphs": "graphs", "seeds": seeds}
+    return [
+        Stage(scribbled_fit, t.gcn_fit, ("graphs", seeds, "scribbles"), {**inputs, "config": config.gcn},
+              {"device": device, "tracking": tracking}, step="propagation", dataset_level=True),
+        Stage(scribbled_nodes, t.gcn_batch, ("graphs", seeds, scribbled_fit, "scribbles"),
+              {**inputs, "config": config.gcn, "init": scribbled_fit}, {"device": device}, step="propagation"),
+        Stage(fit, t.gcn_fit, ("graphs", seeds), {**inputs, "config": config.gcn, "drawn_only": True},
+              {"device": device, "tracking": tracking}, step="propagation", dataset_level=True),
+        Stage(nodes, t.gcn_batch, ("graphs", seeds, fit), {**inputs, "config": config.gcn, "init": fit},
+              {"device": device}, step="propagation"),
+        Stage(AGREED, t.agreed_seeds_batch, (seeds, nodes), {"seeds": seeds, "nodes": nodes}, step="propagation"),
+    ]
+
+
+def seeds_row(config: GraphNetConfig, supervision: str, seeds: str, reads: tuple[str, ...]) -> Stage:
+    """The seeds row: from the supervision's array, or (mixed) from whatever labels each image
+    carries, every image of the run (the labels it lacks are optional reads)."""
+    if supervision != MIXED:
+        return Stage(seeds, t.seeds_batch, reads, {"supervision": supervision, "config": config.seeds_config(supervision)}, step="seeds")
+    optional = ("scribbles", "boxes", "affinity-labels")  # a scribbled image needs no CAM
+    return Stage(seeds, t.mixed_seeds_batch, (*reads, "scribbles", "boxes"), {"config": config.mixed_seeds},
+                 step="seeds", optional_reads=optional)
 
 
 def feature_weights(ws: Workspace, config: GraphNetConfig) -> WeightsChoice | None:

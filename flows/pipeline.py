@@ -38,7 +38,7 @@ from wsss_core.config import config_hash, config_to_dict, ids_digest
 from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.refit import RefitRule, model_drift
 from wsss_core.runner import BatchReport, DatasetReport, split_batches
-from wsss_core.store import INGEST_STAGE, Workspace, owning_stage
+from wsss_core.store import INGEST_STAGE, PER_IMAGE_LABELS, Workspace, owning_stage
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,25 @@ class Pipeline:
         if until is not None and until not in self.steps():
             raise UsageError(f"{self.name}: no step {until!r} (steps: {', '.join(self.steps())})")
 
+    def label_needs(self, stage: Stage) -> tuple[str, ...]:
+        """The per-image weak labels (PER_IMAGE_LABELS) a row needs, itself or through the rows it
+        reads: seeds/scribbles and every row after it need scribbles. Its images are those that
+        carry them; optional reads need nothing."""
+        rows = {row.name: row for row in self.stages}
+        needs: set[str] = set()
+        frontier = [read for read in stage.reads if read not in stage.optional_reads]
+        seen: set[str] = set()
+        while frontier:
+            read = frontier.pop()
+            if read in seen:
+                continue
+            seen.add(read)
+            if read in PER_IMAGE_LABELS:
+                needs.add(read)
+            elif read in rows:
+                frontier += [r for r in rows[read].reads if r not in rows[read].optional_reads]
+        return tuple(sorted(needs))
+
     def gates(self, stage: Stage) -> tuple[str, ...]:
         """The inputs whose finished images a stage runs on: every read but dataset-level stages
         (a model trained on some images still serves every image) and optional reads."""
@@ -152,7 +171,8 @@ def run_pipeline(
     with engine_session(execution) as runner:
         for index, stage in enumerate(pipeline.stages):
             started = time.perf_counter()
-            ids = finished_by(ws, pipeline.gates(stage), in_splits(ws, stage.splits, image_ids))
+            needs = pipeline.label_needs(stage)
+            ids = ws.carrying(needs, finished_by(ws, pipeline.gates(stage), in_splits(ws, stage.splits, image_ids)))
             if stage.dataset_level:
                 # One run of this workspace at a time decides, fits and marks: a second waits here, then finds it done.
                 with ws.stage_lock(stage.name, on_wait=announce):
@@ -167,6 +187,8 @@ def run_pipeline(
                 summary = run_stage_batches(
                     runner, stage.task, ws, stage.name, key, ids, {**stage.params, **stage.runtime}, execution
                 )
+            if needs and ws.stage_meta(stage.name) is not None:  # status counts only the images that carry them
+                ws.note_stage(stage.name, labels=list(needs))
             record_wall_time(ws, stage.name, time.perf_counter() - started)
             run.summaries.append(summary)
             if stage.masks:

@@ -47,6 +47,7 @@ from wsss_core.graphnet.gcn import GCNConfig, GCNWeights, GraphInput, pretrain_g
 from wsss_core.graphnet.graph import build_graph
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig, propagate_labels
 from wsss_core.graphnet.masks import crf_node_mask, node_mask
+from wsss_core.graphnet.mixed import MixedSeedConfig, agreed_seeds, mixed_seeds, seed_source, strongest_mask
 from wsss_core.graphnet.seeds import BoxSeedConfig, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import SUPERVISIONS
 from wsss_core.registries import resolve_target
@@ -161,6 +162,51 @@ def seeds_batch(
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 
 
+@task(name="mixed-seeds-batch", **STAGE_TASK_OPTIONS)
+def mixed_seeds_batch(
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    config: MixedSeedConfig,
+    superpixels: str = "superpixels",
+    affinity_labels: str = "affinity-labels",
+) -> BatchReport:
+    """seeds/mixed: each image's seeds from the weak labels it carries (wsss_core.graphnet.mixed)."""
+    classes = len(workspace.classes)
+
+    def step(image_id: str) -> None:
+        labels = workspace.read_array(superpixels, image_id)
+        scribble = workspace.read_array("scribbles", image_id) if workspace.carries("scribbles", image_id) else None
+        boxes = workspace.read_array("boxes", image_id) if workspace.carries("boxes", image_id) else None
+        confident = None
+        if scribble is None and boxes is None:
+            confident = workspace.read_array(affinity_labels, image_id)
+        tags = workspace.read_array("tags", image_id)
+        seeds = mixed_seeds(labels, classes, tags, config, scribble, boxes, confident)
+        if not seeds.labelled.any():
+            raise BadInputError(image_id, f"no node is seeded by its {seed_source(scribble is not None, boxes is not None)}")
+        for name, array in seeds_to_arrays(seeds).items():
+            workspace.write_array(stage, image_id, array, name=name)
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
+@task(name="agreed-seeds-batch", **STAGE_TASK_OPTIONS)
+def agreed_seeds_batch(workspace: Workspace, stage: str, key: str, image_ids: list[str], seeds: str, nodes: str) -> BatchReport:
+    """A mixed dataset's seeds for the shared GCN: a drawn image's own, a tag-only image's CAM seeds
+    where the GCN fitted on the drawn images (nodes) agrees (wsss_core.graphnet.mixed.agreed_seeds)."""
+
+    def step(image_id: str) -> None:
+        own = seeds_from_arrays(read_named(workspace, seeds, image_id, SEED_ARRAYS))
+        if not (workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)):
+            own = agreed_seeds(own, workspace.read_array(nodes, image_id))
+        for name, array in seeds_to_arrays(own).items():
+            workspace.write_array(stage, image_id, array, name=name)
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
 # ----------------------------------------------------------------------------- propagation
 
 
@@ -243,8 +289,12 @@ def gcn_fit(
     seeds: str,
     device: str | None = None,
     tracking: Tracking | None = None,
+    drawn_only: bool = False,
 ) -> DatasetReport:
     """One shared GCN fitted on the seeds of all the given images (dataset-level).
+
+    drawn_only: fitted on the images that carry scribbles or boxes only (every image when none
+    does), and serving every given image (a mixed dataset's first step, see wsss_core.graphnet.mixed).
 
     Reuses the file when one of the same key exists; written atomically, so a crash
     leaves either no file or a whole one. Images that joined after that fit (not in the
@@ -263,6 +313,10 @@ def gcn_fit(
             report.failed[image_id] = record_image_failure(workspace, stage, key, image_id, error)
     if not items:
         raise BadInputError(workspace.path, "no image with a graph and seeds to fit the GCN on")
+    if drawn_only:
+        drawn = [item for image_id, item in zip(report.images, items, strict=True)
+                 if workspace.carries("scribbles", image_id) or workspace.carries("boxes", image_id)]
+        items = drawn or items
     if path.is_file():
         fitted = fitted_images(path)
         # late: not fitted on, or fitted on but its input changed since (ingest made it not done
@@ -352,6 +406,40 @@ def masks_batch(
         else:
             mask = crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf)
         workspace.write_array(stage, image_id, mask, attributes=mask_attributes(node_confidence(labels, probabilities)))
+
+    return run_batch_in_task(workspace, stage, key, image_ids, step)
+
+
+@task(name="strongest-masks-batch", **STAGE_TASK_OPTIONS)
+def strongest_masks_batch(
+    workspace: Workspace,
+    stage: str,
+    key: str,
+    image_ids: list[str],
+    masks: str,
+    tiers: tuple[tuple[str, str], ...] = (),
+    crf: CRFConfig | None = None,
+    superpixels: str = "superpixels",
+) -> BatchReport:
+    """pseudo/mixed: each image's mask from its strongest labels (wsss_core.graphnet.mixed.strongest_mask):
+    a person-drawn full mask (the ingested "manual" array); else the node probabilities of the
+    first tier (label kind, nodes stage) whose label the image carries, painted (with crf, as
+    masks_batch does); else `masks` (the shared GCN's)."""
+
+    def paint(nodes: str, image_id: str) -> tuple[np.ndarray, dict]:
+        labels, probabilities = workspace.read_array(superpixels, image_id), workspace.read_array(nodes, image_id)
+        mask = (node_mask(labels, probabilities) if crf is None
+                else crf_node_mask(workspace.read_array("images", image_id), labels, probabilities, crf))
+        return mask, mask_attributes(node_confidence(labels, probabilities))
+
+    def step(image_id: str) -> None:
+        manual = workspace.read_array("manual", image_id) if workspace.carries("manual", image_id) else None
+        tier = next((nodes for kind, nodes in tiers if workspace.carries(kind, image_id)), None) if manual is None else None
+        painted, attributes = paint(tier, image_id) if tier else (None, {})
+        mask, source = strongest_mask(manual, [painted], workspace.read_array(masks, image_id))
+        if source == "shared":
+            attributes = workspace.array_attributes(masks, image_id)
+        workspace.write_array(stage, image_id, mask, attributes={**attributes, "source": tier or source})
 
     return run_batch_in_task(workspace, stage, key, image_ids, step)
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from wsss_core.manual import NO_MANUAL
 from wsss_core.registries import mask_round_of_stage, round_zero_stage
+
+LABEL_GROUP = "labels:"  # the prefix of a label group's rows beside the splits' ("labels:tags")
 
 # mIoU (a fraction) a last round may lose against an earlier mask set before it is called worse:
 # half a point, below what a few dozen validation images resolve.
@@ -48,6 +51,8 @@ def worse_last_rounds(mious: Mapping[str, Mapping[str, float | None]]) -> list[W
         members.sort()
         last = members[-1][1]
         for split, value in mious[last].items():
+            if split.startswith(LABEL_GROUP) or split == NO_MANUAL:  # views of the splits' images: said there
+                continue
             earlier = [(mious[stage].get(split), stage) for _, stage in members[:-1]]
             earlier = [(score, stage) for score, stage in earlier if score is not None]
             if value is None or not earlier:

@@ -160,6 +160,13 @@ SUPERVISIONS.register(
     ),
     "GraphNet seeded by the AffinityNet path's confident CAM labels",
 )
+SUPERVISIONS.register(
+    "mixed",
+    Supervision(
+        "tags", "wsss_core.graphnet.mixed:mixed_seeds", "mixed_seeds", "cam", None, seeds_from="affinity-labels",
+    ),
+    "a mixed dataset: each image seeded by the labels it has (scribbles and/or boxes, else its CAM), one shared GCN",
+)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,7 @@ for _supervision in SUPERVISIONS:
         )
 MASK_METHODS.register("cam", MaskMethod("affinitynet", "tags"), "CAM with a fixed background score")
 MASK_METHODS.register("rw", MaskMethod("affinitynet", "tags"), "CAM + AffinityNet random walk")
+MASK_METHODS.register("mixed", MaskMethod("graphnet", "mixed"), "each image's mask from its strongest labels")
 
 CRF_SUFFIX = "-crf"
 
@@ -341,4 +349,12 @@ PATHS.register(
         {"supervision": "tags"}, cam_settings="affinitynet",
     ),
     "GraphNet seeded by the AffinityNet path's confident CAM labels (shares its CAM stages)",
+)
+PATHS.register(
+    "graphnet-mixed",
+    PathSpec(
+        "graphnet", "mixed", "graphnet", "wsss_core.graphnet.config:GraphNetConfig",
+        {"supervision": "mixed"}, cam_settings="affinitynet",
+    ),
+    "a dataset whose images carry different labels: pseudo/mixed, every image from its strongest ones",
 )

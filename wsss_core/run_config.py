@@ -132,5 +132,5 @@ def applicable_paths(requested: tuple[str, ...] | None, weak_labels: set[str]) -
         if needs in weak_labels:
             chosen.append(name)
         else:
-            skipped[name] = f"the dataset has no {needs}"
+            skipped[name] = "its images all carry the same labels" if needs == "mixed" else f"the dataset has no {needs}"
     return chosen, skipped

@@ -29,8 +29,10 @@ def test_bad_run_configs_get_one_line_naming_the_file(tmp_path):
 def test_paths_follow_the_weak_labels_present():
     chosen, skipped = applicable_paths(None, {"scribbles", "tags"})
     assert chosen == ["graphnet-scribbles", "affinitynet", "graphnet-tags"]  # gcn-tags after the CAM rows' own path
-    assert skipped == {"graphnet-boxes": "the dataset has no boxes"}
+    assert skipped == {"graphnet-boxes": "the dataset has no boxes", "graphnet-mixed": "its images all carry the same labels"}
     assert applicable_paths(("graphnet-boxes",), {"boxes"}) == (["graphnet-boxes"], {})
+    # images that carry different labels: pseudo/mixed too
+    assert "graphnet-mixed" in applicable_paths(None, {"scribbles", "tags", "mixed"})[0]
 
 
 def test_path_overrides_are_checked_by_name_before_any_work():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +29,7 @@ from skimage.transform import rescale
 
 from wsss_core.config import config_hash, config_to_dict
 from wsss_core.data.image_io import save_palette_png
+from wsss_core.data.label_mix import LabelMix, assign_groups, keep_labels
 from wsss_core.data.sample import IGNORE_INDEX, Box, Sample
 from wsss_core.errors import BadInputError
 
@@ -128,30 +129,46 @@ def image_id(index: int) -> str:
     return f"synth_{index:06d}"
 
 
-def generate_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
+def generate_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig(), label_mix: LabelMix | None = None) -> Path:
     """Write the synthetic dataset in the VOC layout under out_dir and return out_dir.
 
     Writes JPEGImages/, SegmentationClass/, Annotations/, scribbles/,
     ImageSets/Segmentation/{train,val,trainval}.txt, classes.txt and synthetic.json (the
     config, written last). Output of an earlier run in out_dir is replaced; a folder that
-    holds a dataset not written by this function is refused.
+    holds a dataset not written by this function is refused. label_mix: each image keeps
+    only its drawn group's weak labels (wsss_core.data.label_mix).
     """
     root = Path(out_dir)
     _clear_previous_output(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / _OWNER_MARKER).write_text("written by wsss_core.data.synthetic.generate_dataset\n")
     ids = [image_id(index) for index in range(config.n_images)]
+    groups = assign_groups(config.n_images, label_mix, config.seed) if label_mix else None
     for index in range(config.n_images):
-        write_sample(root, generate_sample(index, config))
+        sample = generate_sample(index, config)
+        write_sample(root, keep_labels(sample, groups[index]) if groups else sample)
     train_ids, val_ids = split_ids(ids, config)
     split_dir = root / "ImageSets" / "Segmentation"
     split_dir.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", train_ids), ("val", val_ids), ("trainval", ids)):
         (split_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in split))
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in SYNTHETIC_CLASSES))
-    metadata = {"config": config_to_dict(config), "config_hash": config_hash(config)}
+    metadata = {"config": config_to_dict(config), "config_hash": dataset_hash(config, label_mix),
+                **mix_record(label_mix, ids, groups)}
     (root / "synthetic.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return root
+
+
+def dataset_hash(config: object, label_mix: LabelMix | None) -> str:
+    """What synthetic.json records as the dataset's identity: the config's hash, and the label mix's when there is one."""
+    return config_hash(config, label_mix.describe()) if label_mix else config_hash(config)
+
+
+def mix_record(label_mix: LabelMix | None, ids: list[str], groups: list[str] | None) -> dict:
+    """synthetic.json's label mix and each image's group (none without a mix)."""
+    if not label_mix or groups is None:
+        return {}
+    return {"label_mix": label_mix.describe(), "label_groups": dict(zip(ids, groups, strict=True))}
 
 
 def split_ids(ids: list[str], config: SyntheticConfig) -> tuple[list[str], list[str]]:
@@ -188,18 +205,21 @@ def generate_sample(index: int, config: SyntheticConfig = SyntheticConfig()) -> 
 
 
 def write_sample(root: Path, sample: Sample, class_names: tuple[str, ...] = SYNTHETIC_CLASSES) -> None:
-    """Write one sample's JPEG, GT PNG, scribble PNG and VOC XML (objects named by class_names) under root."""
-    if sample.gt is None or sample.scribble is None:
-        raise ValueError(f"{sample.image_id}: a synthetic sample needs gt and scribble")
+    """Write one sample's JPEG, GT PNG, scribble PNG (when it has one) and VOC XML (objects named by
+    class_names: its boxes, or its tags without a <bndbox> when it has no boxes) under root."""
+    if sample.gt is None:
+        raise ValueError(f"{sample.image_id}: a synthetic sample needs gt")
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     Image.fromarray(sample.image).save(
         root / "JPEGImages" / f"{sample.image_id}.jpg", quality=95, optimize=False
     )
     save_palette_png(root / "SegmentationClass" / f"{sample.image_id}.png", sample.gt)
-    save_palette_png(root / "scribbles" / f"{sample.image_id}.png", sample.scribble)
+    if sample.scribble is not None:
+        save_palette_png(root / "scribbles" / f"{sample.image_id}.png", sample.scribble)
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     height, width = sample.image.shape[:2]
-    _write_voc_xml(root / "Annotations" / f"{sample.image_id}.xml", sample.image_id, width, height, sample.boxes, class_names)
+    path = root / "Annotations" / f"{sample.image_id}.xml"
+    _write_voc_xml(path, sample.image_id, width, height, sample.boxes, class_names, [] if sample.boxes else sample.tags)
 
 
 def gt_from_instances(instance_map: np.ndarray, instance_classes: list[int], void_border: int) -> np.ndarray:
@@ -243,7 +263,10 @@ def _clear_previous_output(root: Path) -> None:
             path.unlink()
 
 
-def _write_voc_xml(path: Path, stem: str, width: int, height: int, boxes: list[Box], class_names: tuple[str, ...]) -> None:
+def _write_voc_xml(
+    path: Path, stem: str, width: int, height: int, boxes: list[Box], class_names: tuple[str, ...], tags: Sequence[int] = ()
+) -> None:
+    """VOC XML of the boxes, then one <object> without a <bndbox> per tag (an image tagged only)."""
     annotation = ET.Element("annotation")
     ET.SubElement(annotation, "folder").text = "synthetic"
     ET.SubElement(annotation, "filename").text = f"{stem}.jpg"
@@ -262,6 +285,9 @@ def _write_voc_xml(path: Path, stem: str, width: int, height: int, boxes: list[B
         # VOC: 1-based, inclusive
         for tag, value in (("xmin", box.x0 + 1), ("ymin", box.y0 + 1), ("xmax", box.x1), ("ymax", box.y1)):
             ET.SubElement(bndbox, tag).text = str(value)
+    for class_index in tags:
+        obj = ET.SubElement(annotation, "object")
+        ET.SubElement(obj, "name").text = class_names[class_index]
     ET.indent(annotation)
     ET.ElementTree(annotation).write(path, encoding="utf-8")
 

@@ -130,7 +130,7 @@ def read_voc_annotation(
     """Boxes, tags (sorted unique classes of the objects) and warnings of a VOC XML file."""
     root = read_xml(path)
     _check_annotation_size(path, root, shape)
-    boxes, tags, warnings = [], set(), []
+    boxes, tags, warnings, boxless = [], set(), [], []
     for obj in root.findall("object"):  # direct children only: <part>s of a person are not objects
         name_element = obj.find("name")
         name = (name_element.text or "").strip() if name_element is not None else ""
@@ -142,12 +142,14 @@ def read_voc_annotation(
         tags.add(class_index)
         bndbox = obj.find("bndbox")
         if bndbox is None:
-            warnings.append(f"{path.name}: object {name!r} has no <bndbox>; used as a tag only")
+            boxless.append(name)
             continue
         box, note = voc_box(path, bndbox, class_index, shape)
         boxes.append(box)
         if note:
             warnings.append(note)
+    if boxes:  # no object with a box: the image is tagged only, as a mixed dataset tags most of its images
+        warnings += [f"{path.name}: object {name!r} has no <bndbox>; used as a tag only" for name in boxless]
     return boxes, sorted(tags), warnings
 
 

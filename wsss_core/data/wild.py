@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from wsss_core.config import config_hash, config_to_dict
+from wsss_core.config import config_to_dict
+from wsss_core.data.label_mix import LabelMix, assign_groups, keep_labels
 from wsss_core.data.sample import IGNORE_INDEX, Sample
 from wsss_core.errors import UsageError
 from wsss_core.data.synthetic import (
@@ -40,9 +41,11 @@ from wsss_core.data.synthetic import (
     _smooth_noise,
     _stroke_core,
     _texture,
+    dataset_hash,
     gt_from_instances,
     image_id,
     instance_boxes,
+    mix_record,
     write_sample,
 )
 
@@ -286,7 +289,7 @@ def generate_wild_sample(index: int, config: WildConfig, look: DatasetLook | Non
     return Sample(image_id(index), image, gt=gt, scribble=scribble, boxes=instance_boxes(instance_map, classes), tags=tags)
 
 
-def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig()) -> Path:
+def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig(), label_mix: LabelMix | None = None) -> Path:
     """Write the seed's dataset in the VOC layout (as synthetic.generate_dataset) under out_dir."""
     root = Path(out_dir)
     _clear_previous_output(root)
@@ -294,8 +297,10 @@ def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig()
     (root / _OWNER_MARKER).write_text("written by wsss_core.data.wild.generate_wild_dataset\n")
     look = dataset_look(config)
     ids = [image_id(i) for i in range(config.n_images)]
+    groups = assign_groups(config.n_images, label_mix, config.seed) if label_mix else None
     for index in range(config.n_images):
-        write_sample(root, generate_wild_sample(index, config, look), ("background",) + look.class_names)
+        sample = generate_wild_sample(index, config, look)
+        write_sample(root, keep_labels(sample, groups[index]) if groups else sample, ("background",) + look.class_names)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(7, 2)))
     n_val = min(len(ids) - 1, round(len(ids) * config.val_fraction)) if len(ids) > 1 else 0
     val = set(rng.permutation(len(ids))[:n_val].tolist())
@@ -306,7 +311,8 @@ def generate_wild_dataset(out_dir: str | Path, config: WildConfig = WildConfig()
         (split_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in split))
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in ("background",) + look.class_names))
     metadata = {
-        "config": config_to_dict(config), "config_hash": config_hash(config), "family": "wild",
+        "config": config_to_dict(config), "config_hash": dataset_hash(config, label_mix), "family": "wild",
+        **mix_record(label_mix, ids, groups),
         "classes": [{"name": n, "material": m.kind, "source": m.source} for n, m in zip(look.class_names, look.class_materials)],
         "background": [{"material": m.kind, "source": m.source} for m in look.background_materials],
     }
@@ -328,17 +334,22 @@ def variant_config(variant: str, n_images: int, width: int, height: int, seed: i
     return SyntheticConfig(n_images=n_images, width=width, height=height, seed=seed, variant=variant)  # type: ignore[arg-type]
 
 
-def generate_variant(out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int) -> Path:
-    """`wsss generate`: the built-in dataset ("standard", "holdout") or the seed's "wild" dataset."""
+def generate_variant(
+    out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int, label_mix: LabelMix | None = None
+) -> Path:
+    """`wsss generate`: the built-in dataset ("standard", "holdout") or the seed's "wild" dataset;
+    label_mix: which weak labels each image keeps (default: all of them)."""
     config = variant_config(variant, n_images, width, height, seed)
     if variant == "wild":
-        return generate_wild_dataset(out_dir, config)
+        return generate_wild_dataset(out_dir, config, label_mix)
     from wsss_core.data.synthetic import generate_dataset
 
-    return generate_dataset(out_dir, config)
+    return generate_dataset(out_dir, config, label_mix)
 
 
-def ensure_variant(out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int) -> bool:
+def ensure_variant(
+    out_dir: str | Path, variant: str, n_images: int, width: int, height: int, seed: int, label_mix: LabelMix | None = None
+) -> bool:
     """Generate the dataset into out_dir unless it already holds exactly that one; True when it
     wrote it. synthetic.json (written last) says what a folder holds; a folder holding another
     generated dataset is refused (a workspace must not mix two), as is one holding a dataset
@@ -351,7 +362,7 @@ def ensure_variant(out_dir: str | Path, variant: str, n_images: int, width: int,
             found = json.loads(record.read_text())
         except ValueError:
             found = {}
-        if found.get("config_hash") == config_hash(config):
+        if found.get("config_hash") == dataset_hash(config, label_mix):
             return False
         held = found.get("config") or {}
         raise UsageError(
@@ -360,5 +371,5 @@ def ensure_variant(out_dir: str | Path, variant: str, n_images: int, width: int,
             f"seed {held.get('seed', '?')}) than the one asked for ({n_images} images of {width}x{height}, "
             f"variant {variant}, seed {seed}): choose another folder, or remove it"
         )
-    generate_variant(root, variant, n_images, width, height, seed)  # refuses a folder it did not write
+    generate_variant(root, variant, n_images, width, height, seed, label_mix)  # refuses a folder it did not write
     return True

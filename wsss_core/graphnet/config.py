@@ -23,6 +23,7 @@ from wsss_core.graphnet.features import FeatureConfig
 from wsss_core.graphnet.gcn import GCNConfig
 from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
+from wsss_core.graphnet.mixed import MixedSeedConfig
 from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
 from wsss_core.graphnet.superpixels import SuperpixelConfig
@@ -96,9 +97,14 @@ class GraphNetConfig:
     label_propagation: LabelPropagationConfig = LabelPropagationConfig()
     crf: CRFConfig = CRFConfig()
 
-    def seeds_config(self, supervision: str) -> ScribbleSeedConfig | BoxSeedConfig | TagSeedConfig:
+    def seeds_config(self, supervision: str) -> ScribbleSeedConfig | BoxSeedConfig | TagSeedConfig | MixedSeedConfig:
         """The seeds stage's config of a supervision (its registry entry names the field)."""
         return getattr(self, SUPERVISIONS.get(supervision).seeds_config)
+
+    @property
+    def mixed_seeds(self) -> MixedSeedConfig:
+        """A mixed dataset's seeds: each kind seeded by its own config."""
+        return MixedSeedConfig(self.scribble_seeds, self.box_seeds, self.tag_seeds)
 
     @classmethod
     def paper(cls) -> GraphNetConfig:
@@ -190,7 +196,8 @@ def run_settings(
     config = config_to_dict(resolved.config)
     seeds = SUPERVISIONS.get(supervision).seeds_config
     propagation_section = "gcn" if PROPAGATIONS.check(propagation) == "gcn" else "label_propagation"
-    sections = ["superpixels", "graphs", seeds, propagation_section] + (["crf"] if crf else [])
+    seed_sections = [seeds] if seeds in config else ["scribble_seeds", "box_seeds", "tag_seeds"]  # mixed: all three
+    sections = ["superpixels", "graphs", *seed_sections, propagation_section] + (["crf"] if crf else [])
     weights = {k: v for k, v in (features or {}).items() if k in ("requested", "used", "fallback")}
     return {
         "path": f"graphnet-{supervision}", "method": mask_method_name(supervision, propagation),

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from wsss_core.errors import StoredArrayError, WorkspaceError
-from wsss_core.store.names import INGEST_STAGE, STORE_NAME, check_image_id, check_stage_name, owning_stage
+from wsss_core.store.names import INGEST_STAGE, PER_IMAGE_LABELS, STORE_NAME, check_image_id, check_stage_name, owning_stage
 
 if TYPE_CHECKING:
     from wsss_core.store.workspace import Workspace
@@ -166,7 +166,8 @@ class Arrays:
         return f"{stage}/{image_id}" + (f"/{name}" if name else "")
 
     def weak_labels(self) -> set[str]:
-        """Which weak labels the ingested images carry: "scribbles", "boxes", "tags" (any image)."""
+        """Which weak labels the ingested images carry: "scribbles", "boxes", "tags" (any image), and
+        "mixed" when the images do not all carry the same ones."""
         found: set[str] = set()
         for image_id in self.image_ids():
             if "scribbles" not in found and self.has_array("scribbles", image_id):
@@ -176,7 +177,27 @@ class Arrays:
                     found.add(kind)
             if len(found) == 3:
                 break
+        if len({self.label_group(image_id) for image_id in self.image_ids()}) > 1:
+            found.add("mixed")  # images carry different labels: one mask set from each one's strongest
         return found
+
+    def carries(self, kind: str, image_id: str) -> bool:
+        """Whether an image has that weak label: a scribble or manual mask stored, at least one box."""
+        if not self.has_array(kind, image_id):
+            return False
+        return kind != "boxes" or self.array_shape(kind, image_id)[0] > 0
+
+    def carrying(self, kinds: Iterable[str], image_ids: Iterable[str]) -> list[str]:
+        """The images of image_ids that carry every one of kinds (PER_IMAGE_LABELS), in order."""
+        kinds = list(kinds)
+        return [i for i in image_ids if all(self.carries(kind, i) for kind in kinds)]
+
+    def label_group(self, image_id: str) -> str:
+        """Which weak labels an image has, as a mixed dataset's report groups them: "manual"
+        (a full mask outranks the rest), "boxes+scribbles", "scribbles", "boxes" or "tags" (only tags)."""
+        if self.carries("manual", image_id):
+            return "manual"
+        return "+".join(sorted(kind for kind in PER_IMAGE_LABELS if self.carries(kind, image_id))) or "tags"
 
     def _drop_own_arrays(self, group: str, image_id: str, names: Iterable[str | None]) -> None:
         """Remove an image's arrays stored one by one (a workspace from before packs) once its

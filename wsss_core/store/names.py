@@ -16,6 +16,11 @@ INGEST_STAGE = "ingest"
 # group is written by the stage of the same name (superpixels, graphs, seeds/scribbles).
 INGEST_ARRAYS = ("images", "gt", "scribbles", "boxes", "tags", "manual")
 IMAGES, TAGS = "images", "tags"  # the ingested arrays the pipeline tables name most
+# Weak labels an image may lack in a mixed dataset: a row that reads one runs over the images
+# that carry it, and an image without it is no failure of that row (Workspace.carries). Every
+# image has tags (none: an image showing no object). A person-drawn full mask ("manual") is no
+# such label: rows that read it use it where an image has one.
+PER_IMAGE_LABELS = ("scribbles", "boxes")
 # Trained networks, inside a workspace; both paths read the CAM classifier's.
 CAM_CHECKPOINT = Path("models") / "cam" / "model.pt"
 AFFINITYNET_CHECKPOINT = Path("models") / "affinitynet" / "model.pt"

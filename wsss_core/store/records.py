@@ -121,7 +121,9 @@ class Records:
         """Counts for one stage over the given images.
 
         Default: every image of the dataset (image_ids); for the ingest stage itself, those
-        and every image it failed on (a failed id is no ingested image).
+        and every image it failed on (a failed id is no ingested image). A stage that runs on
+        the images carrying some weak labels (its record's "labels", flows/pipeline.py) counts
+        only those: an image without them is neither pending nor failed there.
         """
         key = self.stage_key(stage)
         done_all = self.done_ids(stage, key)
@@ -133,6 +135,9 @@ class Records:
             ids = set(self.image_ids()) | failed_all  # not the images no list names any more
         else:
             ids = set(self.image_ids())
+        needs = (self.stage_meta(stage) or {}).get("labels")
+        if needs:
+            ids = set(self.carrying(needs, sorted(ids)))
         done, failed = done_all & ids, failed_all & ids
         pending = len(ids) - len(done) - len(failed)
         return StageStatus(stage, key, len(done), len(failed), pending, self.is_stale(stage))
