@@ -13,8 +13,13 @@ process of its own:
   same blocks), same workspace reads and writes and packs, same stage bookkeeping; no flow,
   no task runs, no server. This is "the plain loop's compute and I/O".
 - the command (`wsss superpixels`, `wsss graphnet --no-evaluate --no-mlflow`) with 1 and 2
-  workers (threads engine), with Prefect's temporary server (the default: every command
-  starts one) and with a long-lived `prefect server start` named by PREFECT_API_URL.
+  workers (threads engine), with the default Prefect server ("temporary": the local server
+  commands share, started by the first one) and with a long-lived `prefect server start`
+  named by PREFECT_API_URL;
+- --servers stack: the command run with the environment `wsss stack up` prints (under
+  DATA/stack, --dask-workers workers): its batches go to the stack's Dask workers, its flow
+  runs to its Prefect server on PostgreSQL. Its CPU time includes every process of the
+  stack during the run (the Dask workers' batches too), per service in server_cpu_by_service_s.
 
 Reported per run: wall time (whole process, imports included, for plain runs too), CPU time
 (user + system of the process and the children it waited for, plus the long-lived server's
@@ -142,10 +147,11 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def measure(args: list[str], env: dict[str, str], cwd: Path, server: LongLivedServer | None = None) -> dict[str, Any]:
+def measure(args: list[str], env: dict[str, str], cwd: Path, server: Any = None) -> dict[str, Any]:
     """Run a command; its wall time, exit code, CPU time (with the server's during the run,
     when one is named), peak memory and its workers' (polled VmHWM)."""
-    server_cpu = tree_cpu_s(server.proc.pid) if server else 0.0
+    by_service = server.cpu_by_service() if hasattr(server, "cpu_by_service") else None
+    server_cpu = server.cpu_s() if server else 0.0
     started = time.perf_counter()
     load = os.getloadavg()[0]
     proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -165,12 +171,15 @@ def measure(args: list[str], env: dict[str, str], cwd: Path, server: LongLivedSe
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    server_cpu = tree_cpu_s(server.proc.pid) - server_cpu if server else 0.0
+    server_cpu = server.cpu_s() - server_cpu if server else 0.0
     done.set()
     watcher.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{output[-3000:]}")
+    services = ({name: round(cpu - by_service.get(name, 0.0), 2) for name, cpu in server.cpu_by_service().items()}
+                if by_service is not None else None)
     return {
+        "server_cpu_by_service_s": services,
         "wall_s": round(wall, 2),
         # CPU seconds of the command (and the children it waited for) plus the server's share
         # in that time: less moved by other jobs on the machine than the wall time is.
@@ -255,6 +264,9 @@ class LongLivedServer:
         self.stop()
         raise RuntimeError(f"prefect server start did not answer on {self.url} (log: {home / 'server.log'})")
 
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
@@ -264,6 +276,46 @@ class LongLivedServer:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
         self.log.close()
+
+
+class Stack:
+    """`wsss stack up` (wsss_core.stack: PostgreSQL, Prefect and MLflow servers on it, a Dask
+    scheduler and workers, a Prefect worker) under DIR; its commands run with the environment
+    it prints, so their batches go to its Dask workers."""
+
+    def __init__(self, directory: Path, dask_workers: int):
+        from wsss_core import stack
+
+        self.directory, self.workers = directory, dask_workers
+        self.state = stack.up(directory, stack.StackConfig(dask_workers=dask_workers), say=lambda line: print(f"  stack: {line}", flush=True))
+        self.env = stack.environment(self.state)
+
+    def cpu_s(self) -> float:
+        """CPU seconds so far of every process of the stack (servers, scheduler, Dask workers)."""
+        return sum(self.cpu_by_service().values())
+
+    def cpu_by_service(self) -> dict[str, float]:
+        """CPU seconds so far of each service of the stack, with what it spawned (the Dask
+        workers' include the batches they computed)."""
+        from wsss_core import stack
+
+        seconds = {}
+        for name, record in (stack.read_state(self.directory.resolve()) or {"services": {}})["services"].items():
+            process = stack.recorded_process(record)
+            total = 0.0
+            for member in stack.process_tree(process) if process is not None else ():
+                try:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+                except Exception:  # noqa: BLE001 - gone meanwhile
+                    continue
+            seconds[name] = total
+        return seconds
+
+    def stop(self) -> None:
+        from wsss_core import stack
+
+        stack.down(self.directory)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,11 +330,13 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_size(path: str, size: int, workers: list[int], servers: list[str], data: Path, env: dict[str, str],
-             server: LongLivedServer | None, repeats: int) -> dict[str, Any]:
+             server: LongLivedServer | None, repeats: int, stack: Stack | None = None) -> dict[str, Any]:
     source = ingested(data, size, env)
     images = len([p for p in (source / "markers" / "ingest").rglob("*.json")])
     row: dict[str, Any] = {"path": path, "size": size, "images": images, "repeats": repeats, "runs": {}}
-    plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers for w in workers]
+    plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers if s != "stack" for w in workers]
+    if "stack" in servers:  # its Dask workers are the workers: --workers does not apply
+        plans.append((f"dask{stack.workers}-stack", None, "stack"))
     measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plans}
     with tempfile.TemporaryDirectory(dir=data) as scratch:
         scratch_dir = Path(scratch)
@@ -294,12 +348,15 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                 run_env = dict(env)
                 if name == "plain":
                     command = [sys.executable, str(Path(__file__).resolve()), "--plain", path, str(workspace)]
+                elif kind == "stack":
+                    command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--no-progress"]
+                    run_env.update(stack.env)
                 else:
                     command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--workers", str(count), "--no-progress"]
                     if kind == "long-lived":
                         run_env["PREFECT_API_URL"] = server.url
                 print(f"  {path} {size}: {name} (round {round_ + 1}/{repeats}) ...", flush=True)
-                result = measure(command, run_env, REPO_ROOT, server if kind == "long-lived" else None)
+                result = measure(command, run_env, REPO_ROOT, {"long-lived": server, "stack": stack}.get(kind))
                 result["images_per_s"] = round(images / result["wall_s"], 2)
                 files = count_files(workspace)
                 result["files"] = sum(files.values())
@@ -358,7 +415,9 @@ def main() -> None:
     parser.add_argument("--graphnet-sizes", type=int, nargs="*", default=[250, 1000], help="dataset sizes for the whole GraphNet path")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per size; each row is the median round")
-    parser.add_argument("--servers", nargs="+", choices=["temporary", "long-lived"], default=["temporary", "long-lived"])
+    parser.add_argument("--servers", nargs="+", choices=["temporary", "long-lived", "stack"], default=["temporary", "long-lived"],
+                        help="temporary: the default (the shared local server, threads); stack: `wsss stack up` under DATA/stack")
+    parser.add_argument("--dask-workers", type=int, default=2, help="the stack's Dask workers")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "wsss-scale", help="datasets and workspaces (kept between runs)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     args = parser.parse_args()
@@ -367,8 +426,11 @@ def main() -> None:
     env.pop("PREFECT_API_URL", None)  # the temporary-server runs start their own
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the long-lived server on kill too
     server = None
+    stack = None
     rows = []
     try:
+        if "stack" in args.servers:
+            stack = Stack(args.data / "stack", args.dask_workers)
         if "long-lived" in args.servers:
             home = args.data / "prefect-home"
             home.mkdir(exist_ok=True)
@@ -377,11 +439,13 @@ def main() -> None:
         plan = [("superpixels", size) for size in args.sizes] + [("graphnet", size) for size in args.graphnet_sizes]
         plan.sort(key=lambda item: (sorted(args.sizes if item[0] == "superpixels" else args.graphnet_sizes).index(item[1]), item[0] != "superpixels"))
         for path, size in plan:
-            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server, args.repeats))
+            rows.append(run_size(path, size, args.workers, args.servers, args.data, env, server, args.repeats, stack))
             save(rows, args.out)
     finally:
         if server is not None:
             server.stop()
+        if stack is not None:
+            stack.stop()
     print_table(rows)
     for path, ratios in growth(rows).items():
         print(f"{path}: growth {ratios}")
