@@ -81,16 +81,25 @@ def perfect_and_empty_masks(workspace: Path, background_only: bool) -> None:
         ws.mark_done("pseudo/nearest-scribbles", image_id, "k")
 
 
-def test_compare_reads_a_tracking_store_shared_by_workspaces(synthetic_root, tmp_path, monkeypatch):
-    shared = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
-    (tmp_path / "shared").mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared)
+def evaluate_two_workspaces(synthetic_root, tmp_path) -> list:
+    """Two workspaces (perfect masks, background-only masks) evaluated into the store
+    MLFLOW_TRACKING_URI names: neither writes a store of its own."""
+    workspaces = []
     for background_only in (False, True):
         workspace = tmp_path / f"ws-{background_only}"
         ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=QUIET)
         perfect_and_empty_masks(workspace, background_only)
         evaluate_flow(str(workspace), ["pseudo/nearest-scribbles"])
         assert not (workspace / "mlflow.db").exists()
+        workspaces.append(workspace)
+    return workspaces
+
+
+def test_compare_reads_a_tracking_store_shared_by_workspaces(synthetic_root, tmp_path, monkeypatch):
+    shared = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared)
+    evaluate_two_workspaces(synthetic_root, tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     result = invoke("compare", "--tracking-uri", shared)
     header, *rows = result.stdout.strip().splitlines()
@@ -162,14 +171,7 @@ def test_with_a_shared_store_compare_and_report_read_the_workspaces_own_runs_the
 
     shared = f"sqlite:///{tmp_path / 'shared.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", shared)
-    workspaces = []
-    for background_only in (False, True):
-        workspace = tmp_path / f"ws-{background_only}"
-        ingest_flow(root=str(synthetic_root), workspace=str(workspace), execution=QUIET)
-        perfect_and_empty_masks(workspace, background_only)
-        evaluate_flow(str(workspace), ["pseudo/nearest-scribbles"])
-        assert not (workspace / "mlflow.db").exists()
-        workspaces.append(workspace)
+    workspaces = evaluate_two_workspaces(synthetic_root, tmp_path)
     result = invoke("compare", "--workspace", workspaces[1], "--filter", "params.split = 'train'")
     assert result.exit_code == 0, result.output
     rows = result.stdout.strip().splitlines()[1:]
