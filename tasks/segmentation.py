@@ -24,7 +24,6 @@ from tasks.affinitynet import read_image
 from tasks.training import check_image_shape, run_training, training_params, training_tags, usable_images
 from tasks.common import STAGE_TASK_OPTIONS, resolve_device, run_batch_in_task, single_torch_thread, torch_threads
 from wsss_core.confidence import confidence_scores, mask_attributes
-from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.errors import BadInputError
 from wsss_core.manual import MANUAL, UsedMaskColumn, used_mask
 from wsss_core.runner import BatchReport, DatasetReport
@@ -93,11 +92,6 @@ def train_segmentation_task(
     return run_training(workspace, report, key, params, tracking, train, training_tags(weights.record()))
 
 
-def label_classes(label: np.ndarray) -> list[int]:
-    """The classes a label map holds (void, 255, is not a class)."""
-    return [int(c) for c in np.unique(label) if c != IGNORE_INDEX]
-
-
 @lru_cache(maxsize=2)
 def cached_segmentation_model(checkpoint: str, model_key: str, device: str) -> SegmentationNet:
     """One network per (checkpoint, training key, device) and process."""
@@ -118,18 +112,20 @@ def predict_round_batch(
     """A round's labels: the trained network's prediction of each image (scales, flips, CRF as configured).
 
     model: the training stage whose network predicts (cached per process by its key).
-    labels: the label set it trained on; an image it trained on keeps to the classes of
-    its labels there (config.label_classes_only; its manual mask's, where it has one), any
-    other image gets the plain prediction.
+    labels: the label set it trained on: an image's labels there (its manual mask, where it
+    has one) shape its prediction as config says (predict.round_probabilities); an image
+    without any gets the plain prediction.
     """
     target = resolve_device(device)
     checkpoint = workspace.path / segmentation_checkpoint(model)
     network = cached_segmentation_model(str(checkpoint), workspace.stage_key(model) or "", str(target))
-    trained_on = workspace.done_ids(model) if config.label_classes_only else set()
+    shaped = config.label_classes_only or config.label_odds is not None
+    labelled = workspace.done_ids(labels) if shaped else set()
 
     def step(image_id: str) -> None:
-        classes = label_classes(used_mask(workspace, labels, image_id)) if image_id in trained_on else None
-        mask, probabilities = predict_round(network, read_image(workspace, image_id), config, target, classes)
+        has_labels = shaped and (image_id in labelled or workspace.has_array(MANUAL, image_id))
+        previous = used_mask(workspace, labels, image_id) if has_labels else None
+        mask, probabilities = predict_round(network, read_image(workspace, image_id), config, target, previous)
         workspace.write_array(stage, image_id, mask, attributes=mask_attributes(confidence_scores(probabilities)))
 
     with single_torch_thread(target):

@@ -86,12 +86,18 @@ class SegmentationInferenceConfig:
 
     paper: DeepLabV3's multi-scale + flip evaluation (scales 0.5-1.75), then the dense CRF
     the WSSS papers refine their labels with (wsss_core.crf, PSA's parameters).
-    label_classes_only: an image the network trained on keeps to the classes its previous
-    labels hold (background always): its weak labels named them, so a class they left out
-    is not there. Not in the papers; other images (val) get the plain prediction, which
-    is what they are evaluated on. Measured on the built-in dataset (160 train images,
-    small preset, round 1 of gcn-scribbles): train-split labels 79.0 mIoU plain, 83.8 kept
-    to the label classes, 89.0 with the CRF, 94.9 with both (round 0: 93.8).
+    label_classes_only: an image with previous labels (its pseudo masks, or the last
+    round's) keeps to the classes they hold (background always): its weak labels named
+    them, so a class they left out is not there. Measured on the built-in dataset (160
+    train images, small preset, round 1 of gcn-scribbles): train-split labels 79.0 mIoU
+    plain, 83.8 kept to the label classes, 89.0 with the CRF, 94.9 with both (round 0: 93.8).
+    label_odds: the previous labels weigh each pixel: the network overrules a pixel's label
+    only where it finds another class more than this many times as likely
+    (segmentation.predict.weigh_by_labels); None: the network alone decides. A small
+    network trained on a few dozen images is worse than its labels on the images it did
+    not train on; this keeps what the labels gave and lets the network change what it is
+    sure of. Neither is in the papers; an image without previous labels (not in the
+    dataset's weak labels) gets the plain prediction.
     """
 
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -99,6 +105,11 @@ class SegmentationInferenceConfig:
     crf: bool = True
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     label_classes_only: bool = False
+    label_odds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_odds is not None and self.label_odds < 1:
+            raise ValueError(f"label_odds must be at least 1 (1: the labels weigh nothing), got {self.label_odds}")
 
 
 @dataclass(frozen=True)
