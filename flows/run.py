@@ -79,9 +79,10 @@ def generate_dataset(config: RunConfig) -> None:
 
     g = config.generate
     started = time.perf_counter()
-    if ensure_variant(config.ingest.root, g.variant, g.images, g.width, g.height, g.seed):
+    if ensure_variant(config.ingest.root, g.variant, g.images, g.width, g.height, g.seed, g.parsed_label_mix()):
+        mix = f", labels {g.label_mix}" if g.label_mix else ""
         announce(f"run: generated the built-in dataset ({g.variant}, {g.images} images of {g.width}x{g.height}, "
-                 f"seed {g.seed}) in {config.ingest.root} in {time.perf_counter() - started:.0f} s")
+                 f"seed {g.seed}{mix}) in {config.ingest.root} in {time.perf_counter() - started:.0f} s")
     else:
         announce(f"run: the built-in dataset is in {config.ingest.root} already")
 

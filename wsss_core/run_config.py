@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss_core.config import apply_overrides
+from wsss_core.data.label_mix import LabelMix, parse_label_mix
 from wsss_core.errors import UsageError
 from wsss_core.registries import PATHS
 from wsss_core.requests import RUN_LEVEL, AffinityNetRequest, GraphNetRequest, RoundsSettings
@@ -37,17 +38,25 @@ class IngestSettings:
 @dataclass(frozen=True)
 class GenerateSettings:
     """Write the built-in synthetic dataset (`wsss generate`) to ingest.root before ingesting it,
-    unless that folder holds it already (the demo). images 0: generate nothing."""
+    unless that folder holds it already (the demo). images 0: generate nothing.
+    label_mix: which weak labels each image keeps, as `wsss generate --label-mix` takes it
+    (e.g. "scribbles=0.2,boxes=0.2,tags=0.6"); None: every image keeps every kind."""
 
     images: int = 0
     width: int = 256
     height: int = 192
     seed: int = 0
     variant: str = "standard"
+    label_mix: str | None = None
 
     def __post_init__(self) -> None:
         if self.images < 0:
             raise UsageError(f"generate.images: {self.images} is not a number of images")
+        if self.label_mix is not None:
+            parse_label_mix(self.label_mix)  # a malformed mix is refused when the config is read
+
+    def parsed_label_mix(self) -> LabelMix | None:
+        return parse_label_mix(self.label_mix) if self.label_mix else None
 
 
 # What `wsss run` decides for each path itself (its splits, device, mlflow; the path's supervision,
