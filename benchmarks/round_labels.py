@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--labels", required=True, help="the pseudo-mask method round 1 trained on, e.g. gcn-boxes")
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--odds", type=float, nargs="+", default=[2, 4, 8, 16, 32])
+    parser.add_argument("--labels-crf-odds", type=float, nargs="*", default=[8],
+                        help="also score the labels alone (uniform network) weighed at these odds, then the CRF")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -80,6 +82,13 @@ def main() -> None:
             if ws.has_array(masks, image_id):
                 scores.setdefault("the workspace's round", {}).setdefault(split, ConfusionMatrix(classes)).update(
                     ws.read_array(masks, image_id), gt)
+            # The labels alone through the same weighing and CRF (a network with no opinion): what the
+            # network itself adds at the chosen odds.
+            for odds in args.labels_crf_odds:
+                uniform = np.full_like(probs, 1.0 / len(probs))
+                alone = crf_inference(image, round_probabilities(uniform, replace(base, label_odds=odds), prev), base.crf_config)
+                scores.setdefault(f"labels odds {odds:g}+crf", {}).setdefault(split, ConfusionMatrix(classes)).update(
+                    alone.argmax(axis=0), gt)
             for name, (settings, crf) in named.items():
                 shaped = round_probabilities(probs, replace(base, **settings), prev)
                 final = crf_inference(image, shaped, base.crf_config) if crf else shaped
