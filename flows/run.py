@@ -135,8 +135,9 @@ def round_masks(paths: dict[str, PipelineRun], asked: tuple[str, ...] | None,
             if found and found[1].supervision == supervision and mask_round_of_stage(stage) == 0 and finished(stage):
                 made.setdefault(supervision, {}).setdefault(stage, name)
     labels, said = {}, []
+    finals = {path.final_masks for path in paths.values()}
     for supervision, stages in made.items():
-        best = best_masks(supervision, stages)
+        best = best_masks(supervision, stages, finals)
         if best is None:
             continue
         labels[stages[best]] = best

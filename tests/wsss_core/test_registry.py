@@ -82,6 +82,10 @@ def test_each_supervisions_best_masks_are_its_own_mask_methods_and_the_first_mad
     winner = f"pseudo/{BEST_MASKS['tags'][0]}"
     assert best_masks("tags", {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf", "pseudo/gcn-tags"}) == winner
     assert best_masks("tags", {"pseudo/cam"}) == "pseudo/cam"  # the best of what the run made
-    assert best_masks("scribbles", {"pseudo/nearest-scribbles", "pseudo/gcn-scribbles", "pseudo/gcn-scribbles-crf"}) \
-        == "pseudo/gcn-scribbles-crf"  # graphnet.crf asked for: the CRF masks, as the path's final masks
+    # what a path's request asked for (graphnet.crf, another propagation) takes its learned masks' place
+    made = {"pseudo/nearest-scribbles", "pseudo/gcn-scribbles", "pseudo/gcn-scribbles-crf"}
+    assert best_masks("scribbles", made, finals={"pseudo/gcn-scribbles-crf"}) == "pseudo/gcn-scribbles-crf"
+    assert best_masks("scribbles", made - {"pseudo/gcn-scribbles-crf"}) == f"pseudo/{BEST_MASKS['scribbles'][0]}"
+    made = {"pseudo/nearest-scribbles", "pseudo/labelprop-scribbles"}
+    assert best_masks("scribbles", made, finals={"pseudo/labelprop-scribbles"}) == "pseudo/labelprop-scribbles"
     assert best_masks("boxes", set()) is None
