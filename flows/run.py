@@ -12,8 +12,8 @@ deployment passes the same file or settings, so a scheduled run is exactly this.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import flow
@@ -179,7 +179,9 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
         for name in chosen:
             announce(f"run: path {name}")
             whole.paths[name] = run_path(name, workspace, config, splits, execution)
-        labels, why = round_masks(whole.paths, config.segmentation.paths, ws.done_ids) if config.segmentation.rounds else ({}, None)
+        labels, why = ({}, None)
+        if config.segmentation.rounds:
+            labels, why = round_masks(whole.paths, config.segmentation.paths, ws.done_ids)
         if why:
             announce(why)
         for name, masks in labels.items():

@@ -86,7 +86,8 @@ def test_every_path_runs_the_flow_of_its_method():
 
 def test_by_default_the_rounds_go_on_each_supervisions_best_masks_only():
     made = {
-        "graphnet-scribbles": PipelineRun("graphnet-scribbles", mask_stages=["pseudo/gcn-scribbles", "pseudo/nearest-scribbles"],
+        "graphnet-scribbles": PipelineRun("graphnet-scribbles",
+                                          mask_stages=["pseudo/gcn-scribbles", "pseudo/nearest-scribbles"],
                                           final_masks="pseudo/gcn-scribbles"),
         "graphnet-boxes": PipelineRun("graphnet-boxes", mask_stages=["pseudo/gcn-boxes", "pseudo/box-rectangles"],
                                       final_masks="pseudo/gcn-boxes"),
