@@ -25,7 +25,7 @@ def run(
         Optional[list[str]], typer.Option(callback=checked(PATHS.names()), help="Only this path (repeatable; default: every path the weak labels allow).")
     ] = None,
     rounds: Annotated[
-        Optional[int], typer.Option(help="Segmentation rounds on each path's final masks (default: the config's, 1; 0: none).", min=0)
+        Optional[int], typer.Option(help="Segmentation rounds on each supervision's best masks (default: the config's, 1; 0: none).", min=0)
     ] = None,
     set_: SetOpt = None,
     split: SplitOpt = None,

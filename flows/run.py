@@ -1,7 +1,8 @@
 """Flow: the whole pipeline in one run, a subflow per path, one evaluation table.
 
     [ingest] -> every path the weak labels allow (graphnet-scribbles, graphnet-boxes,
-    affinitynet) -> segmentation rounds on each path's final pseudo masks
+    affinitynet, graphnet-tags) -> segmentation rounds on each supervision's best pseudo masks
+    (wsss_core.registries.BEST_MASKS; segmentation.paths: on those paths' final masks instead)
     -> evaluation of every pseudo-mask set and round together -> the HTML report
 
 Driven by a run config (wsss_core.run_config: a YAML file and/or settings by name); a
@@ -11,6 +12,7 @@ deployment passes the same file or settings, so a scheduled run is exactly this.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +29,7 @@ from flows.tracking import flow_run_tracking
 from wsss_core.config import config_to_dict
 from wsss_core.data.image_io import ReadOptions
 from wsss_core.errors import WsssError
-from wsss_core.registries import PATHS
+from wsss_core.registries import PATHS, best_masks, mask_method_of_stage, mask_round_of_stage
 from wsss_core.report import write_report
 from wsss_core.requests import PathRequest
 from wsss_core.run_config import RUN_DECIDES, RunConfig, applicable_paths, check_overrides, resolve_run_config
@@ -116,10 +118,45 @@ def run_rounds(name: str, labels: str, workspace: str, config: RunConfig, splits
     return flow_result(segment_flow, workspace=workspace, request=request, execution=execution)
 
 
-def rounds_blocked(ws: Workspace, config: RunConfig, path: PipelineRun) -> str | None:
-    """Why a path's rounds cannot run (None: they can)."""
-    if path.final_masks is None or not ws.done_ids(path.final_masks):
-        return f"{path.final_masks or 'its masks'} has no finished masks"
+def round_masks(paths: dict[str, PipelineRun], asked: tuple[str, ...] | None,
+                finished: Callable[[str], Collection[str]]) -> tuple[dict[str, str | None], str | None]:
+    """({path: the masks its segmentation rounds train on}, the line that says why).
+
+    asked (segmentation.paths): each of those paths' final masks. None (the default): one set of
+    rounds per supervision the paths ran for, on its best masks (wsss_core.registries.BEST_MASKS,
+    a fixed choice: no GT needed) among the mask sets with finished masks (finished(stage): their
+    image ids), under the path that made them."""
+    if asked is not None:
+        return {name: path.final_masks for name, path in paths.items() if name in asked}, None
+    made: dict[str, dict[str, str]] = {}  # supervision -> {mask stage: the path that made it}
+    for name, path in paths.items():
+        supervision = PATHS.get(name).needs
+        for stage in path.mask_stages:
+            found = mask_method_of_stage(stage)
+            if found and found[1].supervision == supervision and mask_round_of_stage(stage) == 0 and finished(stage):
+                made.setdefault(supervision, {}).setdefault(stage, name)
+    labels, said = {}, []
+    finals = {path.final_masks for path in paths.values()}
+    for supervision, stages in made.items():
+        best = best_masks(supervision, stages, finals)
+        if best is None:
+            continue
+        labels[stages[best]] = best
+        others = [s.removeprefix("pseudo/") for s in stages if s != best]
+        said.append(f"{supervision} {best}" + (f" (not {', '.join(others)})" if others else ""))
+    for name, path in paths.items():  # a path none of whose masks are ranked: its own final masks, as before
+        if PATHS.get(name).needs not in made:
+            labels.setdefault(name, path.final_masks)
+    labels = {name: labels[name] for name in paths if name in labels}
+    why = ("run: segmentation rounds on each supervision's best masks, a fixed choice measured without GT on "
+           "datasets nobody tuned on (docs/results.md#each-supervisions-best-masks): " + "; ".join(said)) if said else None
+    return labels, why
+
+
+def rounds_blocked(ws: Workspace, config: RunConfig, masks: str | None) -> str | None:
+    """Why rounds on these masks cannot run (None: they can)."""
+    if masks is None or not ws.done_ids(masks):
+        return f"{masks or 'its masks'} has no finished masks"
     if config.segmentation.train_split not in ws.splits():
         return f"no split {config.segmentation.train_split!r} to train on (splits: {', '.join(ws.splits()) or 'none'})"
     return None
@@ -143,15 +180,18 @@ def run_everything(workspace: str, config: RunConfig, run_name: str) -> WholeRun
         for name in chosen:
             announce(f"run: path {name}")
             whole.paths[name] = run_path(name, workspace, config, splits, execution)
-        for name, path in whole.paths.items() if config.segmentation.rounds else ():
-            if config.segmentation.paths is not None and name not in config.segmentation.paths:
-                continue
-            blocked = rounds_blocked(ws, config, path)
+        labels, why = ({}, None)
+        if config.segmentation.rounds:
+            labels, why = round_masks(whole.paths, config.segmentation.paths, ws.done_ids)
+        if why:
+            announce(why)
+        for name, masks in labels.items():
+            blocked = rounds_blocked(ws, config, masks)
             if blocked:
                 announce(f"run: no segmentation rounds for {name}: {blocked}", warning=True)
                 continue
-            announce(f"run: {config.segmentation.rounds} segmentation round(s) on {path.final_masks}")
-            whole.rounds[name] = run_rounds(name, path.final_masks, workspace, config, splits, execution)
+            announce(f"run: {config.segmentation.rounds} segmentation round(s) on {masks}")
+            whole.rounds[name] = run_rounds(name, masks, workspace, config, splits, execution)
         masks = whole.mask_stages
         if config.evaluate and masks and has_ground_truth(ws):
             whole.evaluation = evaluate_flow(workspace, masks, run_name=run_name, log_to_mlflow=config.mlflow, splits=splits)
@@ -191,7 +231,7 @@ def run_flow(
     run_name: str = "run",
 ) -> WholeRun:
     """The whole pipeline on a workspace: optional ingest, every applicable path, segmentation rounds
-    on each path's final masks (segmentation.rounds, default 1), one evaluation, the HTML report
+    on each supervision's best masks (segmentation.rounds, default 1), one evaluation, the HTML report
     (reports/report.html).
 
     config_file: a YAML run config (examples/run.yaml); settings: values by name on top of

@@ -179,8 +179,8 @@ class SegmentationRequest(PathRequest):
 
 @dataclass(frozen=True)
 class RoundsSettings(SegmentationRequest):
-    """The run config's segmentation section: rounds on each path's final pseudo masks (0: none);
-    paths: only on these paths' masks (None: every path that ran)."""
+    """The run config's segmentation section: rounds (0: none) on each supervision's best pseudo
+    masks (wsss_core.registries.BEST_MASKS); paths: on these paths' final masks instead (None: the best masks)."""
 
     paths: tuple[str, ...] | None = None
 

@@ -4,8 +4,9 @@ import mlflow
 
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
-from flows.run import METHOD_FLOWS, run_flow
-from wsss_core.registries import PATHS
+from flows.pipeline import PipelineRun
+from flows.run import METHOD_FLOWS, round_masks, run_flow
+from wsss_core.registries import BEST_MASKS, PATHS, best_masks
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
@@ -59,7 +60,7 @@ def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_roo
         "paths": ["affinitynet", "graphnet-tags"], "mlflow": False, "device": "cpu",
         "affinitynet": {"preset": "small", "crf": False, "train_threads": 1, "overrides": cams},
         "graphnet": {"preset": "offline", "overrides": {"gcn": {"pretrain_epochs": 20}}},
-        "segmentation": {"rounds": 1, "paths": ["graphnet-tags"],
+        "segmentation": {"rounds": 1,  # by default, on the tags' best masks only
                          "overrides": {"train": {"epochs": 1, "crop_size": 48}, "inference": {"crf": False}}},
         "execution": {"progress": False, "batch_size": 4},
     }
@@ -69,8 +70,10 @@ def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_roo
     for stage in ("train-cam", "cams", "pseudo/cam", "affinity-labels"):  # computed once, by affinitynet
         assert tags[stage].done == 0 and tags[stage].skipped > 0, stage
     assert tags["pseudo/gcn-tags"].done > 0
-    assert list(whole.rounds) == ["graphnet-tags"]  # segmentation.paths: rounds only there
-    assert {"pseudo/gcn-tags", "pseudo/gcn-tags/round-1", "pseudo/rw", "pseudo/cam"} <= set(whole.evaluation)
+    best = best_masks("tags", {"pseudo/cam", "pseudo/rw", "pseudo/gcn-tags"})  # crf false: no pseudo/rw-crf
+    assert list(whole.rounds) == ["graphnet-tags" if best == "pseudo/gcn-tags" else "affinitynet"]
+    assert {"pseudo/gcn-tags", f"{best}/round-1", "pseudo/rw", "pseudo/cam"} <= set(whole.evaluation)
+    assert not [s for s in whole.evaluation if s.endswith("/round-1") and not s.startswith(best + "/")]
     n_images = len(Workspace(workspace).image_ids())
     assert whole.mask_stages.count("pseudo/cam") == 1  # listed by both paths, scored once
     assert whole.evaluation["pseudo/cam"]["images"] == n_images
@@ -79,3 +82,31 @@ def test_gcn_tags_in_a_run_shares_the_affinitynet_paths_cam_stages(synthetic_roo
 def test_every_path_runs_the_flow_of_its_method():
     for path in PATHS:
         assert METHOD_FLOWS[path.target.method].name == path.target.method
+
+
+def test_by_default_the_rounds_go_on_each_supervisions_best_masks_only():
+    made = {
+        "graphnet-scribbles": PipelineRun("graphnet-scribbles",
+                                          mask_stages=["pseudo/gcn-scribbles", "pseudo/nearest-scribbles"],
+                                          final_masks="pseudo/gcn-scribbles"),
+        "graphnet-boxes": PipelineRun("graphnet-boxes", mask_stages=["pseudo/gcn-boxes", "pseudo/box-rectangles"],
+                                      final_masks="pseudo/gcn-boxes"),
+        "affinitynet": PipelineRun("affinitynet", mask_stages=["pseudo/cam", "pseudo/rw", "pseudo/rw-crf"],
+                                   final_masks="pseudo/rw-crf"),
+        "graphnet-tags": PipelineRun("graphnet-tags", mask_stages=["pseudo/cam", "pseudo/gcn-tags"],
+                                     final_masks="pseudo/gcn-tags"),
+    }
+    labels, why = round_masks(made, None, finished=lambda stage: ["a"])
+    best = {s: f"pseudo/{BEST_MASKS[s][0]}" for s in ("scribbles", "boxes", "tags")}
+    assert sorted(labels.values()) == sorted(best.values())  # one set of rounds per supervision
+    tags_path = "graphnet-tags" if best["tags"] == "pseudo/gcn-tags" else "affinitynet"
+    assert labels[tags_path] == best["tags"]
+    assert why.startswith("run: segmentation rounds on each supervision's best masks") and f"tags {best['tags']}" in why
+
+    # masks with nothing finished are not candidates: the best of the rest
+    labels, _ = round_masks(made, None, finished=lambda stage: [] if stage == best["tags"] else ["a"])
+    assert best["tags"] not in labels.values() and len(labels) == 3
+
+    # segmentation.paths: those paths' final masks, as asked
+    labels, why = round_masks(made, ("affinitynet",), finished=lambda stage: ["a"])
+    assert labels == {"affinitynet": "pseudo/rw-crf"} and why is None

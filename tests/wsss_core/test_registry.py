@@ -3,11 +3,13 @@ import pytest
 from wsss_core.errors import UsageError
 from wsss_core.registries import (
     BACKBONES,
+    BEST_MASKS,
     MASK_METHODS,
     PATHS,
     SUPERVISIONS,
     Registry,
     UnknownChoiceError,
+    best_masks,
     mask_method_name,
     mask_method_of_stage,
     mask_round_of_stage,
@@ -70,3 +72,20 @@ def test_every_path_names_a_method_and_a_run_config_section():
     for path in PATHS:
         assert path.target.method in {"graphnet", "affinitynet"}
         assert hasattr(RunConfig(), path.target.settings)
+
+
+def test_each_supervisions_best_masks_are_its_own_mask_methods_and_the_first_made_is_taken():
+    for supervision, ranked in BEST_MASKS.items():
+        assert supervision in SUPERVISIONS
+        for name in ranked:
+            assert mask_method_of_stage(f"pseudo/{name}")[1].supervision == supervision, name
+    winner = f"pseudo/{BEST_MASKS['tags'][0]}"
+    assert best_masks("tags", {"pseudo/cam", "pseudo/rw", "pseudo/rw-crf", "pseudo/gcn-tags"}) == winner
+    assert best_masks("tags", {"pseudo/cam"}) == "pseudo/cam"  # the best of what the run made
+    # what a path's request asked for (graphnet.crf, another propagation) takes its learned masks' place
+    made = {"pseudo/nearest-scribbles", "pseudo/gcn-scribbles", "pseudo/gcn-scribbles-crf"}
+    assert best_masks("scribbles", made, finals={"pseudo/gcn-scribbles-crf"}) == "pseudo/gcn-scribbles-crf"
+    assert best_masks("scribbles", made - {"pseudo/gcn-scribbles-crf"}) == f"pseudo/{BEST_MASKS['scribbles'][0]}"
+    made = {"pseudo/nearest-scribbles", "pseudo/labelprop-scribbles"}
+    assert best_masks("scribbles", made, finals={"pseudo/labelprop-scribbles"}) == "pseudo/labelprop-scribbles"
+    assert best_masks("boxes", set()) is None
