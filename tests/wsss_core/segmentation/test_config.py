@@ -30,7 +30,7 @@ def test_presets_hold_deeplabv3s_schedule_and_a_cpu_sized_one():
     assert small.train.backbone == "deeplabv3_resnet18" and small.train.crop_size <= 192
     assert small.inference.crf and SegmentationConfig.paper().inference.crf
     assert small.inference.label_classes_only and not SegmentationConfig.paper().inference.label_classes_only
-    assert small.inference.label_odds == 8.0 and SegmentationConfig.paper().inference.label_odds is None  # the papers' rounds
+    assert small.inference.label_odds == 64.0 and SegmentationConfig.paper().inference.label_odds is None  # the papers' rounds
 
 
 def test_resolve_config_applies_overrides_and_records_the_weights_really_used():
