@@ -102,6 +102,17 @@ class SharedServer:
         prefect.context.refresh_global_settings_context()
         return url
 
+    def flow_settings(self) -> contextlib.AbstractContextManager[Any]:
+        """Prefect's settings for this process's flow runs on the shared server: no flow run
+        heartbeats. A heartbeat lets a server's automations mark a run whose process died as
+        crashed; the shared server runs none of its services, so nothing reads them, and the flow
+        engine waits for its heartbeat thread, which sleeps in steps of 1 s, at the end of every
+        flow run: half a second of a command with nothing to do, on average. No environment
+        variable can say "none" (PREFECT_FLOWS_HEARTBEAT_FREQUENCY takes 30 s or more)."""
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
 
 def ensure_server(directory: Path, idle_s: float, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
     """The API URL of the server serving `directory`, started first if none runs."""
