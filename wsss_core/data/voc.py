@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -245,15 +246,15 @@ class VocReader:
     def sources(self, image_id: str) -> dict[str, Path | None]:
         """The files that feed one image, by role, None where absent (wsss_core.data.fingerprints)."""
 
-        def first(*paths: Path) -> Path | None:
+        def first(paths: Iterable[Path]) -> Path | None:  # in order, as load() looks: later names unchecked
             return next((p for p in paths if os.path.lexists(p)), None)
 
         return {
-            "image": first(*(self._file_in(self.root / IMAGE_DIR, image_id, s) for s in IMAGE_SUFFIXES)),
-            "gt": first(*(self._file_in(self.root / d, image_id, ".png") for d in GT_DIRS)),
-            "scribble": first(*(self._file_in(self.scribbles_dir, image_id, s) for s in (".png", ".xml"))),
-            "annotation": first(self._file_in(self.root / ANNOTATION_DIR, image_id, ".xml")),
-            "manual": first(self.manual_path(image_id)),
+            "image": first(self._file_in(self.root / IMAGE_DIR, image_id, s) for s in IMAGE_SUFFIXES),
+            "gt": first(self._file_in(self.root / d, image_id, ".png") for d in GT_DIRS),
+            "scribble": first(self._file_in(self.scribbles_dir, image_id, s) for s in (".png", ".xml")),
+            "annotation": first([self._file_in(self.root / ANNOTATION_DIR, image_id, ".xml")]),
+            "manual": first([self.manual_path(image_id)]),
         }
 
     def load(self, image_id: str) -> Sample:
