@@ -10,8 +10,8 @@ computes its superpixels, then times, each command a fresh process as a user run
   workspace: every image is done, the flow still runs and is recorded on the server;
 - status: `wsss status` (runs no flow, imports no Prefect), for reference;
 - import_prefect: `python -c "import prefect"`, the floor of any command that runs a flow;
-- prefect_flow: import prefect, then one empty flow run on the shared server with the
-  settings wsss uses there (flows/local_server.py): the floor of a flow command;
+- prefect_flow: import prefect, then one empty flow run (one string parameter) on the shared
+  server with the settings wsss uses there (flows/local_server.py): the floor of a flow command;
 - superpixels_first_image: `wsss superpixels --compactness C` with a C not used before, on a
   second workspace holding the val images (a fifth of them), so that every image is
   computed and the first workspace stays finished: seconds from the process's start to the
@@ -53,6 +53,8 @@ RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "startup.json"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # An empty flow on the shared server, as call_flow runs one (cli/app.py): the floor of a flow command.
+# It takes a parameter, as every wsss flow does: Prefect serialises parameters with FastAPI's
+# jsonable_encoder, and importing FastAPI (with Starlette) is ~0.3 s of that floor.
 PREFECT_FLOW = """
 import flows  # wsss's Prefect defaults
 from flows.local_server import start_shared_server
@@ -62,11 +64,11 @@ server = start_shared_server()
 server.use()
 
 @flow(name="startup-floor")
-def empty():
+def empty(workspace: str):
     return None
 
 with server.flow_settings():
-    empty()
+    empty(workspace="ws")
 """
 
 

@@ -348,6 +348,7 @@ def _unreachable_without_torchvision(name: str, requested: str) -> bool:
     """True when an earlier lookup's download of these weights is not in torch's hub cache and
     cannot be fetched for want of a network (said as resolve_weights says it); False when the
     download is unknown here, cached, or reachable: resolve_weights then decides."""
+    from urllib.error import HTTPError
     from urllib.parse import urlparse
     from urllib.request import Request, urlopen
 
@@ -363,8 +364,8 @@ def _unreachable_without_torchvision(name: str, requested: str) -> bool:
     try:  # what torch.hub's download would meet first
         with urlopen(Request(entry["url"], method="HEAD", headers={"User-Agent": "torch.hub"}), timeout=PROBE_TIMEOUT_S):
             return False
-    except Exception as exc:  # noqa: BLE001 - only a network error decides; anything else goes the whole way
-        if not _network_error(exc):
+    except Exception as exc:  # noqa: BLE001 - only a missing network decides; anything else goes the whole way
+        if not _network_error(exc) or isinstance(exc, HTTPError):  # an HTTP answer: the network is there
             return False
         message = (f"could not load torchvision weights {entry['member']} ({type(exc).__name__}: {exc}); "
                    "falling back to RANDOM INIT: features and CAMs will be far weaker")
