@@ -11,7 +11,8 @@ computes its superpixels, then times, each command a fresh process as a user run
 - status: `wsss status` (runs no flow, imports no Prefect), for reference;
 - import_prefect: `python -c "import prefect"`, the floor of any command that runs a flow;
 - prefect_flow: import prefect, then one empty flow run (one string parameter) on the shared
-  server with the settings wsss uses there (flows/local_server.py): the floor of a flow command;
+  server with the settings wsss uses there (flows/local_server.py) and its exit (gc.freeze):
+  the floor of a flow command;
 - superpixels_first_image: `wsss superpixels --compactness C` with a C not used before, on a
   second workspace holding the val images (a fifth of them), so that every image is
   computed and the first workspace stays finished: seconds from the process's start to the
@@ -56,6 +57,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # It takes a parameter, as every wsss flow does: Prefect serialises parameters with FastAPI's
 # jsonable_encoder, and importing FastAPI (with Starlette) is ~0.3 s of that floor.
 PREFECT_FLOW = """
+import atexit, gc
+atexit.register(gc.freeze)  # as the wsss command does (cli/app.py): no last garbage collections
 import flows  # wsss's Prefect defaults
 from flows.local_server import start_shared_server
 from prefect import flow
