@@ -93,14 +93,44 @@ class SharedServer:
     def __init__(self, directory: Path, pid: int):
         self.directory = directory
         self.pid = pid
+        self.prefect_version: str | None = None  # the server's, once it answers
 
     def use(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
         import prefect.context
 
         url = wait_until_ready(self.directory, self.pid, timeout_s)
+        self.prefect_version = (_read_record(self.directory) or {}).get("prefect_version")
         os.environ["PREFECT_API_URL"] = url  # for the engine's worker processes too
         prefect.context.refresh_global_settings_context()
         return url
+
+    def flow_settings(self) -> contextlib.AbstractContextManager[Any]:
+        """Prefect's settings for this process's flow runs on the shared server, what Prefect
+        offers for a server known to the client (start-up time: benchmarks/startup.py):
+
+        - no flow run heartbeats. A heartbeat lets a server's automations mark a run whose
+          process died as crashed; the shared server runs none of its services, so nothing reads
+          them, and the flow engine waits for its heartbeat thread, which sleeps in steps of 1 s,
+          at the end of every flow run: half a second of a command with nothing to do, on
+          average. No environment variable can say "none" (PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+          takes 30 s or more), hence settings for the run rather than the environment;
+        - no CSRF token request before a client's first change (the server runs without CSRF
+          protection), and no version handshake when this Prefect started the server."""
+        import prefect
+        from prefect.settings import (
+            PREFECT_CLIENT_CSRF_SUPPORT_ENABLED, PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings,
+        )
+
+        updates: dict[Any, Any] = {
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+            # The server runs without CSRF protection (serve): a client's first change would
+            # otherwise ask for a token first and be told so.
+            PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: False,
+        }
+        if self.prefect_version == prefect.__version__:  # started by this Prefect: no version handshake
+            updates[PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED] = False
+        return temporary_settings(updates=updates)
 
 
 def ensure_server(directory: Path, idle_s: float, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
@@ -222,10 +252,12 @@ def serve(directory: Path, idle_s: float) -> None:
         "PREFECT_UI_ENABLED": "true",  # the runs of every command, at http://127.0.0.1:<port> (wsss server status)
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "false",  # loopback only; clients skip the token (flow_settings)
         "PREFECT_LOGGING_LEVEL": "WARNING",
     })
     os.environ.pop("PREFECT_API_URL", None)
     import uvicorn
+    from prefect import __version__ as prefect_version
     from prefect.server.api.server import create_app
 
     # the API and UI without the server's services (scheduler, late runs...), as Prefect's
@@ -233,7 +265,7 @@ def serve(directory: Path, idle_s: float) -> None:
     clock = IdleClock(create_app(webserver_only=True, final=True))
     server = uvicorn.Server(uvicorn.Config(clock, log_level="error", lifespan="on"))
     record = {"pid": os.getpid(), "port": port, "api_url": f"http://127.0.0.1:{port}/api", "ui_url": f"http://127.0.0.1:{port}",
-              "idle_s": idle_s}
+              "idle_s": idle_s, "prefect_version": prefect_version}
 
     async def watch() -> None:
         while not server.started and not server.should_exit:

@@ -26,14 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from prefect import Task
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from flows.common import Execution, StageSummary, announce, console, effective_execution, engine_session
-from wsss_core.backbones import default_device
 from wsss_core.config import config_hash, config_to_dict, ids_digest
 from wsss_core.errors import UsageError, WorkspaceError
 from wsss_core.refit import RefitRule, model_drift
@@ -380,6 +378,10 @@ def runs_on_gpu(device: str | None, execution: Execution) -> bool:
     device: the stage's device (None: CUDA when the machine running the task has it). On a
     Dask scheduler given by address the workers' machines decide, so the answer is yes.
     """
+    import torch  # here: a run whose stages use no device (superpixels) never loads torch
+
+    from wsss_core.backbones import default_device
+
     if device:
         return torch.device(device).type != "cpu"
     execution = effective_execution(execution)

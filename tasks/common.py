@@ -6,17 +6,18 @@ import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
 from prefect import Task
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.states import State
 
-from wsss_core.backbones import default_device
 from wsss_core.runner import BatchReport, Step, TransientBatchError, run_batch
 from wsss_core.store import Workspace
+
+if TYPE_CHECKING:  # torch itself is imported by the tasks that use it: a flow with nothing to do never loads it
+    import torch
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -126,6 +127,8 @@ def torch_threads(threads: int | None, device: torch.device) -> Iterator[None]:
     if device.type != "cpu" or not threads:
         yield
         return
+    import torch
+
     with _threads_lock:
         if _threads_users == 0:
             _threads_before = torch.get_num_threads()
@@ -150,4 +153,8 @@ def single_torch_thread(device: torch.device) -> contextlib.AbstractContextManag
 
 
 def resolve_device(device: str | None) -> torch.device:
+    import torch
+
+    from wsss_core.backbones import default_device
+
     return torch.device(device) if device else default_device()

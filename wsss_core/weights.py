@@ -12,19 +12,23 @@ else to random init. wsss_core.backbones builds networks from what this module r
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from wsss_core.checkpoints import read_checkpoint
 from wsss_core.data.fingerprints import file_sha256
 from wsss_core.errors import BadInputError
 from wsss_core.registries import BACKBONES
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: deciding that none can be had needs no torch
+    import torch
+    import torchvision
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ def resolve_weights(
         return None, WeightsRecord(requested, "none", "random init requested")
     enum = _torchvision_weights_enum(name)
     if enum is not None and requested in enum.__members__:
+        _remember_download(name, requested, enum[requested])
         return _torchvision_state_dict(enum[requested], requested)
     path = Path(requested)
     if not path.is_file():
@@ -105,17 +110,40 @@ def _network_error(error: BaseException) -> bool:
     return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException))
 
 
+def _hub_dir() -> Path:
+    """torch.hub.get_dir(): torch's own answer once torch is loaded (torch.hub.set_dir may have moved
+    it), else the rule torch documents, $TORCH_HOME/hub, $TORCH_HOME defaulting to
+    $XDG_CACHE_HOME/torch and that to ~/.cache/torch."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME") or os.path.join(cache, "torch"))) / "hub"
+
+
 def _hub_file(url: str) -> Path:
     """Where torch.hub keeps (and looks for) a downloaded checkpoint."""
     from urllib.parse import urlparse
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return _hub_dir() / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _say_unreachable(cached: Path, weights_class: str, member: str, error: BaseException, message: str) -> None:
+    """Note that a download failed for want of a network: OFFLINE_MESSAGE the first time in this
+    process, the fallback's own message at INFO after that."""
+    first = not _UNREACHABLE
+    _UNREACHABLE.setdefault(str(cached), f"{type(error).__name__}: {error}")
+    if first:
+        logger.warning("%s (torchvision could not download %s weights %s: %s)", OFFLINE_MESSAGE,
+                       weights_class.removesuffix("_Weights").lower(), member, error)
+    else:
+        logger.info(message)
 
 
 def _torchvision_state_dict(
     member: torchvision.models.WeightsEnum, requested: str
 ) -> tuple[dict[str, torch.Tensor] | None, WeightsRecord]:
-    import torchvision
+    import torch
+
     cached = _hub_file(member.url)
     try:
         if not cached.exists():  # fetched here, without torch.hub's "Downloading: ..." line before a failure
@@ -131,13 +159,7 @@ def _torchvision_state_dict(
             "falling back to RANDOM INIT: features and CAMs will be far weaker"
         )
         if _network_error(exc):
-            first = not _UNREACHABLE
-            _UNREACHABLE.setdefault(str(cached), f"{type(exc).__name__}: {exc}")
-            if first:
-                logger.warning("%s (torchvision could not download %s weights %s: %s)", OFFLINE_MESSAGE,
-                               member.__class__.__name__.removesuffix("_Weights").lower(), member.name, exc)
-            else:
-                logger.info(message)
+            _say_unreachable(cached, member.__class__.__name__, member.name, exc, message)
         else:  # a damaged cache file, a hash mismatch: a real problem, said every time
             logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -146,6 +168,8 @@ def _torchvision_state_dict(
 
 
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -158,6 +182,8 @@ def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
     """A plain state dict, from a state dict or a training checkpoint; prefixes removed."""
+    import torch
+
     if not isinstance(loaded, Mapping):
         return None
     for key in ("model", "state_dict"):
@@ -252,6 +278,8 @@ def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
     """(True, note) when the requested pretrained weights can be loaded here; never warns."""
     if no_weights(weights):
         return False, "no pretrained weights requested"
+    if _unreachable_without_torchvision(backbone, str(weights)):
+        return False, f"pretrained weights {weights!r} of {backbone} could not be loaded (no network)"
     state_dict, record = resolve_weights(backbone, weights)
     if state_dict is not None:
         return True, f"{record.used}: {record.reason}"
@@ -261,8 +289,85 @@ def pretrained_loads(backbone: str, weights: str | None) -> tuple[bool, str]:
 
 def checkpoint_backbone(path: Path) -> str:
     """The backbone name a wsss training checkpoint (CamNet, AffinityNet) was built with."""
+    from wsss_core.checkpoints import read_checkpoint
+
     meta = read_checkpoint(path).get("meta", {})
     name = meta.get("backbone")
     if not name:
         raise BadInputError(path, "checkpoint names no backbone in its meta data")
     return str(name)
+
+
+# ----------------------------------------------------------------------------- no weights, without torch
+
+# Start-up time: finding that torchvision weights cannot be had (none in torch's hub cache and no
+# network) imported torchvision, and with it torch: ~3 s of every command that resolves an `auto`
+# preset on the 2-core machine, also of one that finds nothing to do. A weights name's download is
+# fixed for one torchvision version, so each lookup keeps it (its URL, weights class and member)
+# in a small table beside torch's hub cache, and later processes decide from there; weights that
+# are cached or reachable still go the whole way (resolve_weights).
+DOWNLOADS_FILE = "wsss-torchvision-weights.json"
+PROBE_TIMEOUT_S = 10.0
+
+
+def _torchvision_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchvision")
+    except PackageNotFoundError:
+        return None
+
+
+def _remember_download(name: str, requested: str, member: Any) -> None:
+    """Keep where torchvision downloads weights `requested` of network `name` (see DOWNLOADS_FILE)."""
+    key = f"{_torchvision_version()}:{name}:{requested}"
+    entry = {"url": member.url, "weights_class": member.__class__.__name__, "member": member.name}
+    path = _hub_dir() / DOWNLOADS_FILE
+    table = _read_downloads(path)
+    if table.get(key) == entry:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({**table, key: entry}, indent=1, sort_keys=True))
+        os.replace(partial, path)  # whole or not at all, for processes reading it at the same time
+    except OSError:
+        pass  # a read-only cache: the next process looks the weights up in torchvision again
+
+
+def _read_downloads(path: Path) -> dict[str, Any]:
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def _unreachable_without_torchvision(name: str, requested: str) -> bool:
+    """True when an earlier lookup's download of these weights is not in torch's hub cache and
+    cannot be fetched for want of a network (said as resolve_weights says it); False when the
+    download is unknown here, cached, or reachable: resolve_weights then decides."""
+    from urllib.error import HTTPError
+    from urllib.parse import urlparse
+    from urllib.request import Request, urlopen
+
+    version = _torchvision_version()
+    entry = _read_downloads(_hub_dir() / DOWNLOADS_FILE).get(f"{version}:{name}:{requested}")
+    if version is None or not isinstance(entry, dict) or not {"url", "weights_class", "member"} <= entry.keys():
+        return False
+    cached = _hub_dir() / "checkpoints" / Path(urlparse(entry["url"]).path).name
+    if cached.exists():
+        return False
+    if str(cached) in _UNREACHABLE:
+        return True
+    try:  # what torch.hub's download would meet first
+        with urlopen(Request(entry["url"], method="HEAD", headers={"User-Agent": "torch.hub"}), timeout=PROBE_TIMEOUT_S):
+            return False
+    except Exception as exc:  # noqa: BLE001 - only a missing network decides; anything else goes the whole way
+        if not _network_error(exc) or isinstance(exc, HTTPError):  # an HTTP answer: the network is there
+            return False
+        message = (f"could not load torchvision weights {entry['member']} ({type(exc).__name__}: {exc}); "
+                   "falling back to RANDOM INIT: features and CAMs will be far weaker")
+        _say_unreachable(cached, entry["weights_class"], entry["member"], exc, message)
+        return True

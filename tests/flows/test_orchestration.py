@@ -80,18 +80,20 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
 
 
 # A command that runs no flow must not load Prefect (let alone start its temporary server,
-# ~8-11 s here): it runs in a process of its own, which then reports whether Prefect was loaded.
-PROBE = """
+# ~8-11 s here), and a flow with nothing to do must not load torch (~2-3 s with torchvision):
+# the command runs in a process of its own, which then reports which heavy libraries it loaded.
+HEAVY = ("prefect", "torch", "torchvision", "skimage")
+PROBE = f"""
 import sys
 from cli import app
 try:
     app(sys.argv[1:], standalone_mode=False)
 finally:
-    print("PREFECT_LOADED" if any(m == "prefect" or m.startswith("prefect.") for m in sys.modules) else "NO_PREFECT")
+    print("LOADED", *[name for name in {HEAVY!r} if name in sys.modules])
 """
 
 
-def run_probe(*args: str, api_url: str | None = None) -> str:
+def run_probe(*args: str, api_url: str | None = None) -> set[str]:
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     if api_url:
@@ -100,7 +102,9 @@ def run_probe(*args: str, api_url: str | None = None) -> str:
     result = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Starting temporary server" not in result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    last = result.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "LOADED", result.stdout[-2000:]
+    return set(last[1:])
 
 
 def test_commands_that_run_no_flow_load_no_prefect(synthetic_root, tmp_path):
@@ -114,7 +118,7 @@ def test_commands_that_run_no_flow_load_no_prefect(synthetic_root, tmp_path):
         ["check", "--workspace", workspace, "--no-progress"],
         ["compare", "--workspace", workspace],  # refused (no MLflow store yet), but after its imports
     ):
-        assert run_probe(*args) == "NO_PREFECT", args
+        assert "prefect" not in run_probe(*args), args
     assert len(list((tmp_path / "masks").glob("*.png"))) == len(Workspace(workspace).image_ids())
 
 
@@ -124,4 +128,28 @@ def test_the_probe_sees_a_command_that_runs_a_flow(synthetic_root, tmp_path):
     import prefect.settings
 
     api_url = prefect.settings.PREFECT_API_URL.value()  # the harness's: no temporary server of its own
-    assert run_probe("superpixels", "--workspace", workspace, "--preset", "offline", "--no-progress", api_url=api_url) == "PREFECT_LOADED"
+    assert "prefect" in run_probe("superpixels", "--workspace", workspace, "--preset", "offline", "--no-progress", api_url=api_url)
+
+
+async def _flow_runs(name: str) -> int:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async with get_client() as client:
+        return len(await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name]))))
+
+
+def test_a_flow_command_with_nothing_to_do_runs_its_flow_without_loading_torch(synthetic_root, tmp_path):
+    # Start-up time (issue 31): the flow still runs and is recorded, but nothing that only
+    # computing needs is loaded. (The `auto` preset's "no weights without a network" is
+    # decided without torchvision too: tests/wsss_core/test_weights.py.)
+    workspace = str(tmp_path / "ws")
+    execution = Execution(progress=False)
+    ingest_flow(root=str(synthetic_root), workspace=workspace, execution=execution)
+    superpixels_flow(workspace=workspace, request=SuperpixelsRequest(preset="offline"), execution=execution)
+    import prefect.settings
+
+    runs = asyncio.run(_flow_runs("superpixels"))
+    loaded = run_probe("superpixels", "--workspace", workspace, "--preset", "offline", "--no-progress",
+                       api_url=prefect.settings.PREFECT_API_URL.value())
+    assert loaded == {"prefect"}
+    assert asyncio.run(_flow_runs("superpixels")) == runs + 1

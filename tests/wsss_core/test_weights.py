@@ -1,5 +1,6 @@
 import logging
 import urllib.error
+import urllib.request
 
 import pytest
 import torch
@@ -80,3 +81,30 @@ def test_without_a_network_the_missing_weights_are_said_once_and_fetched_once_pe
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(loud) == 1 and loud[0].startswith(weights.OFFLINE_MESSAGE) and "resnet18" in loud[0]
     assert weights.offline()
+
+
+def test_weights_known_to_be_unreachable_are_decided_without_torchvision(tmp_path, no_network, monkeypatch, caplog):
+    # A first lookup goes through torchvision and keeps where the weights download from ...
+    assert pretrained_loads("resnet18", "DEFAULT")[0] is False
+    assert (tmp_path / "torch" / "hub" / weights.DOWNLOADS_FILE).is_file()
+    # ... so a later process (here: this one, having said nothing yet) decides without torchvision
+    monkeypatch.setattr(weights, "_UNREACHABLE", {})
+
+    def no_torchvision(name):
+        raise AssertionError("torchvision looked up")
+
+    def unreachable(request, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(weights, "_torchvision_weights_enum", no_torchvision)
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with caplog.at_level(logging.WARNING, logger="wsss_core.weights"):
+        loads, note = pretrained_loads("resnet18", "DEFAULT")
+    assert not loads and note == "pretrained weights 'DEFAULT' of resnet18 could not be loaded (no network)"
+    assert weights.offline() and [r.getMessage() for r in caplog.records][0].startswith(weights.OFFLINE_MESSAGE)
+    # weights that are in torch's hub cache go the whole way (they may load)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]).write_bytes(b"")
+    with pytest.raises(AssertionError, match="torchvision looked up"):
+        pretrained_loads("resnet18", "DEFAULT")

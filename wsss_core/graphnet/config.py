@@ -19,11 +19,10 @@ import numpy as np
 from wsss_core.config import apply_overrides
 from wsss_core.crf import CRFConfig
 from wsss_core.errors import BadInputError
-from wsss_core.graphnet.features import FeatureConfig
-from wsss_core.graphnet.gcn import GCNConfig
 from wsss_core.graphnet.graph import Graph, GraphConfig
 from wsss_core.graphnet.label_propagation import LabelPropagationConfig
 from wsss_core.graphnet.mixed import MixedSeedConfig
+from wsss_core.graphnet.network_configs import FeatureConfig, GCNConfig
 from wsss_core.graphnet.seeds import BoxSeedConfig, NodeSeeds, ScribbleSeedConfig, TagSeedConfig
 from wsss_core.registries import AUTO, BACKBONES, GRAPHNET_PRESETS, SUPERVISIONS
 from wsss_core.graphnet.superpixels import SuperpixelConfig

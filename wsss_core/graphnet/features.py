@@ -8,7 +8,6 @@ weights as a sparse (h*w, n_nodes) matrix and never materialise the D x H x W ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -20,21 +19,9 @@ from skimage.color import rgb2lab, rgb2gray
 from skimage.feature import local_binary_pattern
 
 from wsss_core.backbones import Backbone, normalise_images
+from wsss_core.graphnet.network_configs import FeatureConfig
 
 MAX_POOL_CHANNEL_CHUNK = 64  # channels resized at once for max pooling
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """CNN features per superpixel (GraphNet: VGG-16 relu5_3, mean pooling)."""
-
-    backbone: str = "vgg16"
-    weights: str | None = "DEFAULT"
-    pooling: Literal["mean", "max"] = "mean"
-    add_colour: bool = False  # mean and std of Lab colour (6 values)
-    add_position: bool = False  # centroid y/H, x/W (2 values)
-    add_texture: bool = False  # gradient / LoG statistics and LBP histogram (22 values)
-    batch_size: int = 8
 
 
 def extract_feature_maps(

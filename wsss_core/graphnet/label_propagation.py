@@ -7,13 +7,15 @@ F = (1 - α)(I - αS)^-1 Y with S = D^-1/2 W D^-1/2, solved by conjugate gradien
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import cg
 
 from wsss_core.graphnet.graph import Graph
 from wsss_core.graphnet.seeds import NodeSeeds
+
+if TYPE_CHECKING:  # scipy is imported where it is used (see graph.py)
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ def propagate_labels(
         raise ValueError(f"alpha must lie in (0, 1), got {config.alpha}")
     if seeds.n_nodes != graph.n_nodes:
         raise ValueError(f"{seeds.n_nodes} seeded nodes but the graph has {graph.n_nodes}")
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import cg
+
     system = sp.identity(graph.n_nodes, format="csr") - config.alpha * symmetric_normalised(graph)
     scores = np.zeros((graph.n_nodes, seeds.num_classes))
     labelled = np.flatnonzero(seeds.labelled)
@@ -51,6 +56,8 @@ def propagate_labels(
 
 def symmetric_normalised(graph: Graph) -> sp.csr_matrix:
     """S = D^-1/2 W D^-1/2 (no self-loops); isolated nodes get zero rows."""
+    import scipy.sparse as sp
+
     weights = graph.adjacency_matrix()
     degree = np.asarray(weights.sum(axis=1)).ravel()
     inverse_sqrt = np.zeros_like(degree)

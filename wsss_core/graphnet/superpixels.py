@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from skimage.segmentation import felzenszwalb, slic
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,8 @@ def compute_superpixels(image: np.ndarray, config: SuperpixelConfig = Superpixel
     """HxWx3 uint8 image -> HxW int32 labels 0..n-1, every label present, each region connected."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
+    from skimage.segmentation import felzenszwalb, slic  # here: a flow with nothing to compute never loads it (~0.5 s)
+
     height, width = image.shape[:2]
     if config.method == "slic":
         n_segments = max(1, round(config.segments_per_100k_pixels * height * width / 100_000))
