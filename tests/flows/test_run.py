@@ -5,8 +5,9 @@ import mlflow
 from flows.common import Execution, flow_result
 from flows.ingest import ingest_flow
 from flows.pipeline import PipelineRun
-from flows.run import METHOD_FLOWS, round_masks, run_flow
+from flows.run import METHOD_FLOWS, generate_dataset, round_masks, run_flow
 from wsss_core.registries import BEST_MASKS, PATHS, best_masks
+from wsss_core.run_config import resolve_run_config
 from wsss_core.store import Workspace
 from wsss_core.tracking import tracking_uri
 
@@ -110,3 +111,12 @@ def test_by_default_the_rounds_go_on_each_supervisions_best_masks_only():
     # segmentation.paths: those paths' final masks, as asked
     labels, why = round_masks(made, ("affinitynet",), finished=lambda stage: ["a"])
     assert labels == {"affinitynet": "pseudo/rw-crf"} and why is None
+
+
+def test_a_run_generates_the_mix_it_names(tmp_path):
+    root = tmp_path / "data"
+    config = resolve_run_config(None, {"ingest": {"root": str(root)},
+                                       "generate": {"images": 6, "width": 48, "height": 32, "label_mix": "tags=1"}})
+    generate_dataset(config)
+    assert not list(root.glob("**/*scribble*/*.png"))  # tags only: no image kept its scribbles
+    assert len(list(root.glob("JPEGImages/*"))) == 6

@@ -52,14 +52,3 @@ def test_the_generated_dataset_may_mix_its_labels(tmp_path):
     assert resolve_run_config(None, None).generate.parsed_label_mix() is None
     with pytest.raises(UsageError, match="add up to"):
         resolve_run_config(None, {"ingest": {"root": str(tmp_path)}, "generate": {"images": 4, "label_mix": "scribbles=0.5"}})
-
-
-def test_a_run_generates_the_mix_it_names(tmp_path):
-    from flows.run import generate_dataset
-
-    root = tmp_path / "data"
-    config = resolve_run_config(None, {"ingest": {"root": str(root)},
-                                       "generate": {"images": 6, "width": 48, "height": 32, "label_mix": "tags=1"}})
-    generate_dataset(config)
-    assert not list(root.glob("**/*scribble*/*.png"))  # tags only: no image kept its scribbles
-    assert len(list(root.glob("JPEGImages/*"))) == 6
