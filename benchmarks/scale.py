@@ -12,6 +12,11 @@ process of its own:
   stage after the other, in one process. Same per-batch work (a block stage computes the
   same blocks), same workspace reads and writes and packs, same stage bookkeeping; no flow,
   no task runs, no server. This is "the plain loop's compute and I/O".
+- memory (the superpixels path only, --memory): the core function alone, SLIC
+  (wsss_core.graphnet.superpixels.compute_superpixels with the command's config) in a loop
+  over every image already read into memory: no storage, no stage bookkeeping, no flow.
+  Its wall and CPU time are the loop's alone (reading the images first is not counted).
+  This is the floor the issue compares `wsss superpixels` against, start-up included.
 - the command (`wsss superpixels`, `wsss graphnet --no-evaluate --no-mlflow`) with 1 and 2
   workers (threads engine), with the default Prefect server ("temporary": the local server
   commands share, started by the first one) and with a long-lived `prefect server start`
@@ -104,6 +109,23 @@ def plain_walk(workspace: str, path: str) -> None:
                 stage.task.fn(workspace=ws, stage=stage.name, key=key, image_ids=batch, **arguments)
 
 
+def memory_loop(workspace: str) -> None:
+    """The superpixels core function in a loop over images held in memory (see the module
+    docstring). Prints {"loop_s", "loop_cpu_s"} as the last line. In its own process."""
+    from wsss_core.graphnet.config import resolve_config
+    from wsss_core.graphnet.superpixels import compute_superpixels
+    from wsss_core.store import Workspace
+
+    ws = Workspace(workspace).require()
+    config = resolve_config("auto").config.superpixels
+    images = [ws.read_array("images", image_id) for image_id in ws.select_ids(None)]
+    compute_superpixels(images[0], config)  # its imports and first call, as the command's start-up pays them
+    started, cpu = time.perf_counter(), time.process_time()
+    for image in images:
+        compute_superpixels(image, config)
+    print(json.dumps({"loop_s": time.perf_counter() - started, "loop_cpu_s": time.process_time() - cpu}))
+
+
 # ----------------------------------------------------------------------------- measuring a process
 
 
@@ -147,9 +169,9 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def measure(args: list[str], env: dict[str, str], cwd: Path, server: Any = None) -> dict[str, Any]:
+def measure(args: list[str], env: dict[str, str], cwd: Path, server: Any = None, keep_output: bool = False) -> dict[str, Any]:
     """Run a command; its wall time, exit code, CPU time (with the server's during the run,
-    when one is named), peak memory and its workers' (polled VmHWM)."""
+    when one is named), peak memory and its workers' (polled VmHWM); keep_output: its output too."""
     by_service = server.cpu_by_service() if hasattr(server, "cpu_by_service") else None
     server_cpu = server.cpu_s() if server else 0.0
     started = time.perf_counter()
@@ -178,7 +200,7 @@ def measure(args: list[str], env: dict[str, str], cwd: Path, server: Any = None)
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{output[-3000:]}")
     services = ({name: round(cpu - by_service.get(name, 0.0), 2) for name, cpu in server.cpu_by_service().items()}
                 if by_service is not None else None)
-    return {
+    measured = {
         "server_cpu_by_service_s": services,
         "wall_s": round(wall, 2),
         # CPU seconds of the command (and the children it waited for) plus the server's share
@@ -190,6 +212,7 @@ def measure(args: list[str], env: dict[str, str], cwd: Path, server: Any = None)
         "load_before": round(load, 2),
         "load_after": round(os.getloadavg()[0], 2),
     }
+    return {**measured, "output": output} if keep_output else measured
 
 
 def count_files(workspace: Path) -> dict[str, int]:
@@ -334,7 +357,7 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
     source = ingested(data, size, env)
     images = len([p for p in (source / "markers" / "ingest").rglob("*.json")])
     row: dict[str, Any] = {"path": path, "size": size, "images": images, "repeats": repeats, "runs": {}}
-    plans = [("plain", None, None)] + [(f"w{w}-{s}", w, s) for s in servers if s != "stack" for w in workers]
+    plans = [("plain", None, None)] + ([("memory", None, None)] if path == "superpixels" else []) + [(f"w{w}-{s}", w, s) for s in servers if s != "stack" for w in workers]
     if "stack" in servers:  # its Dask workers are the workers: --workers does not apply
         plans.append((f"dask{stack.workers}-stack", None, "stack"))
     measured: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plans}
@@ -348,6 +371,8 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                 run_env = dict(env)
                 if name == "plain":
                     command = [sys.executable, str(Path(__file__).resolve()), "--plain", path, str(workspace)]
+                elif name == "memory":
+                    command = [sys.executable, str(Path(__file__).resolve()), "--memory", str(workspace)]
                 elif kind == "stack":
                     command = [*WSSS, *COMMANDS[path], "--workspace", str(workspace), "--no-progress"]
                     run_env.update(stack.env)
@@ -356,7 +381,11 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                     if kind == "long-lived":
                         run_env["PREFECT_API_URL"] = server.url
                 print(f"  {path} {size}: {name} (round {round_ + 1}/{repeats}) ...", flush=True)
-                result = measure(command, run_env, REPO_ROOT, {"long-lived": server, "stack": stack}.get(kind))
+                result = measure(command, run_env, REPO_ROOT, {"long-lived": server, "stack": stack}.get(kind), keep_output=name == "memory")
+                if name == "memory":  # the loop's own times, not the process's
+                    loop = json.loads(result.pop("output").strip().splitlines()[-1])
+                    result["process_wall_s"], result["wall_s"] = result["wall_s"], round(loop["loop_s"], 2)
+                    result["process_cpu_s"], result["cpu_s"] = result["cpu_s"], round(loop["loop_cpu_s"], 2)
                 result["images_per_s"] = round(images / result["wall_s"], 2)
                 files = count_files(workspace)
                 result["files"] = sum(files.values())
@@ -366,8 +395,12 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                 print(f"    {result['wall_s']} s, {result['cpu_s']} CPU s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
     row["runs"] = {name: median_run(runs) for name, runs in measured.items()}
     plain, plain_cpu = row["runs"]["plain"]["wall_s"], row["runs"]["plain"]["cpu_s"]
+    memory = row["runs"].get("memory")
     for name, result in row["runs"].items():
-        if name != "plain":
+        if memory and name.startswith("w"):
+            result["vs_memory"] = round(result["wall_s"] / memory["wall_s"], 3)
+            result["cpu_vs_memory"] = round(result["cpu_s"] / memory["cpu_s"], 3)
+        if name not in ("plain", "memory"):
             result["orchestration_share"] = round((result["wall_s"] - plain) / result["wall_s"], 3)
             result["orchestration_cpu_share"] = round((result["cpu_s"] - plain_cpu) / result["cpu_s"], 3)
             result["vs_plain"] = round(result["wall_s"] / plain, 3)
@@ -409,6 +442,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--plain":
         plain_walk(sys.argv[3], sys.argv[2])
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory":
+        memory_loop(sys.argv[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000], help="dataset sizes for the superpixels stage")

@@ -442,6 +442,33 @@ def one_run(name: str, scratch: Path, n: int, batch: int, reads: int, seed: int)
     }
 
 
+def one_call_or_pieces(scratch: Path, size: int = 9 * 2**18, repeats: int = 50) -> dict:
+    """A file of `size` bytes (a pack of 16 images of 256x192x3 is about this big) written and
+    read in one write()/read() call and in pieces of 1 MiB (what wsss_core/store/pack_files.py
+    does), each a new file on this disk; medians in ms."""
+    data = memoryview(os.urandom(size))
+    folder = scratch / "io-calls"
+    folder.mkdir(parents=True, exist_ok=True)
+    times: dict[str, list[float]] = {"write_one_call_ms": [], "write_pieces_ms": [], "read_one_call_ms": [], "read_pieces_ms": []}
+    for repeat in range(repeats):
+        for how, piece in (("one_call", size), ("pieces", 2**20)):
+            path = folder / f"{how}-{repeat}"
+            t0 = time.perf_counter()
+            with open(path, "wb", buffering=0) as handle:
+                for start in range(0, size, piece):
+                    handle.write(data[start : start + piece])
+            times[f"write_{how}_ms"].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            with open(path, "rb", buffering=0) as handle:
+                into = bytearray(size)
+                view = memoryview(into)
+                for start in range(0, size, piece):
+                    handle.readinto(view[start : start + piece])
+            times[f"read_{how}_ms"].append((time.perf_counter() - t0) * 1000)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"bytes": size, **{k: round(statistics.median(v), 3) for k, v in times.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -473,6 +500,8 @@ def main() -> None:
                 medians["concurrent_same_shard"] = concurrent(name, scratch, args.concurrent_images, args.batch, True)
             medians["runs"] = runs[name]
             results["layouts"][name] = medians
+        results["one_call_or_pieces"] = one_call_or_pieces(scratch)
+        print("one call or pieces of 1 MiB:", results["one_call_or_pieces"])
     results["load_after"] = os.getloadavg()[0]
     header = (f"{'layout':<26}{'files/img':>10}{'KB/img':>8}{'write ms/img':>13}{'(cpu)':>7}{'read ms':>9}"
               f"{'batch read':>11}{'is_done ms':>11}  concurrent")

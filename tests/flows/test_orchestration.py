@@ -81,8 +81,10 @@ def test_a_cpu_stage_runs_its_batches_untagged(prefect_harness, synthetic_root, 
 
 # A command that runs no flow must not load Prefect (let alone start its temporary server,
 # ~8-11 s here), and a flow with nothing to do must not load torch (~2-3 s with torchvision):
-# the command runs in a process of its own, which then reports which heavy libraries it loaded.
-HEAVY = ("prefect", "torch", "torchvision", "skimage")
+# the command runs in a process of its own, which then reports which heavy libraries it loaded
+# (Zarr too, ~0.2 s: finished images are found by their markers, the stage keys in the root's
+# zarr.json read as JSON).
+HEAVY = ("prefect", "torch", "torchvision", "skimage", "zarr")
 PROBE = f"""
 import sys
 from cli import app

@@ -17,7 +17,7 @@ from wsss_core.data.readers import open_reader
 from wsss_core.graphnet.config import resolve_config
 from wsss_core.store import INGEST_ARRAYS, INGEST_STAGE, Workspace
 from wsss_core.graphnet.superpixels import compute_superpixels
-from tests.storage_helpers import damage
+from tests.storage_helpers import damage, pack_mates
 
 QUIET = Execution(progress=False)
 SEEDS = "seeds/scribbles"
@@ -34,7 +34,8 @@ def seeds_flow(workspace: str):
 
 
 def ingested(synthetic_root, tmp_path) -> Workspace:
-    flow_result(ingest_flow, root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=QUIET)
+    """Ingested in batches of 4: packs of 4 images, so a damaged pack leaves the others readable."""
+    flow_result(ingest_flow, root=str(synthetic_root), workspace=str(tmp_path / "ws"), execution=Execution(progress=False, batch_size=4))
     return Workspace(tmp_path / "ws")
 
 
@@ -50,21 +51,24 @@ def test_ingest_writes_only_the_arrays_it_owns(synthetic_root, tmp_path):
 def test_a_damaged_image_fails_the_next_stage_by_name_and_is_read_again(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
     image_id = ws.image_ids()[0]
+    mates = pack_mates(ws, "images", image_id)  # a damaged pack: every image in it is unreadable
+    assert len(mates) < len(ws.image_ids())
     chunk = damage(ws, "images", image_id)
     run = flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     [summary] = run.summaries
-    assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
+    assert set(summary.failed) == mates and all(str(chunk) in summary.failed[i] for i in mates)
     for stage in ("superpixels", INGEST_STAGE):
-        [record] = ws.failures(stage)
-        assert record.kind == "unreadable" and str(chunk) in record.message
-    assert image_id not in ws.image_ids()  # ingest no longer counts it done
-    assert ws.status(INGEST_STAGE).failed == 1
+        records = ws.failures(stage)
+        assert {r.image_id for r in records} == mates
+        assert all(r.kind == "unreadable" and str(chunk) in r.message for r in records)
+    assert not mates & set(ws.image_ids())  # ingest no longer counts them done
+    assert ws.status(INGEST_STAGE).failed == len(mates)
 
     again = flow_result(ingest_flow, root=str(synthetic_root), workspace=str(ws.path), execution=QUIET)
-    assert again.ok and again.done == 1
+    assert again.ok and again.done == len(mates)
     reader = open_reader(synthetic_root, format="voc", split="train")
     assert np.array_equal(ws.read_array("images", image_id), reader.load(image_id).image)
-    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == len(mates)
     assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
     assert ws.done_ids("superpixels") == set(ws.image_ids())
 
@@ -73,18 +77,20 @@ def test_damaged_superpixels_fail_the_seeds_stage_and_are_recomputed(synthetic_r
     ws = ingested(synthetic_root, tmp_path)
     flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     image_id = ws.image_ids()[1]
+    mates = pack_mates(ws, "superpixels", image_id)
     chunk = damage(ws, "superpixels", image_id)
     [summary] = seeds_flow(str(ws.path)).summaries
-    assert list(summary.failed) == [image_id] and str(chunk) in summary.failed[image_id]
+    assert set(summary.failed) == mates and all(str(chunk) in summary.failed[i] for i in mates)
     for stage in (SEEDS, "superpixels"):
-        [record] = ws.failures(stage)
-        assert record.kind == "unreadable" and str(chunk) in record.message
-    assert image_id not in ws.done_ids("superpixels") and image_id in ws.image_ids()
+        records = ws.failures(stage)
+        assert {r.image_id for r in records} == mates
+        assert all(r.kind == "unreadable" and str(chunk) in r.message for r in records)
+    assert not mates & ws.done_ids("superpixels") and image_id in ws.image_ids()
 
-    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == len(mates)
     expected = compute_superpixels(ws.read_array("images", image_id), resolve_config("auto").config.superpixels)
     assert np.array_equal(ws.read_array("superpixels", image_id), expected)
-    assert seeds_flow(str(ws.path)).summaries[0].done == 1
+    assert seeds_flow(str(ws.path)).summaries[0].done == len(mates)
     assert ws.failures(SEEDS) == [] and ws.done_ids(SEEDS) == set(ws.image_ids())
 
 
@@ -92,6 +98,7 @@ def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     ws = ingested(synthetic_root, tmp_path)
     flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET)
     first, second = ws.image_ids()[:2]
+    image_mates, superpixel_mates = pack_mates(ws, "images", first), pack_mates(ws, "superpixels", second)
     broken_image = damage(ws, "images", first)
     broken_superpixels = damage(ws, "superpixels", second)
     marker = Path(ws.marker_file(INGEST_STAGE, second))
@@ -105,8 +112,8 @@ def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     for text in (str(broken_image), str(broken_superpixels), f"ingest {first}", f"superpixels {second}",
                  f"ingest {second}", "no array stored", "wsss retry-failed --workspace"):
         assert text in result.output, text
-    assert {r.image_id for r in ws.failures(INGEST_STAGE)} == {first, second}
-    assert first not in ws.image_ids() and second not in ws.done_ids("superpixels")
+    assert {r.image_id for r in ws.failures(INGEST_STAGE)} == image_mates | {second}
+    assert not image_mates & set(ws.image_ids()) and not superpixel_mates & ws.done_ids("superpixels")
 
     status = runner.invoke(app, ["status", "--workspace", str(ws.path)], catch_exceptions=False)
     assert f"{first} [unreadable] {broken_image}" in status.output.replace("\n", "")
@@ -114,8 +121,8 @@ def test_wsss_check_finds_and_repairs_damage(synthetic_root, tmp_path):
     clean = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
     assert clean.exit_code == 0, clean.output
 
-    assert flow_result(ingest_flow, root=str(synthetic_root), workspace=str(ws.path), execution=QUIET).done == 2
-    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == 1
+    assert flow_result(ingest_flow, root=str(synthetic_root), workspace=str(ws.path), execution=QUIET).done == len(image_mates | {second})
+    assert flow_result(superpixels_flow, workspace=str(ws.path), execution=QUIET).summaries[0].done == len(superpixel_mates)
     assert ws.failures(INGEST_STAGE) == [] and ws.failures("superpixels") == []
     healed = runner.invoke(app, ["check", "--workspace", str(ws.path), "--no-progress"], catch_exceptions=False)
     assert healed.exit_code == 0 and "repaired" in healed.output

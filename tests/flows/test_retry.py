@@ -13,7 +13,7 @@ from flows.pipeline import prepare_stage
 from flows.graphnet import graphnet_flow
 from flows.ingest import ingest_flow
 from flows.retry import retry_failed_flow
-from tests.storage_helpers import damage
+from tests.storage_helpers import damage, pack_mates
 from wsss_core.data.sample import IGNORE_INDEX
 from wsss_core.data.synthetic import SyntheticConfig, generate_dataset
 from wsss_core.errors import WorkspaceError
@@ -175,13 +175,14 @@ def test_a_damaged_stored_image_is_read_again_by_retry_failed(synthetic_root, tm
     ws = Workspace(path)
     flow_result(ingest_flow, root=str(synthetic_root), workspace=path, execution=QUIET)
     damaged = ws.image_ids()[0]
+    mates = pack_mates(ws, "images", damaged)  # a damaged pack: every image in it is unreadable
     damage(ws, "images", damaged)
     run = flow_result(superpixels_flow, workspace=path, execution=QUIET)
-    assert list(run.summaries[0].failed) == [damaged] and damaged not in ws.image_ids()
-    assert [r.kind for r in ws.failures(INGEST_STAGE)] == ["unreadable"]
+    assert set(run.summaries[0].failed) == mates and not mates & set(ws.image_ids())
+    assert [r.kind for r in ws.failures(INGEST_STAGE)] == ["unreadable"] * len(mates)
 
     retried = flow_result(retry_failed_flow, workspace=path, execution=QUIET, log_to_mlflow=False)
-    assert [s.done for s in retried.ingest] == [1]
+    assert [s.done for s in retried.ingest] == [len(mates)]
     assert damaged in ws.image_ids() and damaged in ws.done_ids("superpixels")
     assert not ws.failures(INGEST_STAGE) and not ws.failures("superpixels")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss_core.errors import BadInputError, WorkspaceError
-from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, prune_failures, split_counts
+from wsss_core.store import INGEST_STAGE, Workspace, check_image_id, forget_open_packs, prune_failures, split_counts
 
 DATASET = {"name": "voc:toy", "format": "voc", "root": "/data/toy", "classes": ["background", "cat"], "split": "train"}
 
@@ -462,10 +462,28 @@ def test_an_old_workspace_s_arrays_stay_readable_and_go_when_recomputed(tmp_path
     assert ws.read_array("graphs", "b", "edges")[0, 0] == 1 and (ws.store_path / "graphs" / "b" / "edges").is_dir()
 
 
-def test_a_damaged_pack_is_named_and_only_its_damaged_rows_are_unreadable(tmp_path):
-    from tests.storage_helpers import damage
+def test_a_damaged_pack_is_named_for_each_of_its_images(tmp_path):
+    from tests.storage_helpers import damage, pack_mates
     from wsss_core.errors import StoredArrayError
 
+    ws = make_workspace(tmp_path)
+    ws.begin_stage("superpixels", "k1", {})
+    write_batch(ws, "superpixels", "k1", ["a", "b", "c"])
+    assert pack_mates(ws, "superpixels", "b") == {"a", "b", "c"}
+    chunk = damage(ws, "superpixels", "b")  # a small pack is one chunk: all its images go with it
+    for image_id in ("a", "b", "c"):
+        forget_open_packs()
+        with pytest.raises(StoredArrayError) as caught:
+            ws.read_array("superpixels", image_id)
+        assert (caught.value.stage, caught.value.image_id, caught.value.path) == ("superpixels", image_id, str(chunk))
+
+
+def test_a_damaged_sharded_pack_makes_only_its_damaged_rows_unreadable(tmp_path, monkeypatch):
+    from tests.storage_helpers import damage
+    from wsss_core.errors import StoredArrayError
+    from wsss_core.store import packs
+
+    monkeypatch.setattr(packs, "ONE_CHUNK_BYTES", 0)  # every pack as big ones are: a shard, an inner chunk per row
     ws = make_workspace(tmp_path)
     ws.begin_stage("superpixels", "k1", {})
     with ws.packing("superpixels", "k1") as batch:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from wsss_core.errors import StoredArrayError, WorkspaceError
 from wsss_core.store.names import INGEST_STAGE, PER_IMAGE_LABELS, STORE_NAME, check_image_id, check_stage_name, owning_stage
 
 if TYPE_CHECKING:
+    import zarr
+
     from wsss_core.store.workspace import Workspace
 
 
@@ -62,6 +63,8 @@ class Arrays:
     def _write_own_array(
         self, stage: str, image_id: str, data: np.ndarray, name: str | None, attributes: dict[str, Any] | None
     ) -> None:
+        import zarr  # here: a command that only looks at markers never loads Zarr
+
         array = zarr.create_array(
             store=self.store_path,
             name=self._array_path(stage, image_id, name),
@@ -78,6 +81,8 @@ class Arrays:
         return WorkspaceError(f"{self.path}: no array {stage}/{image_id} ({why})")
 
     def _open_array(self, stage: str, image_id: str, name: str | None) -> zarr.Array:
+        import zarr
+
         path = self.store_path / self._array_path(stage, image_id, name)
         try:
             return zarr.open_array(path, mode="r")

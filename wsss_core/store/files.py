@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,20 @@ def workspace_path(path: str | Path) -> Path:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = json.dumps(payload, indent=1, default=str).encode()
+    # A temp name of this process and thread (no two writers share it; mkstemp's random names
+    # cost a lookup each), written in one call and renamed into place.
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, default=str)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import zarr
-
 from wsss_core.errors import WorkspaceError
 from wsss_core.lineage import affected_stages
 from wsss_core.store.locks import LOCKS, hold_file_lock
@@ -31,10 +29,13 @@ from wsss_core.store.names import (
 )
 
 if TYPE_CHECKING:
+    import zarr
+
     from wsss_core.store.workspace import Workspace
 
 Method = TypeVar("Method", bound=Callable[..., Any])
-ATTRIBUTES_LOCK = ".attributes.lock"  # under locks/, beside the stage locks; no stage name starts with "."
+ATTRIBUTES_LOCK = ".attributes.lock"
+ROOT_META = f"{STORE_NAME}/zarr.json"  # under locks/, beside the stage locks; no stage name starts with "."
 
 
 def _changes_attributes(method: Method) -> Method:
@@ -62,16 +63,28 @@ class Stages:
         return self
 
     def _root(self, mode: str = "r") -> zarr.Group:
+        import zarr  # here: reading and writing the attributes needs no Zarr (see attrs)
+
         return zarr.open_group(self.store_path, mode=mode)
 
+    # The root group's attributes are the "attributes" of its zarr.json (Zarr v3), read and
+    # written here as the JSON they are: a command that only looks at markers never loads Zarr.
     @property
     def attrs(self) -> dict[str, Any]:
-        if not self.exists():
+        try:
+            meta = json.loads(self._files.read_text(ROOT_META))
+        except FileNotFoundError:
             return {}
-        return dict(self._root("r").attrs)
+        return dict(meta.get("attributes") or {})
 
     def _update_attrs(self, **values: Any) -> None:
-        self._root("a").attrs.update(values)
+        try:
+            meta = json.loads(self._files.read_text(ROOT_META))
+        except FileNotFoundError:
+            self._root("a")  # a new workspace: Zarr makes the root group
+            meta = json.loads(self._files.read_text(ROOT_META))
+        meta["attributes"] = {**(meta.get("attributes") or {}), **values}
+        self._files.write_json(ROOT_META, meta)
 
     @property
     def dataset(self) -> dict[str, Any]:
@@ -153,7 +166,8 @@ class Stages:
         self._update_attrs(stages=stages)
         # Create the stage's group now, under the lock, so that parallel writers (batch tasks,
         # another run of the workspace) never race to create it.
-        self._root("a").require_group(stage)
+        if not self._files.exists(f"{STORE_NAME}/{stage}/zarr.json"):
+            self._root("a").require_group(stage)
         return changed
 
     @_changes_attributes

@@ -1,0 +1,76 @@
+"""Zarr's local store and zstd codec as packs use them (wsss_core/store/packs.py): the same
+files and metadata as Zarr's own (any Zarr reads them), with the file work and compression
+done in the calling thread and files written and read in pieces. Imported when a pack is
+first written or read, so that a command that only looks at markers never loads Zarr.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from zarr.codecs import ZstdCodec
+from zarr.core.buffer.core import default_buffer_prototype
+from zarr.storage import LocalStore
+from zarr.storage._local import _atomic_write
+
+# Files are written and read in pieces of this size: on the machines measured, one write()
+# of 2 MiB or more costs about 15x the same bytes in 1 MiB pieces, one read() about 3x
+# (benchmarks/storage.py, "one call or pieces").
+PIECE_BYTES = 2**20
+
+
+class PackStore(LocalStore):
+    """Zarr's LocalStore for one pack (rooted at it: no parent groups to check and write), doing
+    its file work in the calling thread and in pieces of PIECE_BYTES.
+
+    LocalStore hands every file to a thread of a pool; for a pack's two small files the hand-offs
+    cost more than the reading and writing. The files are the same as LocalStore's."""
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        if byte_range is not None:
+            return self.get_sync(key, prototype=prototype, byte_range=byte_range)
+        if not self._is_open:
+            await self._open()
+        try:
+            data = _read_in_pieces(self.root / key)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    async def _set(self, key: str, value: Any, exclusive: bool = False) -> None:
+        if not self._is_open:
+            await self._open()
+        self._check_writable()
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        view = memoryview(value.as_buffer_like()).cast("B")
+        with _atomic_write(path, "wb", exclusive=exclusive) as handle:  # LocalStore's temp file and rename
+            for start in range(0, len(view), PIECE_BYTES):
+                handle.write(view[start : start + PIECE_BYTES])
+
+
+def _read_in_pieces(path: Path) -> bytearray:
+    with open(path, "rb", buffering=0) as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        view, read = memoryview(data), 0
+        while read < len(data):
+            got = handle.readinto(view[read : read + PIECE_BYTES])
+            if not got:  # the file got shorter meanwhile
+                return data[:read]
+            read += got
+        return data
+
+
+class ZstdHere(ZstdCodec):
+    """Zarr's zstd codec (the same metadata: any Zarr reads it) compressing in the calling thread."""
+
+    async def _encode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        return self._encode_sync(chunk_bytes, chunk_spec)
