@@ -56,6 +56,13 @@ def compute_superpixels(image: np.ndarray, config: SuperpixelConfig = Superpixel
 
 
 def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
-    """Map the labels present to 0..n-1 in order of first value, as int32."""
+    """Map the labels present to 0..n-1 in increasing order of value, as int32 (np.unique's
+    inverse). Labels that are small non-negative ints (SLIC's, Felzenszwalb's: at most a few
+    per pixel) go through a lookup table, O(pixels) rather than np.unique's sort (~7 % of SLIC)."""
+    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0 and labels.max() < 4 * labels.size:
+        present = np.zeros(int(labels.max()) + 1, dtype=bool)
+        present[labels] = True
+        table = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+        return table[labels]
     _, inverse = np.unique(labels, return_inverse=True)
     return inverse.reshape(labels.shape).astype(np.int32)

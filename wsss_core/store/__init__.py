@@ -5,8 +5,9 @@ Layout of a workspace directory::
     store.zarr/                 Zarr v3 store; root attributes hold the dataset description and
                                 each stage's config and key
       <group>/_packs/<pack>     a batch's images of one array (images, superpixels, graphs' edges,
-                                pseudo/gcn-scribbles, ...): one sharded Zarr array, a row per image
-                                (flattened; one inner chunk each), written whole by one batch task
+                                pseudo/gcn-scribbles, ...): one Zarr array, a row per image
+                                (flattened), one chunk (a sharded array, an inner chunk per row,
+                                above 16 MiB), written whole by one batch task
       <group>/<id>[/<name>]     one array per (group, image): workspaces written before packs, and
                                 arrays written outside a batch (Workspace.write_array alone; it
                                 points a packed image's marker to the new array)

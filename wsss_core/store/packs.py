@@ -1,5 +1,6 @@
-"""Packs: <group>/_packs/<pack>, a batch's images of one array group in one sharded Zarr
-array, a row per image (flattened; one inner chunk each), written whole by one batch task.
+"""Packs: <group>/_packs/<pack>, a batch's images of one array group in one Zarr array, a row
+per image (flattened), one chunk (above ONE_CHUNK_BYTES one shard, an inner chunk per row),
+written whole by one batch task. Their files are written and read through pack_files.py.
 How a batch collects them and when its markers follow: the package docstring
 (wsss_core/store/__init__.py).
 """

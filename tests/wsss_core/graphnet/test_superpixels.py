@@ -39,3 +39,8 @@ def test_bad_shape_and_method():
 
 def test_relabel_consecutive():
     assert relabel_consecutive(np.array([[5, 5], [9, 2]])).tolist() == [[1, 1], [2, 0]]
+    rng = np.random.default_rng(0)
+    for labels in (rng.integers(0, 300, (48, 64)), rng.integers(-5, 10**9, (7, 9)), rng.normal(size=(4, 4)), np.zeros((0, 3), np.int64)):
+        expected = np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
+        got = relabel_consecutive(labels)
+        assert got.dtype == np.int32 and np.array_equal(got, expected)
