@@ -16,7 +16,9 @@ process of its own:
   (wsss_core.graphnet.superpixels.compute_superpixels with the command's config) in a loop
   over every image already read into memory: no storage, no stage bookkeeping, no flow.
   Its wall and CPU time are the loop's alone (reading the images first is not counted).
-  This is the floor the issue compares `wsss superpixels` against, start-up included.
+  This is the floor the issue compares `wsss superpixels` against, start-up included:
+  vs_memory (medians against medians) and vs_memory_paired (the median over rounds of each
+  round's run against that round's loop, which the machine's drifting speed moves less).
 - the command (`wsss superpixels`, `wsss graphnet --no-evaluate --no-mlflow`) with 1 and 2
   workers (threads engine), with the default Prefect server ("temporary": the local server
   commands share, started by the first one) and with a long-lived `prefect server start`
@@ -394,6 +396,12 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                 measured[name].append(result)
                 print(f"    {result['wall_s']} s, {result['cpu_s']} CPU s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
     row["runs"] = {name: median_run(runs) for name, runs in measured.items()}
+    if "memory" in measured:  # each round against the loop of the same round: the machine's speed drifts between rounds
+        for name, runs in measured.items():
+            if name.startswith("w"):
+                ratios = [run["wall_s"] / memory["wall_s"] for run, memory in zip(runs, measured["memory"])]
+                row["runs"][name]["vs_memory_by_round"] = [round(r, 3) for r in ratios]
+                row["runs"][name]["vs_memory_paired"] = round(statistics.median(ratios), 3)
     plain, plain_cpu = row["runs"]["plain"]["wall_s"], row["runs"]["plain"]["cpu_s"]
     memory = row["runs"].get("memory")
     for name, result in row["runs"].items():
@@ -408,6 +416,8 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
         one, two = row["runs"].get(f"w1-{kind}"), row["runs"].get(f"w2-{kind}")
         if one and two:
             row[f"speedup_1_to_2_{kind}"] = round(one["wall_s"] / two["wall_s"], 2)
+            pairs = zip(measured[f"w1-{kind}"], measured[f"w2-{kind}"])
+            row[f"speedup_1_to_2_{kind}_paired"] = round(statistics.median(a["wall_s"] / b["wall_s"] for a, b in pairs), 2)
     return row
 
 

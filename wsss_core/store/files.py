@@ -51,7 +51,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            os.write(fd, text)
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         os.replace(tmp, path)

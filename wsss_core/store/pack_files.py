@@ -2,6 +2,10 @@
 files and metadata as Zarr's own (any Zarr reads them), with the file work and compression
 done in the calling thread and files written and read in pieces. Imported when a pack is
 first written or read, so that a command that only looks at markers never loads Zarr.
+
+"The calling thread" is Zarr's event-loop thread, one per process: with the threads engine
+the workers' pack reads and writes take turns there (a pack of 16 images takes a few ms),
+while their computing runs side by side.
 """
 
 from __future__ import annotations

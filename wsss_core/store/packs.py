@@ -37,7 +37,9 @@ _PACK_LOCK = threading.Lock()
 # A pack read from a second time is read whole and its rows kept, up to this many bytes in all:
 # a batch task reads its images one by one and they sit in the same packs (one per batch), so
 # its reads cost about one read of the pack (a read of one row costs nearly as much as the
-# whole pack: Zarr's fixed cost per call); a random read of one image still reads one row.
+# whole pack: Zarr's fixed cost per call). A pack of one chunk is kept from its first read
+# (reading one row decodes it all anyway); a sharded one from its second, so that a random
+# read of one image reads one row.
 PACK_ROWS_BYTES = 64 * 2**20
 # A pack up to this size is one Zarr chunk (a read of one row reads it whole, as cheap as one
 # row at this size); a bigger one is one shard with an inner chunk per row, so that reading

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from wsss_core.store.workspace import Workspace
 
 Method = TypeVar("Method", bound=Callable[..., Any])
-ATTRIBUTES_LOCK = ".attributes.lock"
-ROOT_META = f"{STORE_NAME}/zarr.json"  # under locks/, beside the stage locks; no stage name starts with "."
+ATTRIBUTES_LOCK = ".attributes.lock"  # under locks/, beside the stage locks; no stage name starts with "."
+ROOT_META = f"{STORE_NAME}/zarr.json"  # the root group's metadata: its attributes are the workspace's
 
 
 def _changes_attributes(method: Method) -> Method:
