@@ -396,18 +396,16 @@ def run_size(path: str, size: int, workers: list[int], servers: list[str], data:
                 measured[name].append(result)
                 print(f"    {result['wall_s']} s, {result['cpu_s']} CPU s, {result['images_per_s']} img/s, peak {result['peak_mb']} MB, load {result['load_before']}", flush=True)
     row["runs"] = {name: median_run(runs) for name, runs in measured.items()}
-    if "memory" in measured:  # each round against the loop of the same round: the machine's speed drifts between rounds
-        for name, runs in measured.items():
-            if name.startswith("w"):
-                ratios = [run["wall_s"] / memory["wall_s"] for run, memory in zip(runs, measured["memory"])]
-                row["runs"][name]["vs_memory_by_round"] = [round(r, 3) for r in ratios]
-                row["runs"][name]["vs_memory_paired"] = round(statistics.median(ratios), 3)
     plain, plain_cpu = row["runs"]["plain"]["wall_s"], row["runs"]["plain"]["cpu_s"]
     memory = row["runs"].get("memory")
     for name, result in row["runs"].items():
         if memory and name.startswith("w"):
             result["vs_memory"] = round(result["wall_s"] / memory["wall_s"], 3)
             result["cpu_vs_memory"] = round(result["cpu_s"] / memory["cpu_s"], 3)
+            # each round against the same round's loop: the machine's speed drifts between rounds
+            ratios = [run["wall_s"] / loop["wall_s"] for run, loop in zip(measured[name], measured["memory"])]
+            result["vs_memory_by_round"] = [round(r, 3) for r in ratios]
+            result["vs_memory_paired"] = round(statistics.median(ratios), 3)
         if name not in ("plain", "memory"):
             result["orchestration_share"] = round((result["wall_s"] - plain) / result["wall_s"], 3)
             result["orchestration_cpu_share"] = round((result["cpu_s"] - plain_cpu) / result["cpu_s"], 3)

@@ -69,20 +69,22 @@ class Stages:
 
     # The root group's attributes are the "attributes" of its zarr.json (Zarr v3), read and
     # written here as the JSON they are: a command that only looks at markers never loads Zarr.
+    def _root_meta(self) -> dict[str, Any] | None:
+        """The root group's zarr.json (None: no workspace yet)."""
+        try:
+            return json.loads(self._files.read_text(ROOT_META))
+        except FileNotFoundError:
+            return None
+
     @property
     def attrs(self) -> dict[str, Any]:
-        try:
-            meta = json.loads(self._files.read_text(ROOT_META))
-        except FileNotFoundError:
-            return {}
-        return dict(meta.get("attributes") or {})
+        return dict((self._root_meta() or {}).get("attributes") or {})
 
     def _update_attrs(self, **values: Any) -> None:
-        try:
-            meta = json.loads(self._files.read_text(ROOT_META))
-        except FileNotFoundError:
+        meta = self._root_meta()
+        if meta is None:
             self._root("a")  # a new workspace: Zarr makes the root group
-            meta = json.loads(self._files.read_text(ROOT_META))
+            meta = self._root_meta() or {}
         meta["attributes"] = {**(meta.get("attributes") or {}), **values}
         self._files.write_json(ROOT_META, meta)
 
