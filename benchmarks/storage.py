@@ -1,6 +1,7 @@
 """How should a workspace hold 100k+ images? Files, write and read time of storage layouts.
 
     .venv/bin/python benchmarks/storage.py [--images 1000] [--batch 16] [--repeats 3] [--reads 300]
+        [--codecs-workspace WS]
 
 Writes what ingest + superpixels write for N images of 256x192 (images HxWx3 uint8, gt and
 scribbles HxW uint8, boxes (2, 5) int32, tags (2,) int32, superpixels HxW int32; a
@@ -9,9 +10,9 @@ completion marker per image and stage) in batches of --batch images, in each lay
     per-image            the workspace before packs (and old workspaces read by today's code):
                          one Zarr array per (array, image), one marker file per (stage, image)
     workspace packs      today's wsss_core.store.Workspace, as run_batch drives it: a batch's
-                         images of one array in one sharded pack (Workspace.packing), markers
-                         pointing into it; reads by Workspace.read_array, its pack-handle cache
-                         emptied before each read (a cold read)
+                         images of one array in one pack (Workspace.packing; one chunk, Blosc
+                         LZ4 + crc32c), markers pointing into it; reads by Workspace.read_array,
+                         its kept packs emptied before each read (a cold read)
     per-image, batch markers   the same arrays, one marker file per (stage, batch) listing its ids
     (the prototypes measured to choose, not the workspace's code:)
     packs                one Zarr array per (array, batch): rows = the batch's images (flattened,
@@ -34,7 +35,8 @@ workspace; index lookups included); batch read: the images of a batch one by one
 stage's task reads them (a fresh reader per batch), per image; the time of one `is_done` lookup of a random image; and concurrent
 writers: two processes writing alternate batches at once, then every image read back and
 compared (plus, for the stage arrays, two processes writing alternate images of the SAME
-shards, which Zarr does not promise to survive). Medians over --repeats; the machine is
+shards, which Zarr does not promise to survive). Also: a file written and read in one call
+or in pieces, and the pack codecs (zstd, then Blosc LZ4) on a batch of the same arrays. Medians over --repeats; the machine is
 shared, so its load is saved with the results. Writes benchmarks/results/storage.json.
 """
 
@@ -469,6 +471,59 @@ def one_call_or_pieces(scratch: Path, size: int = 9 * 2**18, repeats: int = 50) 
     return {"bytes": size, **{k: round(statistics.median(v), 3) for k, v in times.items()}}
 
 
+def codecs(batch: int, workspace: Path | None = None, repeats: int = 15) -> dict:
+    """A pack of `batch` images of the `images` and `superpixels` arrays compressed by the
+    codecs packs were (zstd level 1 with its checksum) and are written with (Blosc LZ4, byte
+    shuffle, then crc32c): KiB on disk, encode and decode ms, per image; medians. The arrays:
+    this benchmark's own, or the first images of a workspace (its superpixels computed)."""
+    import google_crc32c
+    from numcodecs import Blosc, Zstd
+
+    from wsss_core.store.packs import PACK_BLOSC_LEVEL
+
+    def with_crc32c(codec):
+        def encode(rows):
+            data = codec.encode(rows)
+            return bytes(data) + np.uint32(google_crc32c.value(bytes(data))).tobytes()
+
+        def decode(data):
+            assert google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:], "little")
+            return codec.decode(data[:-4])
+
+        return encode, decode
+
+    result = {}
+    for array in ("images", "superpixels"):
+        if workspace is None:
+            rows = np.stack([sample(i)[array].reshape(-1) for i in range(batch)])
+        else:
+            ws = Workspace(workspace)
+            rows = np.stack([ws.read_array(array, i).reshape(-1) for i in ws.select_ids(None)[:batch]])
+        zstd = Zstd(level=1, checksum=True)
+        candidates = {
+            "zstd level 1, checksum": (zstd.encode, zstd.decode),
+            f"blosc lz4 level {PACK_BLOSC_LEVEL}, shuffle, crc32c": with_crc32c(
+                Blosc(cname="lz4", clevel=PACK_BLOSC_LEVEL, shuffle=Blosc.SHUFFLE, typesize=rows.dtype.itemsize)),
+        }
+        result[array] = {"raw_kib_per_image": round(rows[0].nbytes / 1024, 1)}
+        for name, (encode, decode) in candidates.items():
+            encode_ms, decode_ms = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                data = bytes(encode(rows))
+                encode_ms.append((time.perf_counter() - t0) * 1000 / batch)
+                t0 = time.perf_counter()
+                back = decode(data)
+                decode_ms.append((time.perf_counter() - t0) * 1000 / batch)
+            assert bytes(back) == rows.tobytes()
+            result[array][name] = {
+                "kib_per_image": round(len(data) / 1024 / batch, 1),
+                "encode_ms_per_image": round(statistics.median(encode_ms), 3),
+                "decode_ms_per_image": round(statistics.median(decode_ms), 3),
+            }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -478,6 +533,8 @@ def main() -> None:
     parser.add_argument("--concurrent-images", type=int, default=320)
     parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS))
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--codecs-workspace", type=Path, default=None,
+                        help="also compare the pack codecs on this workspace's images and superpixels")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     args = parser.parse_args()
     results: dict = {
@@ -502,6 +559,13 @@ def main() -> None:
             results["layouts"][name] = medians
         results["one_call_or_pieces"] = one_call_or_pieces(scratch)
         print("one call or pieces of 1 MiB:", results["one_call_or_pieces"])
+    results["codecs"] = codecs(args.batch)
+    if args.codecs_workspace:
+        results["codecs_on_workspace"] = {"workspace": str(args.codecs_workspace), **codecs(args.batch, args.codecs_workspace)}
+    for array, measured in results["codecs"].items():
+        print(f"codecs, {array}:", measured)
+    for array, measured in results.get("codecs_on_workspace", {}).items():
+        print(f"codecs on the workspace, {array}:", measured)
     results["load_after"] = os.getloadavg()[0]
     header = (f"{'layout':<26}{'files/img':>10}{'KB/img':>8}{'write ms/img':>13}{'(cpu)':>7}{'read ms':>9}"
               f"{'batch read':>11}{'is_done ms':>11}  concurrent")

@@ -1,7 +1,8 @@
-"""Zarr's local store and zstd codec as packs use them (wsss_core/store/packs.py): the same
-files and metadata as Zarr's own (any Zarr reads them), with the file work and compression
-done in the calling thread and files written and read in pieces. Imported when a pack is
-first written or read, so that a command that only looks at markers never loads Zarr.
+"""Zarr's local store and codecs as packs use them (wsss_core/store/packs.py): the same files
+and metadata as Zarr's own (any Zarr reads them), with the file work and compression done in
+the calling thread and files written and read in pieces. Imported when a pack is first
+written, or read through Zarr (a pack of one chunk is read without it: pack_chunks.py), so
+that a command that only looks at markers never loads Zarr.
 
 "The calling thread" is Zarr's event-loop thread, one per process: with the threads engine
 the workers' pack reads and writes take turns there (a pack of 16 images takes a few ms),
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.core.buffer.core import default_buffer_prototype
 from zarr.storage import LocalStore
 from zarr.storage._local import _atomic_write
@@ -73,8 +74,18 @@ def _read_in_pieces(path: Path) -> bytearray:
         return data
 
 
-class ZstdHere(ZstdCodec):
-    """Zarr's zstd codec (the same metadata: any Zarr reads it) compressing in the calling thread."""
+class BloscHere(BloscCodec):
+    """Zarr's blosc codec (the same metadata: any Zarr reads it) compressing and decompressing
+    in the calling thread."""
 
     async def _encode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
         return self._encode_sync(chunk_bytes, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        return self._decode_sync(chunk_bytes, chunk_spec)
+
+
+def pack_compressors(level: int) -> tuple[BloscCodec, Crc32cCodec]:
+    """Blosc's LZ4 with byte shuffle at `level`, then a crc32c checksum of the compressed bytes
+    (LZ4 alone may decode damaged bytes into wrong ones)."""
+    return BloscHere(cname="lz4", clevel=level, shuffle="shuffle"), Crc32cCodec()

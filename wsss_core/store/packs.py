@@ -45,12 +45,11 @@ PACK_ROWS_BYTES = 64 * 2**20
 # row at this size); a bigger one is one shard with an inner chunk per row, so that reading
 # one image reads only its bytes.
 ONE_CHUNK_BYTES = 16 * 2**20
-# Packs are compressed with zstd at this level (Zarr's default codec): level 1 compressed a
-# 256x192 image in 0.5 ms against 1.5 ms at Zarr's default level (3), and the storage
-# benchmark's workspace takes 158 KB an image against 157 (benchmarks/storage.py). With zstd's
-# checksum, so that a damaged pack is found when read (zstd alone may decode damaged bytes
-# into wrong ones).
-PACK_ZSTD_LEVEL = 1
+# Packs are compressed with Blosc's LZ4 (byte shuffle) at this level, with a crc32c checksum
+# (pack_files.pack_compressors). Against zstd at level 1, on the storage benchmark's arrays, it
+# decodes an image 4x faster and encodes it 2x faster for 14 % more disk (benchmarks/storage.py,
+# "codecs"). Packs written with zstd before are read as they are.
+PACK_BLOSC_LEVEL = 5
 _PACK_ROWS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _PACKS_READ_ONCE: OrderedDict[tuple[str, str], None] = OrderedDict()
 _PACKING: contextvars.ContextVar[PackBatch | None] = contextvars.ContextVar("wsss_packing", default=None)
@@ -253,18 +252,39 @@ class Packs:
     def _read_packed(self, group: str, image_id: str, name: str | None, entry: dict[str, Any]) -> np.ndarray:
         if "data" in entry:
             return entry["data"].copy()
-        handle = self._open_pack(group, image_id, name, entry["pack"])
         shape = tuple(entry["shape"])
-        try:
-            rows = _pack_rows((self._location(), entry["pack"]), handle)
+        key = (self._location(), entry["pack"])
+        rows = _kept_rows(key)
+        if rows is None:
+            rows = self._read_one_chunk(group, image_id, name, entry["pack"])
             if rows is not None:
-                return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()  # the kept rows stay as read
+                _keep_rows(key, rows)
+        if rows is not None:
+            return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()  # the kept rows stay as read
+        handle = self._open_pack(group, image_id, name, entry["pack"])
+        try:
+            rows = _pack_rows(key, handle)
+            if rows is not None:
+                return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()
             values = handle[entry["row"], : math.prod(shape)]
             return values.reshape(shape)
         except OSError:
             raise
         except Exception as error:  # noqa: BLE001 - any decoding error of the data
             raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from error
+
+    def _read_one_chunk(self, group: str, image_id: str, name: str | None, pack: str) -> np.ndarray | None:
+        """A pack of one chunk read whole without Zarr (pack_chunks.py); None: another layout."""
+        from wsss_core.store.pack_chunks import read_one_chunk
+
+        try:
+            return read_one_chunk(self.store_path / pack)
+        except FileNotFoundError as error:  # no metadata or no chunk: the pack is gone or cut short
+            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{pack}"), error) from None
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata or the chunk
+            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{pack}/c/0/0"), error) from error
 
     def _write_pack(self, group: str, name: str | None, pack: str, items: list[tuple[str, np.ndarray]]) -> str:
         """One pack: the images' arrays as rows (flattened, zero-padded), one chunk (up to
@@ -277,12 +297,12 @@ class Packs:
         path = f"{group}/{PACKS}/{pack}"
         import zarr
 
-        from wsss_core.store.pack_files import PackStore, ZstdHere
+        from wsss_core.store.pack_files import PackStore, pack_compressors
 
         layout = {"chunks": rows.shape} if rows.nbytes <= ONE_CHUNK_BYTES else {"chunks": (1, longest), "shards": rows.shape}
         array = zarr.create_array(
             store=PackStore(self.store_path / path), shape=rows.shape, dtype=dtype, **layout,
-            compressors=ZstdHere(level=PACK_ZSTD_LEVEL, checksum=True),
+            compressors=pack_compressors(PACK_BLOSC_LEVEL),
             config={"write_empty_chunks": True},  # every row is an image: no chunk to look at for emptiness
             attributes={"images": [image_id for image_id, _ in items], "name": name},
         )
@@ -290,16 +310,33 @@ class Packs:
         return path
 
 
+def _kept_rows(key: tuple[str, str]) -> np.ndarray | None:
+    with _PACK_LOCK:
+        rows = _PACK_ROWS.get(key)
+        if rows is not None:
+            _PACK_ROWS.move_to_end(key)
+        return rows
+
+
+def _keep_rows(key: tuple[str, str], rows: np.ndarray) -> None:
+    """Keep a pack's rows as read, the least recently read going first past PACK_ROWS_BYTES."""
+    if rows.nbytes > PACK_ROWS_BYTES // 4:
+        return
+    with _PACK_LOCK:
+        _PACK_ROWS[key] = rows
+        while sum(kept.nbytes for kept in _PACK_ROWS.values()) > PACK_ROWS_BYTES:
+            _PACK_ROWS.popitem(last=False)
+
+
 def _pack_rows(key: tuple[str, str], handle: zarr.Array) -> np.ndarray | None:
     """The pack's rows, read whole and kept (PACK_ROWS_BYTES), when reading one row would read
     them all anyway (a pack of one chunk) or when it is read from a second time; else None:
     read one row. A pack that cannot be read whole (a damaged row) is read row by row, so that
     each image's read names its own trouble."""
+    rows = _kept_rows(key)
+    if rows is not None:
+        return rows
     with _PACK_LOCK:
-        rows = _PACK_ROWS.get(key)
-        if rows is not None:
-            _PACK_ROWS.move_to_end(key)
-            return rows
         read_before = key in _PACKS_READ_ONCE
         _PACKS_READ_ONCE[key] = None
         while len(_PACKS_READ_ONCE) > PACK_HANDLES:
@@ -311,10 +348,7 @@ def _pack_rows(key: tuple[str, str], handle: zarr.Array) -> np.ndarray | None:
         rows = handle[...]
     except Exception:  # noqa: BLE001 - read row by row instead
         return None
-    with _PACK_LOCK:
-        _PACK_ROWS[key] = rows
-        while sum(kept.nbytes for kept in _PACK_ROWS.values()) > PACK_ROWS_BYTES:
-            _PACK_ROWS.popitem(last=False)
+    _keep_rows(key, rows)
     return rows
 
 

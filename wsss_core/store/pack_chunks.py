@@ -1,0 +1,92 @@
+"""A pack of one chunk read without Zarr: its zarr.json read as JSON, its one chunk file read
+and decoded with the same codec libraries Zarr uses (numcodecs, google-crc32c).
+
+Zarr's own read of such a pack costs more than the pack's bytes: about 1 ms to open the array
+and 1 ms of call overhead to read it, on top of decoding (benchmarks/storage.py). Only the
+layouts packs are written in are read here: a regular grid of one chunk, the default chunk
+keys, and the codecs `bytes` then one of `blosc` + `crc32c` or `zstd`. Anything else answers
+None and is read through Zarr, as is every sharded pack. The result is the array Zarr reads
+(tests/wsss_core/test_store.py compares the two).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Zarr v3 data types that are numpy's names as they are.
+_DATA_TYPES = frozenset(
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"]
+)
+_DEFAULT_KEYS = {"name": "default", "configuration": {"separator": "/"}}
+
+
+class DamagedChunkError(ValueError):
+    """The chunk file's bytes do not decode to the array its metadata describes."""
+
+
+def read_one_chunk(pack: Path) -> np.ndarray | None:
+    """The pack's whole array, or None when its layout is not one read here (see the module
+    docstring). Raises OSError when a file cannot be read, and DamagedChunkError (or the
+    codec's own error) when the chunk is damaged."""
+    meta = json.loads((pack / "zarr.json").read_bytes())
+    layout = _one_chunk_layout(meta)
+    if layout is None:
+        return None
+    shape, dtype, decoders = layout
+    with open(pack / "/".join(["c", *("0" * len(shape))]), "rb", buffering=0) as handle:
+        data: bytes | np.ndarray = handle.read()
+    for decode in reversed(decoders):
+        data = decode(data)
+    values = np.frombuffer(data, dtype=dtype)
+    if values.size != math.prod(shape):
+        raise DamagedChunkError(f"{values.size} values where {math.prod(shape)} were written")
+    return values.reshape(shape)
+
+
+def _one_chunk_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype, list[Any]] | None:
+    """(shape, dtype, bytes-to-bytes decoders in write order) of a pack read here, else None."""
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array" or meta.get("storage_transformers"):
+        return None
+    shape = tuple(meta.get("shape") or ())
+    grid = meta.get("chunk_grid") or {}
+    if grid.get("name") != "regular" or tuple(grid.get("configuration", {}).get("chunk_shape") or ()) != shape:
+        return None
+    if meta.get("chunk_key_encoding") != _DEFAULT_KEYS or meta.get("data_type") not in _DATA_TYPES:
+        return None
+    codecs = meta.get("codecs") or []
+    if not codecs or codecs[0].get("name") != "bytes" or codecs[0].get("configuration", {}).get("endian", "little") != "little":
+        return None
+    decoders = [_decoder(codec) for codec in codecs[1:]]
+    if any(decoder is None for decoder in decoders) or [c["name"] for c in codecs[1:]] not in (["blosc", "crc32c"], ["zstd"]):
+        return None
+    return shape, np.dtype(meta["data_type"]).newbyteorder("<"), decoders
+
+
+def _decoder(codec: dict[str, Any]) -> Any:
+    name = codec.get("name")
+    if name == "crc32c":
+        return _check_crc32c
+    if name == "blosc":
+        from numcodecs import blosc
+
+        return blosc.decompress
+    if name == "zstd" and (codec.get("configuration") or {}).get("checksum"):
+        from numcodecs import Zstd
+
+        return Zstd().decode  # the frame says how it was written; its checksum is checked
+    return None
+
+
+def _check_crc32c(data: bytes) -> np.ndarray:
+    """The bytes before the stored checksum (4 bytes, little-endian), after checking them."""
+    import google_crc32c
+
+    view = np.frombuffer(data, dtype=np.uint8)
+    if view.size < 4 or google_crc32c.value(view[:-4]) != int.from_bytes(view[-4:].tobytes(), "little"):
+        raise DamagedChunkError("stored and computed crc32c checksums differ")
+    return view[:-4]
