@@ -447,6 +447,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                   f"{r['peak_mb']:>8} {r['worker_peak_mb'] or '-':>9} {r['files_per_image']:>9} {r['load_before']:>5}")
 
 
+def benchmark_env() -> dict[str, str]:
+    """The commands' environment: this checkout importable, the default (shared local) Prefect server."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env.pop("PREFECT_API_URL", None)  # the temporary-server runs start their own
+    return env
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--plain":
         plain_walk(sys.argv[3], sys.argv[2])
@@ -466,8 +473,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
-    env.pop("PREFECT_API_URL", None)  # the temporary-server runs start their own
+    env = benchmark_env()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the long-lived server on kill too
     server = None
     stack = None

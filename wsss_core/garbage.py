@@ -88,7 +88,7 @@ def rewrite_without(store: Path, pack: str, dead: list[int]) -> int:
     shutil.rmtree(store / spare, ignore_errors=True)
     copy = zarr.create_array(
         store=store, name=spare, shape=rows.shape, dtype=rows.dtype, chunks=array.chunks, shards=array.shards,
-        compressors=array.compressors,  # the pack's own (zstd's checksum finds damage)
+        compressors=array.compressors,  # the pack's own (its checksum finds damage)
         attributes={**dict(array.attrs), EMPTIED: sorted(dead)},
     )
     copy[...] = rows

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ _DATA_TYPES = frozenset(
     ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"]
 )
 _DEFAULT_KEYS = {"name": "default", "configuration": {"separator": "/"}}
+# Files are written and read in pieces of this size: on the machines measured, one write()
+# of 2 MiB or more costs 10-15x the same bytes in 1 MiB pieces, one read() 1.4-3x
+# (benchmarks/storage.py, "one call or pieces").
+PIECE_BYTES = 2**20
 
 
 class DamagedChunkError(ValueError):
@@ -38,14 +43,26 @@ def read_one_chunk(pack: Path) -> np.ndarray | None:
     if layout is None:
         return None
     shape, dtype, decoders = layout
-    with open(pack / "/".join(["c", *("0" * len(shape))]), "rb", buffering=0) as handle:
-        data: bytes | np.ndarray = handle.read()
+    data: bytearray | np.ndarray = read_in_pieces(pack / "/".join(["c", *("0" * len(shape))]))
     for decode in reversed(decoders):
         data = decode(data)
     values = np.frombuffer(data, dtype=dtype)
     if values.size != math.prod(shape):
         raise DamagedChunkError(f"{values.size} values where {math.prod(shape)} were written")
     return values.reshape(shape)
+
+
+def read_in_pieces(path: Path) -> bytearray:
+    """A file's bytes, read in pieces of PIECE_BYTES."""
+    with open(path, "rb", buffering=0) as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        view, read = memoryview(data), 0
+        while read < len(data):
+            got = handle.readinto(view[read : read + PIECE_BYTES])
+            if not got:  # the file got shorter meanwhile
+                return data[:read]
+            read += got
+        return data
 
 
 def _one_chunk_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype, list[Any]] | None:
@@ -82,7 +99,7 @@ def _decoder(codec: dict[str, Any]) -> Any:
     return None
 
 
-def _check_crc32c(data: bytes) -> np.ndarray:
+def _check_crc32c(data: bytearray) -> np.ndarray:
     """The bytes before the stored checksum (4 bytes, little-endian), after checking them."""
     import google_crc32c
 

@@ -11,8 +11,6 @@ while their computing runs side by side.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from zarr.codecs import BloscCodec, Crc32cCodec
@@ -20,11 +18,7 @@ from zarr.core.buffer.core import default_buffer_prototype
 from zarr.storage import LocalStore
 from zarr.storage._local import _atomic_write
 
-# Files are written and read in pieces of this size: on the machines measured, one write()
-# of 2 MiB or more costs about 15x the same bytes in 1 MiB pieces, one read() about 3x
-# (benchmarks/storage.py, "one call or pieces").
-PIECE_BYTES = 2**20
-
+from wsss_core.store.pack_chunks import PIECE_BYTES, read_in_pieces
 
 class PackStore(LocalStore):
     """Zarr's LocalStore for one pack (rooted at it: no parent groups to check and write), doing
@@ -39,7 +33,7 @@ class PackStore(LocalStore):
         if not self._is_open:
             await self._open()
         try:
-            data = _read_in_pieces(self.root / key)
+            data = read_in_pieces(self.root / key)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
@@ -60,18 +54,6 @@ class PackStore(LocalStore):
         with _atomic_write(path, "wb", exclusive=exclusive) as handle:  # LocalStore's temp file and rename
             for start in range(0, len(view), PIECE_BYTES):
                 handle.write(view[start : start + PIECE_BYTES])
-
-
-def _read_in_pieces(path: Path) -> bytearray:
-    with open(path, "rb", buffering=0) as handle:
-        data = bytearray(os.fstat(handle.fileno()).st_size)
-        view, read = memoryview(data), 0
-        while read < len(data):
-            got = handle.readinto(view[read : read + PIECE_BYTES])
-            if not got:  # the file got shorter meanwhile
-                return data[:read]
-            read += got
-        return data
 
 
 class BloscHere(BloscCodec):
