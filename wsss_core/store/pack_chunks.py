@@ -25,7 +25,7 @@ _DATA_TYPES = frozenset(
 )
 _DEFAULT_KEYS = {"name": "default", "configuration": {"separator": "/"}}
 # Files are written and read in pieces of this size: on the machines measured, one write()
-# of 2 MiB or more costs 10-15x the same bytes in 1 MiB pieces, one read() 1.4-3x
+# of 2 MiB or more costs 4-15x the same bytes in 1 MiB pieces, one read() 1.2-3x
 # (benchmarks/storage.py, "one call or pieces").
 PIECE_BYTES = 2**20
 
