@@ -89,6 +89,7 @@ def rewrite_without(store: Path, pack: str, dead: list[int]) -> int:
     copy = zarr.create_array(
         store=store, name=spare, shape=rows.shape, dtype=rows.dtype, chunks=array.chunks, shards=array.shards,
         compressors=array.compressors,  # the pack's own (its checksum finds damage)
+        config={"write_empty_chunks": True},  # as packs are written: rows all emptied still replace the old chunk
         attributes={**dict(array.attrs), EMPTIED: sorted(dead)},
     )
     copy[...] = rows

@@ -49,6 +49,14 @@ def test_other_layouts_are_left_to_zarr(tmp_path, layout):
     assert read_one_chunk(_written(tmp_path / "p", _array("int32"), **layout)) is None
 
 
+@pytest.mark.filterwarnings("ignore:The data type")  # Zarr: no v3 specification for strings yet
+@pytest.mark.parametrize("values", [np.array([["ab", "cde"]]), np.array([[1, 2]], dtype="datetime64[s]")])
+def test_types_zarr_describes_otherwise_are_left_to_zarr(tmp_path, values):
+    # Zarr writes these data types as a dict in zarr.json
+    pack = _written(tmp_path / "p", values, chunks=values.shape, compressors=pack_compressors(PACK_BLOSC_LEVEL))
+    assert read_one_chunk(pack) is None
+
+
 @pytest.mark.parametrize("codecs", ["blosc", "zstd"])
 def test_a_damaged_chunk_raises(tmp_path, codecs):
     compressors = pack_compressors(PACK_BLOSC_LEVEL) if codecs == "blosc" else ZstdCodec(level=1, checksum=True)
@@ -57,6 +65,9 @@ def test_a_damaged_chunk_raises(tmp_path, codecs):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 3 : len(data) // 2] = b"\xff" * (len(data) // 2 - len(data) // 3)
     chunk.write_bytes(bytes(data))
+    with pytest.raises((ValueError, RuntimeError)):
+        read_one_chunk(pack)
+    chunk.write_bytes(b"\x01\x02")  # shorter than its checksum
     with pytest.raises((ValueError, RuntimeError)):
         read_one_chunk(pack)
     chunk.unlink()

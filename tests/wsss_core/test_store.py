@@ -500,6 +500,11 @@ def test_a_damaged_sharded_pack_makes_only_its_damaged_rows_unreadable(tmp_path,
     for image_id in ("a", "c"):
         with pytest.raises(StoredArrayError, match="superpixels/_packs/"):
             ws.read_array("superpixels", image_id)
+    shard.unlink()  # gone: not the fill value Zarr would hand back for a chunk never written
+    forget_open_packs()
+    for image_id in ("a", "b", "c"):
+        with pytest.raises(StoredArrayError, match="missing"):
+            ws.read_array("superpixels", image_id)
 
 
 def test_a_batch_read_image_by_image_reads_its_pack_once_and_hands_out_copies(tmp_path):

@@ -29,14 +29,22 @@ class PackStore(LocalStore):
 
     async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
         if byte_range is not None:
-            return self.get_sync(key, prototype=prototype, byte_range=byte_range)
+            value = self.get_sync(key, prototype=prototype, byte_range=byte_range)
+            return value if value is not None else self._absent(key)
         if not self._is_open:
             await self._open()
         try:
             data = read_in_pieces(self.root / key)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
+            return self._absent(key)
         return (prototype or default_buffer_prototype()).buffer.from_bytes(data)
+
+    def _absent(self, key: str) -> None:
+        """A file not there: None (Zarr's "absent"), but a pack read has every chunk file its
+        writer wrote, so a missing one is damage, not the fill value Zarr would hand back."""
+        if self.read_only and key.startswith("c/"):
+            raise FileNotFoundError(f"{self.root / key}: the pack's chunk file is missing")
+        return None
 
     async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]

@@ -255,7 +255,7 @@ class Packs:
         shape = tuple(entry["shape"])
         key = (self._location(), entry["pack"])
         rows = _kept_rows(key)
-        if rows is None:
+        if rows is None and not _opened_by_zarr(key):  # a pack Zarr opened is not one this reads
             rows = self._read_one_chunk(group, image_id, name, entry["pack"])
             if rows is not None:
                 _keep_rows(key, rows)
@@ -268,6 +268,8 @@ class Packs:
                 return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()
             values = handle[entry["row"], : math.prod(shape)]
             return values.reshape(shape)
+        except FileNotFoundError as error:  # its chunk file is gone (PackStore)
+            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from None
         except OSError:
             raise
         except Exception as error:  # noqa: BLE001 - any decoding error of the data
@@ -308,6 +310,11 @@ class Packs:
         )
         array[...] = rows
         return path
+
+
+def _opened_by_zarr(key: tuple[str, str]) -> bool:
+    with _PACK_LOCK:
+        return key in _PACK_HANDLES
 
 
 def _kept_rows(key: tuple[str, str]) -> np.ndarray | None:
