@@ -87,7 +87,7 @@ def _one_chunk_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype, 
     decoders = [_decoder(codec) for codec in codecs[1:]]
     if any(decoder is None for decoder in decoders) or [c["name"] for c in codecs[1:]] not in (["blosc", "crc32c"], ["zstd"]):
         return None
-    return shape, np.dtype(meta["data_type"]).newbyteorder("<"), decoders
+    return shape, np.dtype(data_type).newbyteorder("<"), decoders
 
 
 def _decoder(codec: dict[str, Any]) -> Any:

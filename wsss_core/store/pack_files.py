@@ -20,6 +20,7 @@ from zarr.storage._local import _atomic_write
 
 from wsss_core.store.pack_chunks import PIECE_BYTES, read_in_pieces
 
+
 class PackStore(LocalStore):
     """Zarr's LocalStore for one pack (rooted at it: no parent groups to check and write), doing
     its file work in the calling thread and in pieces of PIECE_BYTES.

@@ -46,9 +46,9 @@ PACK_ROWS_BYTES = 64 * 2**20
 # one image reads only its bytes.
 ONE_CHUNK_BYTES = 16 * 2**20
 # Packs are compressed with Blosc's LZ4 (byte shuffle) at this level, with a crc32c checksum
-# (pack_files.pack_compressors). Against zstd at level 1, on the storage benchmark's arrays, it
-# decodes an image 4x faster and encodes it 2x faster for 14 % more disk (benchmarks/storage.py,
-# "codecs"). Packs written with zstd before are read as they are.
+# (pack_files.pack_compressors). Against zstd at level 1, on generated 256x192 images, it
+# decoded an image 5x faster and encoded it 2.8x faster, for 14 % more disk (benchmarks/
+# storage.py --codecs-workspace). Packs written with zstd before are read as they are.
 PACK_BLOSC_LEVEL = 5
 _PACK_ROWS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _PACKS_READ_ONCE: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -259,33 +259,37 @@ class Packs:
             rows = self._read_one_chunk(group, image_id, name, entry["pack"])
             if rows is not None:
                 _keep_rows(key, rows)
-        if rows is not None:
-            return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()  # the kept rows stay as read
+        if rows is None:
+            return self._row_through_zarr(group, image_id, name, entry).reshape(shape)
+        return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()  # the kept rows stay as read
+
+    def _row_through_zarr(self, group: str, image_id: str, name: str | None, entry: dict[str, Any]) -> np.ndarray:
+        """The image's row of a pack Zarr reads (its values only), from the rows _pack_rows keeps
+        or read alone."""
         handle = self._open_pack(group, image_id, name, entry["pack"])
-        try:
-            rows = _pack_rows(key, handle)
-            if rows is not None:
-                return rows[entry["row"], : math.prod(shape)].reshape(shape).copy()
-            values = handle[entry["row"], : math.prod(shape)]
-            return values.reshape(shape)
-        except FileNotFoundError as error:  # its chunk file is gone (PackStore)
-            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from None
-        except OSError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any decoding error of the data
-            raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{entry['pack']}/c/0/0"), error) from error
+        size = math.prod(entry["shape"])
+        with self._decoding(group, image_id, name, entry["pack"]):
+            rows = _pack_rows((self._location(), entry["pack"]), handle)
+            return rows[entry["row"], :size].copy() if rows is not None else handle[entry["row"], :size]
 
     def _read_one_chunk(self, group: str, image_id: str, name: str | None, pack: str) -> np.ndarray | None:
         """A pack of one chunk read whole without Zarr (pack_chunks.py); None: another layout."""
         from wsss_core.store.pack_chunks import read_one_chunk
 
-        try:
+        with self._decoding(group, image_id, name, pack):
             return read_one_chunk(self.store_path / pack)
-        except FileNotFoundError as error:  # no metadata or no chunk: the pack is gone or cut short
+
+    @contextmanager
+    def _decoding(self, group: str, image_id: str, name: str | None, pack: str) -> Iterator[None]:
+        """Reading a pack: a file of it missing or any decoding error makes the image unreadable
+        (StoredArrayError, naming the pack or its chunk); other OSErrors pass as they are (transient)."""
+        try:
+            yield
+        except FileNotFoundError as error:
             raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{pack}"), error) from None
         except OSError:
             raise
-        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata or the chunk
+        except Exception as error:  # noqa: BLE001 - any decoding error of the metadata or the data
             raise _unreadable(group, image_id, name, self._files.show(f"{STORE_NAME}/{pack}/c/0/0"), error) from error
 
     def _write_pack(self, group: str, name: str | None, pack: str, items: list[tuple[str, np.ndarray]]) -> str:
@@ -340,9 +344,6 @@ def _pack_rows(key: tuple[str, str], handle: zarr.Array) -> np.ndarray | None:
     them all anyway (a pack of one chunk) or when it is read from a second time; else None:
     read one row. A pack that cannot be read whole (a damaged row) is read row by row, so that
     each image's read names its own trouble."""
-    rows = _kept_rows(key)
-    if rows is not None:
-        return rows
     with _PACK_LOCK:
         read_before = key in _PACKS_READ_ONCE
         _PACKS_READ_ONCE[key] = None
