@@ -5,8 +5,9 @@ written, or read through Zarr (a pack of one chunk is read without it: pack_chun
 that a command that only looks at markers never loads Zarr.
 
 "The calling thread" is Zarr's event-loop thread, one per process: with the threads engine
-the workers' pack reads and writes take turns there (a pack of 16 images takes a few ms),
-while their computing runs side by side.
+the workers' pack writes (and reads through Zarr) take turns there (a pack of 16 images
+takes a few ms), while their computing runs side by side. pack_chunks.py reads in the
+worker's own thread.
 """
 
 from __future__ import annotations
