@@ -479,16 +479,16 @@ def codecs(batch: int, workspace: Path | None = None, repeats: int = 15) -> dict
     import google_crc32c
     from numcodecs import Blosc, Zstd
 
+    from wsss_core.store.pack_chunks import check_crc32c
     from wsss_core.store.packs import PACK_BLOSC_LEVEL
 
     def with_crc32c(codec):
-        def encode(rows):
+        def encode(rows):  # as Zarr's crc32c codec writes it: the checksum, little-endian, after
             data = codec.encode(rows)
             return bytes(data) + np.uint32(google_crc32c.value(bytes(data))).tobytes()
 
-        def decode(data):
-            assert google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:], "little")
-            return codec.decode(data[:-4])
+        def decode(data):  # as wsss_core/store/pack_chunks.py reads it
+            return codec.decode(check_crc32c(bytearray(data)))
 
         return encode, decode
 

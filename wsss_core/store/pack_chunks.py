@@ -93,7 +93,7 @@ def _one_chunk_layout(meta: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype, 
 def _decoder(codec: dict[str, Any]) -> Any:
     name = codec.get("name")
     if name == "crc32c":
-        return _check_crc32c
+        return check_crc32c
     if name == "blosc":
         return blosc.decompress
     if name == "zstd" and (codec.get("configuration") or {}).get("checksum"):
@@ -101,7 +101,7 @@ def _decoder(codec: dict[str, Any]) -> Any:
     return None
 
 
-def _check_crc32c(data: bytearray) -> np.ndarray:
+def check_crc32c(data: bytearray) -> np.ndarray:
     """The bytes before the stored checksum (4 bytes, little-endian), after checking them."""
     view = np.frombuffer(data, dtype=np.uint8)
     if view.size < 4 or google_crc32c.value(view[:-4]) != int.from_bytes(view[-4:].tobytes(), "little"):
