@@ -296,7 +296,10 @@ def services(directory: Path, state: dict[str, Any]) -> list[Service]:
             "mlflow-server",
             [*_tool("mlflow"), "server", "--host", HOST, "--port", str(ports["mlflow"]), "--workers", "1",
              "--backend-store-uri", database_url(state, "mlflow"),
-             "--artifacts-destination", str(directory / "mlflow" / "artifacts")],
+             "--artifacts-destination", str(directory / "mlflow" / "artifacts"),
+             # uvicorn otherwise waits on SIGTERM for every open request, without bound: once a
+             # CI run saw it outlast the 20 s stop timeout and take SIGKILL
+             "--uvicorn-opts", "--timeout-graceful-shutdown 5"],
             # no job runner: its seven consumer processes (~1.4 GB) serve MLflow's GenAI jobs, not tracking
             _clean_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}), directory,
             _http_ok(f"{env['MLFLOW_TRACKING_URI']}/health"), env["MLFLOW_TRACKING_URI"],
